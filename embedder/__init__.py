@@ -1,0 +1,1 @@
+"""CQA-Face embedder: the model, face detection and alignment, inference and export."""

@@ -1,0 +1,88 @@
+"""ONNX export with a dynamic batch, and an ONNX Runtime embedder with the same interface.
+
+The exported graph takes the preprocessed float32 batch and returns the model's three outputs;
+the flip test and normalisation stay in `EmbedderBase`, shared with the PyTorch path. The
+checkpoint's version and config travel in the ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedder.checkpoint import Checkpoint
+from embedder.config import ModelConfig
+from embedder.inference import INPUT_SIZE, EmbedderBase
+
+OUTPUTS = ("embedding", "attention", "quality")
+OPSET = 18
+
+
+def export(checkpoint: Checkpoint, path: str | Path, opset: int = OPSET) -> Path:
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = checkpoint.build()
+    dummy = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(path),
+        input_names=["faces"],
+        output_names=list(OUTPUTS),
+        dynamic_shapes={"x": {0: batch}},
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    proto = onnx.load(str(path))
+    meta = {
+        "model_version": checkpoint.version,
+        "model_config": json.dumps(checkpoint.config.to_dict()),
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    return path
+
+
+class OnnxEmbedder(EmbedderBase):
+    """ONNX Runtime inference (CUDA provider when available, CPU otherwise)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        flip: bool = True,
+        batch_size: int = 64,
+    ) -> None:
+        import onnxruntime as ort
+
+        super().__init__(flip=flip, batch_size=batch_size)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = [
+            p
+            for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+            if p in ort.get_available_providers()
+        ]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.version = meta["model_version"]
+        self.config = ModelConfig.from_dict(json.loads(meta["model_config"]))
+        self.metadata: dict[str, Any] = {}
+        self._input = self.session.get_inputs()[0].name
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        emb, att, qual = self.session.run(list(OUTPUTS), {self._input: np.ascontiguousarray(x)})
+        return emb, att, qual

@@ -1,0 +1,1 @@
+"""The identification system: gallery, search, and the command line."""

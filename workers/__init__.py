@@ -1,0 +1,1 @@
+"""Celery workers for enrolment and re-indexing."""
