@@ -1,0 +1,34 @@
+"""The `cqaface` command: one entry point whose subcommands come from each package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from embedder import cli as embedder_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cqaface", description="CQA-Face Identify: face embedding and identification."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    embedder_cli.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from embedder.checkpoint import CheckpointError  # after parsing: `--help` needs no torch
+
+    try:
+        return args.handler(args)
+    except (CheckpointError, NotADirectoryError, ValueError) as error:
+        print(f"cqaface {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

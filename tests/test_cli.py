@@ -1,0 +1,132 @@
+"""The `cqaface` command line as a user runs it: JSON lines out, clear errors, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from embedder import checkpoint as ckpt
+from embedder.config import variant
+from embedder.model import build_model
+
+CLI = [sys.executable, "-m", "identify.cli"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def _lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "m.pt"
+    return ckpt.save(ckpt.from_model(build_model(variant("cqa")).eval()), path)
+
+
+@pytest.fixture(scope="module")
+def photos(celeba_photos_dir: Path) -> list[Path]:
+    return sorted(celeba_photos_dir.glob("*/*.jpg"))[:3]
+
+
+@pytest.fixture
+def messy_tree(tmp_path: Path, photos: list[Path]) -> Path:
+    """Two subjects of real photos plus the files users really upload by mistake."""
+    root = tmp_path / "photos"
+    for i, photo in enumerate(photos):
+        (root / f"subject{i % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, root / f"subject{i % 2}" / photo.name)
+    (root / "subject0" / "notes.jpg").write_text("this is not a photo")
+    (root / "subject1" / "empty.png").write_bytes(b"")
+    Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(root / "subject1" / "wall.png")
+    return root
+
+
+def test_help_lists_the_commands() -> None:
+    out = _run("--help")
+    assert out.returncode == 0
+    for command in ("detect", "align", "embed", "export-onnx"):
+        assert command in out.stdout
+
+
+def test_embed_prints_one_json_line_per_face_with_a_unit_embedding(
+    photos: list[Path], model_file: Path
+) -> None:
+    out = _run("embed", *map(str, photos), "--model", str(model_file))
+    assert out.returncode == 0, out.stderr
+    records = _lines(out.stdout)
+    assert {r["path"] for r in records} == {str(p) for p in photos}
+    for record in records:
+        vector = np.array(record["embedding"])
+        assert vector.shape == (512,) and abs(np.linalg.norm(vector) - 1) < 1e-3
+        assert len(record["box"]) == 4 and len(record["landmarks"]) == 5
+        assert len(record["quality"]) == 4
+        assert record["model_version"].startswith("cqaface-mobilefacenet-cqa-")
+
+
+def test_embed_reports_bad_files_as_error_lines_and_exits_non_zero(
+    messy_tree: Path, photos: list[Path], model_file: Path
+) -> None:
+    bad = [
+        messy_tree / "subject0" / "notes.jpg",
+        messy_tree / "subject1" / "empty.png",
+        messy_tree / "subject1" / "wall.png",
+    ]
+    out = _run("embed", str(photos[0]), *map(str, bad), "--model", str(model_file))
+    assert out.returncode == 1
+    records = _lines(out.stdout)
+    errors = {Path(r["path"]).name: r["error"]["code"] for r in records if "error" in r}
+    assert errors == {"notes.jpg": "not_an_image", "empty.png": "empty_file", "wall.png": "no_face"}
+    assert any("embedding" in r for r in records), "the good photo is still embedded"
+
+
+def test_embed_without_a_model_says_where_to_get_one(photos: list[Path], tmp_path: Path) -> None:
+    out = _run("embed", str(photos[0]), "--model", str(tmp_path / "missing.pt"))
+    assert out.returncode == 2
+    assert "no model checkpoint" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_detect_writes_aligned_crops(photos: list[Path], tmp_path: Path) -> None:
+    out = _run("detect", str(photos[0]), "--crops", str(tmp_path / "crops"))
+    assert out.returncode == 0, out.stderr
+    record = _lines(out.stdout)[0]
+    assert Image.open(record["crop"]).size == (112, 112)
+
+
+def test_align_mirrors_the_tree_and_reports_every_failure_with_its_reason(
+    messy_tree: Path, tmp_path: Path
+) -> None:
+    dst = tmp_path / "aligned"
+    out = _run("align", str(messy_tree), str(dst), "--workers", "2")
+    assert out.returncode == 1  # some photos failed
+    report = json.loads((dst / "align-report.json").read_text())
+    assert (report["total"], report["aligned"]) == (6, 3)
+    reasons = {Path(f["path"]).name: f["code"] for f in report["failures"]}
+    assert reasons == {
+        "notes.jpg": "not_an_image",
+        "empty.png": "empty_file",
+        "wall.png": "no_face",
+    }
+    crops = sorted(dst.rglob("*.png"))
+    assert len(crops) == 3 and all(Image.open(c).size == (112, 112) for c in crops)
+    assert {c.parent.name for c in crops} == {"subject0", "subject1"}
+
+    again = _run("align", str(messy_tree), str(dst))
+    assert json.loads((dst / "align-report.json").read_text())["skipped"] == 3, again.stderr
+
+
+def test_export_onnx_writes_a_model(model_file: Path, tmp_path: Path) -> None:
+    out = _run("export-onnx", str(tmp_path / "m.onnx"), "--model", str(model_file))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "m.onnx").stat().st_size > 1_000_000
