@@ -35,7 +35,7 @@ DATA = Path(
 
 def embeddings_per_second(stem: str, batch: int, seconds: float = 3.0) -> float:
     torch.manual_seed(0)
-    embedder = Embedder(
+    embedder = Embedder.from_checkpoint(
         ckpt.from_model(build_model(variant("cqa", stem=stem)).eval()),
         device="cpu",
         flip=False,

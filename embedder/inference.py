@@ -18,6 +18,7 @@ import torch
 from embedder import checkpoint as ckpt
 from embedder import settings
 from embedder.config import ModelConfig
+from embedder.model import CQAFace
 
 INPUT_SIZE = 112
 
@@ -88,8 +89,10 @@ class Embedder(EmbedderBase):
 
     def __init__(
         self,
-        checkpoint: ckpt.Checkpoint,
+        model: CQAFace,
         *,
+        version: str = "unversioned",
+        metadata: dict[str, Any] | None = None,
         device: str | None = None,
         threads: int | None = None,
         flip: bool = True,
@@ -100,17 +103,26 @@ class Embedder(EmbedderBase):
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device or settings.device())
-        self.model = checkpoint.build().to(self.device)
-        self.version = checkpoint.version
-        self.config = checkpoint.config
-        self.metadata = checkpoint.metadata
+        # channels-last runs the convolutions about 1.5x faster on CPU (oneDNN) and on GPUs.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.config = model.config
+        self.version = version
+        self.metadata = metadata or {}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: ckpt.Checkpoint, **kwargs: Any) -> Embedder:
+        return cls(
+            checkpoint.build(), version=checkpoint.version, metadata=checkpoint.metadata, **kwargs
+        )
 
     @classmethod
     def load(cls, path: str | Path | None = None, **kwargs: Any) -> Embedder:
         """From a checkpoint file (default: CQAFACE_MODEL, else the shipped model)."""
-        return cls(ckpt.load(path or settings.model_path()), **kwargs)
+        return cls.from_checkpoint(ckpt.load(path or settings.model_path()), **kwargs)
 
     @torch.inference_mode()
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self.model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        self.model.eval()
+        batch = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        out = self.model(batch.contiguous(memory_format=torch.channels_last))
         return tuple(t.float().cpu().numpy() for t in out)  # type: ignore[return-value]

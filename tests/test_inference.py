@@ -65,7 +65,7 @@ def test_a_missing_or_foreign_checkpoint_gets_a_clear_error(tmp_path: Path) -> N
 def test_embeddings_are_unit_vectors_with_maps_and_qualities(
     cqa_checkpoint: ckpt.Checkpoint, real_crops: np.ndarray
 ) -> None:
-    out = Embedder(cqa_checkpoint, device="cpu").embed(real_crops)
+    out = Embedder.from_checkpoint(cqa_checkpoint, device="cpu").embed(real_crops)
     assert out.vectors.shape == (len(real_crops), 512) and out.vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(out.vectors, axis=1), 1.0, atol=1e-5)
     assert out.attention.shape == (len(real_crops), 4, 7, 7)
@@ -75,24 +75,34 @@ def test_embeddings_are_unit_vectors_with_maps_and_qualities(
 def test_flip_test_is_the_normalised_sum_of_image_and_mirror(
     cqa_checkpoint: ckpt.Checkpoint, real_crops: np.ndarray
 ) -> None:
-    plain = Embedder(cqa_checkpoint, device="cpu", flip=False)
+    plain = Embedder.from_checkpoint(cqa_checkpoint, device="cpu", flip=False)
     a = plain.embed(real_crops).vectors
     b = plain.embed(real_crops[:, :, ::-1].copy()).vectors
     expected = (a + b) / np.linalg.norm(a + b, axis=1, keepdims=True)
-    flipped = Embedder(cqa_checkpoint, device="cpu", flip=True).embed(real_crops).vectors
+    flipped = (
+        Embedder.from_checkpoint(cqa_checkpoint, device="cpu", flip=True).embed(real_crops).vectors
+    )
     assert np.allclose(flipped, expected, atol=1e-5)
 
 
 def test_results_do_not_depend_on_the_batch_size(
     cqa_checkpoint: ckpt.Checkpoint, real_crops: np.ndarray
 ) -> None:
-    one = Embedder(cqa_checkpoint, device="cpu", batch_size=1).embed(real_crops).vectors
-    many = Embedder(cqa_checkpoint, device="cpu", batch_size=32).embed(real_crops).vectors
+    one = (
+        Embedder.from_checkpoint(cqa_checkpoint, device="cpu", batch_size=1)
+        .embed(real_crops)
+        .vectors
+    )
+    many = (
+        Embedder.from_checkpoint(cqa_checkpoint, device="cpu", batch_size=32)
+        .embed(real_crops)
+        .vectors
+    )
     assert np.allclose(one, many, atol=1e-5)
 
 
 def test_crops_that_are_not_aligned_faces_are_refused(cqa_checkpoint: ckpt.Checkpoint) -> None:
-    embedder = Embedder(cqa_checkpoint, device="cpu")
+    embedder = Embedder.from_checkpoint(cqa_checkpoint, device="cpu")
     with pytest.raises(ValueError, match="align faces first"):
         embedder.embed(np.zeros((2, 100, 100, 3), np.uint8))
     with pytest.raises(ValueError, match="no faces"):
@@ -114,7 +124,7 @@ def test_onnx_runtime_matches_pytorch_on_real_faces(
     onnx_embedder = OnnxEmbedder(path)
     assert onnx_embedder.version == cqa_checkpoint.version
     onnx_out = onnx_embedder.embed(real_crops[:5])  # a batch size never seen at export
-    torch_out = Embedder(cqa_checkpoint, device="cpu").embed(real_crops[:5])
+    torch_out = Embedder.from_checkpoint(cqa_checkpoint, device="cpu").embed(real_crops[:5])
     cosine = (onnx_out.vectors * torch_out.vectors).sum(1)
     assert cosine.min() >= 0.9999
     assert np.allclose(onnx_out.quality, torch_out.quality, atol=1e-4)
