@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from embedder import cli as embedder_cli
+from trainer import cli as trainer_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     embedder_cli.register(commands)
+    trainer_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,95 @@
+"""Training configuration: plain dataclasses, written as Python files in trainer/configs/.
+
+`cqaface train NAME_OR_FILE` loads a preset by name (trainer/configs/NAME.py) or any Python
+file that defines `config = TrainConfig(...)`. Paths to data are resolved from
+CQAFACE_SHARED_DATA so that no config hard-codes a machine's layout.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from embedder.config import ModelConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data(*parts: str) -> str:
+    """A path under the shared data folder (CQAFACE_SHARED_DATA, default ../shared/data)."""
+    root = Path(os.environ.get("CQAFACE_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+    return str(root.joinpath(*parts))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str  # a folder per identity of aligned 112x112 crops, or an insightface .rec file
+    # Split of a folder by identity: this many validation identities (0: train on all), every
+    # identity of the `holdout` folder among them (people kept out of training for tests).
+    validation_identities: int = 400
+    holdout: str | None = None
+    split_seed: int = 0
+    val_pairs_per_fold: int | None = 300  # caps periodic validation's cost
+    preload: bool = True  # decode every crop once into RAM (WebP decoding dominates on CPU)
+    flip: float = 0.5
+    color_jitter: float = 0.0
+    low_resolution: float = 0.0  # probability of random down-and-up scaling (cross-quality)
+    blur: float = 0.0
+    mask: float = 0.0  # probability of a synthetic mask (off: the paper does not use them)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    batch_size: int = 256  # global, over all processes
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: float = 12
+    warmup_epochs: float = 2
+    schedule: Literal["step", "cosine"] = "step"
+    milestones: tuple[float, ...] = (7, 10)
+    final_lr: float | None = 1e-4
+    final_epoch: float | None = 12
+    cosface_s: float = 64.0
+    cosface_m: float = 0.35
+    attention_lambda: float = 0.5  # weight of CAL (or L_D) beside CosFace
+    grad_clip: float | None = 5.0
+    amp: bool = True  # bf16/fp16 autocast on CUDA only; CPU trains in float32
+    seed: int = 0
+    output: str = "runs"
+    checkpoint_every: int = 500  # optimiser steps
+    keep_checkpoints: int = 2
+    log_every: int = 20
+    val_every: int | None = 2000
+    max_steps: int | None = None  # stop early (tests, benchmarks); the schedule is unchanged
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+def load_config(name_or_path: str) -> TrainConfig:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.py"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__"))
+        raise ValueError(f"no training config {name_or_path!r}; presets: {presets}")
+    config = runpy.run_path(str(path)).get("config")
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"{path} must define `config = TrainConfig(...)`")
+    return config

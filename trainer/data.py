@@ -1,0 +1,85 @@
+"""From a DataConfig to what the loop consumes: training set, augmentation, validator.
+
+A folder is split by identity (trainer.split) on the fly, deterministically; the main process
+records the split and the validation pairs in the run folder. A `.rec` file trains on all of
+its identities (its validation comes from separate `.bin` sets).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from embedder.inference import Embedder
+from embedder.model import CQAFace
+from trainer.augment import Augment, AugmentConfig
+from trainer.config import DataConfig
+from trainer.evaluate import verify_pairs
+from trainer.folder_dataset import FolderDataset
+from trainer.pairs import list_identities, listing_resolver, read_lfw_pairs
+from trainer.recordio import RecordIODataset
+from trainer.split import PAIRS_FILE, make_split, write_split
+from trainer.train import TrainingSet, Validator
+
+
+def augmentation(config: DataConfig) -> Augment:
+    return Augment(
+        AugmentConfig(
+            p_flip=config.flip,
+            p_color_jitter=config.color_jitter,
+            p_low_resolution=config.low_resolution,
+            p_blur=config.blur,
+            p_mask=config.mask,
+        )
+    )
+
+
+def training_set(config: DataConfig) -> TrainingSet:
+    root = Path(config.root)
+    if root.suffix == ".rec":
+        return RecordIODataset(root, tensors=False)
+    identities = None
+    if config.validation_identities:
+        holdout = list_identities(Path(config.holdout)) if config.holdout else ()
+        split = make_split(
+            list_identities(root),
+            holdout=holdout,
+            n_validation=config.validation_identities,
+            seed=config.split_seed,
+        )
+        identities = split.train
+    return FolderDataset(
+        root, identities, preload=config.preload, workers=os.cpu_count() or 1, tensors=False
+    )
+
+
+def validator(config: DataConfig, run_dir: Path) -> Validator | None:
+    """Verification on the held-out identities, plain and with one face of each pair masked."""
+    root = Path(config.root)
+    if root.suffix == ".rec" or not config.validation_identities:
+        return None
+    holdout = list_identities(Path(config.holdout)) if config.holdout else ()
+    out = run_dir / "split"
+    write_split(
+        root,
+        out,
+        holdout=holdout,
+        n_validation=config.validation_identities,
+        seed=config.split_seed,
+        max_per_fold=config.val_pairs_per_fold,
+    )
+    pairs = read_lfw_pairs(out / PAIRS_FILE, listing_resolver(root))
+
+    def validate(model: CQAFace) -> dict:
+        embedder = Embedder(model, device=str(next(model.parameters()).device))
+        normal = verify_pairs(embedder, pairs, "none")
+        masked = verify_pairs(embedder, pairs, "one")
+        return {
+            "accuracy": normal["accuracy"],
+            "tar_at_far": normal["tar_at_far"],
+            "masked_accuracy": masked["accuracy"],
+            "masked_tar_at_far": masked["tar_at_far"],
+            "pairs": normal["pairs"],
+        }
+
+    return validate

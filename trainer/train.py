@@ -1,0 +1,305 @@
+"""The training loop: CosFace + lambda * CAL, SGD with a per-iteration schedule, exact resume.
+
+Runs as one process, or as several under `torchrun` (gloo on CPU, NCCL on CUDA) with the
+global batch split over them. Logs samples/s, the loss and its parts, the learning rate and
+the ETA; checkpoints every N steps; at the end writes a serving checkpoint for `Embedder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from embedder import checkpoint as serving
+from embedder.attention_loss import contrastive_attention_loss, diversity_loss
+from embedder.cosface import CosFace
+from embedder.inference import preprocess
+from embedder.model import CQAFace, build_model
+from trainer import distributed, state
+from trainer.config import TrainConfig
+from trainer.run_log import RunLog
+from trainer.sampler import ResumableSampler
+from trainer.schedule import Schedule
+
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+Validator = Callable[[CQAFace], dict[str, Any]]
+
+
+class TrainingSet(Protocol):
+    """What the loop needs of a data source: uint8 112x112x3 RGB crops with integer labels."""
+
+    num_classes: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]: ...
+
+
+class Augmented(torch.utils.data.Dataset):
+    """Applies augmentation with a generator seeded by (seed, epoch, index): the same sample
+    gets the same augmentation whatever the number of loader workers or a resume."""
+
+    def __init__(self, source: TrainingSet, augment: Augment | None, seed: int) -> None:
+        self.source, self.augment, self.seed = source, augment, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        crop, label = self.source[index]
+        if self.augment is not None:
+            crop = self.augment(crop, np.random.default_rng([self.seed, self.epoch, index]))
+        return crop, label
+
+
+def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    crops, labels = zip(*batch, strict=True)
+    return torch.from_numpy(preprocess(np.stack(crops))), torch.tensor(labels, dtype=torch.long)
+
+
+class Trainee(nn.Module):
+    """The embedding model and its CosFace head, trained (and wrapped by DDP) as one module."""
+
+    def __init__(self, model: CQAFace, head: CosFace, attention_lambda: float) -> None:
+        super().__init__()
+        self.model, self.head = model, head
+        self.attention_lambda = attention_lambda
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(images)
+        cls = self.head(out.embedding, labels)
+        aux = self.attention_loss(out.attention.float())
+        return cls + self.attention_lambda * aux, cls, aux
+
+    def attention_loss(self, maps: torch.Tensor) -> torch.Tensor:
+        c = self.model.config
+        if c.head != "cqa" or c.diversity not in ("cal", "hpda"):
+            return maps.new_zeros(())
+        if c.diversity == "cal":
+            return contrastive_attention_loss(maps, c.cal_margin, c.cal_sigma, c.cal_reduction)
+        return diversity_loss(maps, c.hpda_margin)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    config: TrainConfig,
+    data: TrainingSet,
+    *,
+    augment: Augment | None = None,
+    validator: Validator | None = None,
+    resume: bool = True,
+    num_workers: int = 0,
+) -> Path:
+    """Trains to the end of the schedule (or `max_steps`); returns the serving checkpoint."""
+    ctx = distributed.setup()
+    try:
+        return _Run(config, data, augment, validator, ctx, num_workers).run(resume)
+    finally:
+        distributed.teardown()
+
+
+class _Run:
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: TrainingSet,
+        augment: Augment | None,
+        validator: Validator | None,
+        ctx: distributed.Context,
+        num_workers: int,
+    ) -> None:
+        self.config, self.ctx, self.validator = config, ctx, validator
+        seed_everything(config.seed)
+        model = build_model(config.model)
+        head = CosFace(
+            config.model.embedding_size, data.num_classes, config.cosface_s, config.cosface_m
+        )
+        self.trainee = Trainee(model, head, config.attention_lambda).to(
+            ctx.device, memory_format=torch.channels_last
+        )
+        self.wrapped: nn.Module = self.trainee
+        if ctx.world > 1:
+            self.wrapped = DistributedDataParallel(self.trainee)
+        self.optimizer = torch.optim.SGD(
+            self.trainee.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.sampler = ResumableSampler(
+            len(data),
+            batch_size=config.batch_size,
+            world=ctx.world,
+            rank=ctx.rank,
+            seed=config.seed,
+        )
+        self.steps_per_epoch = self.sampler.batches_per_epoch()
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(data)} samples do not fill one batch of {config.batch_size}")
+        self.schedule = Schedule(
+            config.lr,
+            self.steps_per_epoch,
+            config.epochs,
+            config.warmup_epochs,
+            config.schedule,
+            config.milestones,
+            final_lr=config.final_lr,
+            final_epoch=config.final_epoch,
+        )
+        self.dataset = Augmented(data, augment, config.seed)
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.sampler.local_batch,
+            sampler=self.sampler,
+            collate_fn=collate,
+            num_workers=num_workers,
+            drop_last=True,
+            pin_memory=ctx.device.type == "cuda",
+        )
+        use_amp = config.amp and ctx.device.type == "cuda"
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+            if use_amp
+            else (contextlib.nullcontext)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling
+        self.step = 0
+        self.end_step = min(self.schedule.total_steps, config.max_steps or 1 << 62)
+        self.checkpoints = config.run_dir / "checkpoints"
+        self.log = RunLog(config.run_dir / "log.jsonl", self.end_step) if ctx.is_main else None
+
+    def run(self, resume: bool) -> Path:
+        if resume:
+            self._restore()
+        if self.log:
+            self.log.write(
+                {
+                    "kind": "start",
+                    "step": self.step,
+                    "world": self.ctx.world,
+                    "config": self.config.to_dict(),
+                    "samples": len(self.dataset),
+                }
+            )
+        while self.step < self.end_step:
+            epoch, batch = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_position(epoch, batch)
+            self.dataset.epoch = epoch
+            for images, labels in self.loader:
+                self._train_step(images, labels)
+                self._after_step()
+                if self.step >= self.end_step:
+                    break
+        return self._finish()
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        lr = self.schedule.lr(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(self.ctx.device, non_blocking=True)
+        images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(self.ctx.device, non_blocking=True)
+        self.wrapped.train()
+        with self.autocast():
+            loss, cls, aux = self.wrapped(images, labels)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.trainee.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._last = {"loss": loss.item(), "cosface": cls.item(), "attention": aux.item(), "lr": lr}
+
+    def _after_step(self) -> None:
+        c = self.config
+        if self.step % c.log_every == 0 or self.step == self.end_step:
+            values = {k: distributed.mean_across(v, self.ctx) for k, v in self._last.items()}
+            if self.log:
+                self.log.step(
+                    self.step,
+                    self.step / self.steps_per_epoch,
+                    c.log_every * c.batch_size,
+                    **values,
+                )
+        if self.step % c.checkpoint_every == 0:
+            self._save()
+        if c.val_every and self.step % c.val_every == 0:
+            self._validate()
+
+    def _save(self) -> None:
+        if self.ctx.is_main:
+            state.save(
+                self.checkpoints,
+                self.step,
+                {
+                    "model": self.trainee.model.state_dict(),
+                    "head": self.trainee.head.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "config": self.config.to_dict(),
+                },
+                keep=self.config.keep_checkpoints,
+            )
+        distributed.barrier(self.ctx)
+
+    def _restore(self) -> None:
+        saved = state.latest(self.checkpoints)
+        if saved is None:
+            return
+        self.trainee.model.load_state_dict(saved["model"])
+        self.trainee.head.load_state_dict(saved["head"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.step = saved["step"]
+        state.restore_rng(saved["rng"])
+        if self.log:
+            self.log.write({"kind": "resume", "step": self.step})
+
+    def _validate(self) -> dict[str, Any] | None:
+        """On the main process only; the others wait for it at the next gradient all-reduce."""
+        if not self.ctx.is_main or self.validator is None:
+            return None
+        with torch.inference_mode():
+            result = self.validator(self.trainee.model.eval())
+        self.log.write({"kind": "validation", "step": self.step, **result})
+        print(f"validation at step {self.step}: {json.dumps(result)}", flush=True)
+        return result
+
+    def _finish(self) -> Path:
+        self._save()
+        result = self._validate()
+        path = self.config.run_dir / "model.pt"
+        if self.ctx.is_main:
+            metadata = {
+                "training": {
+                    "config": self.config.name,
+                    "steps": self.step,
+                    "epochs": round(self.step / self.steps_per_epoch, 3),
+                    "samples": len(self.dataset),
+                    "world": self.ctx.world,
+                }
+            }
+            if result:
+                metadata["validation"] = result
+            serving.save(serving.from_model(self.trainee.model.eval(), metadata), path)
+            self.log.write({"kind": "end", "step": self.step, "model": str(path)})
+            self.log.close()
+        distributed.barrier(self.ctx)
+        return path
