@@ -135,6 +135,8 @@ class _Run:
         self.wrapped: nn.Module = self.trainee
         if ctx.world > 1:
             self.wrapped = DistributedDataParallel(self.trainee)
+        if config.compile:
+            self.wrapped = torch.compile(self.wrapped)
         self.optimizer = torch.optim.SGD(
             self.trainee.parameters(),
             lr=config.lr,

@@ -26,4 +26,5 @@ config = TrainConfig(
     checkpoint_every=200,
     log_every=20,
     val_every=2000,
+    compile=True,
 )
