@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     embedder_cli.register(commands)
     trainer_cli.register(commands)
+    trainer_cli.register_eval(commands)
     return parser
 
 

@@ -130,3 +130,72 @@ def test_export_onnx_writes_a_model(model_file: Path, tmp_path: Path) -> None:
     out = _run("export-onnx", str(tmp_path / "m.onnx"), "--model", str(model_file))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "m.onnx").stat().st_size > 1_000_000
+
+
+@pytest.fixture
+def orl_subset(orl_dir: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "orl"
+    root.mkdir()
+    for subject in sorted(orl_dir.iterdir())[:6]:
+        (root / subject.name).symlink_to(subject, target_is_directory=True)
+    return root
+
+
+def test_eval_identify_reports_rank1_and_tar_at_far(orl_subset: Path, model_file: Path) -> None:
+    out = _run(
+        "eval",
+        "identify",
+        "--gallery",
+        str(orl_subset),
+        "--gallery-size",
+        "5",
+        "--mask-probes",
+        "--model",
+        str(model_file),
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["subjects"] == 6 and result["probes"] == 30
+    assert 0 <= result["rank1"] <= result["rank5"] <= 1
+    assert set(result["tar_at_far"]) == {"0.1", "0.01", "0.001", "0.0001"}
+
+
+def test_eval_pairs_reads_a_csv_of_pairs(
+    orl_subset: Path, model_file: Path, tmp_path: Path
+) -> None:
+    a, b = sorted(orl_subset.iterdir())[:2]
+    rows = [
+        f"{a}/1.pgm,{a}/2.pgm,1",
+        f"{a}/3.pgm,{b}/1.pgm,0",
+        f"{b}/2.pgm,{b}/3.pgm,1",
+        f"{b}/4.pgm,{a}/4.pgm,0",
+    ]
+    (tmp_path / "pairs.csv").write_text("path1,path2,same\n" + "\n".join(rows) + "\n")
+    out = _run(
+        "eval",
+        "pairs",
+        "--pairs",
+        str(tmp_path / "pairs.csv"),
+        "--format",
+        "csv",
+        "--mask",
+        "one",
+        "--model",
+        str(model_file),
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["pairs"], result["genuine"], result["mask"]) == (4, 2, "one")
+
+
+def test_eval_calibrate_stores_thresholds_in_the_checkpoint(
+    orl_subset: Path, model_file: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.pt"
+    shutil.copy(model_file, model)
+    out = _run("eval", "calibrate", "--faces", str(orl_subset), "--write", "--model", str(model))
+    assert out.returncode == 0, out.stderr
+    thresholds = ckpt.load(model).metadata["thresholds"]
+    for kind in ("normal", "masked"):
+        assert thresholds[kind]["0.01"] <= thresholds[kind]["0.001"]
+        assert thresholds[kind]["impostor_pairs"] == 60 * 50

@@ -46,3 +46,123 @@ def train(args: argparse.Namespace) -> int:
     )
     print(f"model written to {model_path}", file=sys.stderr)
     return 0
+
+
+def register_eval(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("eval", help="the paper's evaluation protocols (JSON out)")
+    protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+
+    q = protocols.add_parser("pairs", help="verification over pairs (LFW style)")
+    q.add_argument("--pairs", type=Path, required=True, help="pairs file")
+    q.add_argument("--root", type=Path, help="image root (lfw format)")
+    q.add_argument(
+        "--format",
+        choices=["lfw", "listing", "csv"],
+        default="lfw",
+        help="lfw: ROOT/name/name_%%04d.EXT; listing: i-th file of ROOT/name; csv",
+    )
+    q.add_argument("--ext", default="jpg", help="image extension for the lfw format")
+    q.add_argument("--mask", choices=["none", "one", "both"], default="none")
+    _common(q)
+    q.set_defaults(handler=eval_pairs)
+
+    q = protocols.add_parser("identify", help="Rank-k and TAR@FAR against subject templates")
+    q.add_argument("--gallery", type=Path, required=True, help="a folder per subject")
+    q.add_argument(
+        "--probes",
+        type=Path,
+        help="a folder per subject (default: the gallery's "
+        "photos beyond the first --gallery-size of each subject)",
+    )
+    q.add_argument("--gallery-size", type=int, default=5)
+    q.add_argument("--mask-probes", action="store_true", help="synthetic masks on probes (M2N)")
+    q.add_argument("--mask", action="store_true", help="masks on probes and gallery (M2M)")
+    _common(q)
+    q.set_defaults(handler=eval_identify)
+
+    q = protocols.add_parser("calibrate", help="thresholds at FAR 1e-2/1e-3 into a checkpoint")
+    q.add_argument("--faces", type=Path, required=True, help="held-out people, a folder each")
+    q.add_argument("--write", action="store_true", help="store them in the checkpoint")
+    _common(q)
+    q.set_defaults(handler=eval_calibrate)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL/shipped)")
+    parser.add_argument("--out", type=Path, help="also write the JSON result here")
+
+
+def _report(result: dict, out: Path | None) -> int:
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    return 0
+
+
+def _embedder(args: argparse.Namespace):
+    from embedder.inference import Embedder
+
+    return Embedder.load(args.model)
+
+
+def _labelled(folder: Path) -> dict[str, list[Path]]:
+    from trainer.pairs import list_identities, list_images
+
+    return {name: list_images(folder / name) for name in list_identities(folder)}
+
+
+def eval_pairs(args: argparse.Namespace) -> int:
+    from trainer import pairs
+    from trainer.evaluate import verify_pairs
+
+    if args.format == "csv":
+        found = pairs.read_csv_pairs(args.pairs)
+    else:
+        if args.root is None:
+            raise ValueError(f"--root is needed with --format {args.format}")
+        resolve = (
+            pairs.lfw_resolver(args.root, args.ext)
+            if args.format == "lfw"
+            else pairs.listing_resolver(args.root)
+        )
+        found = pairs.read_lfw_pairs(args.pairs, resolve)
+    embedder = _embedder(args)
+    result = verify_pairs(embedder, found, mask=args.mask)
+    return _report({"model_version": embedder.version, **result}, args.out)
+
+
+def eval_identify(args: argparse.Namespace) -> int:
+    from trainer.evaluate import identify
+
+    gallery_sets = _labelled(args.gallery)
+    if args.probes:
+        gallery = [(p, s) for s, paths in gallery_sets.items() for p in paths]
+        probes = [(p, s) for s, paths in _labelled(args.probes).items() for p in paths]
+    else:
+        n = args.gallery_size
+        gallery = [(p, s) for s, paths in gallery_sets.items() for p in paths[:n]]
+        probes = [(p, s) for s, paths in gallery_sets.items() for p in paths[n:]]
+    embedder = _embedder(args)
+    result = identify(
+        embedder, gallery, probes, mask_gallery=args.mask, mask_probes=args.mask or args.mask_probes
+    )
+    return _report({"model_version": embedder.version, **result}, args.out)
+
+
+def eval_calibrate(args: argparse.Namespace) -> int:
+    from embedder import checkpoint, settings
+    from trainer.calibrate import calibrate
+
+    path = args.model or settings.model_path()
+    embedder = _embedder(args)
+    items = [(p, s) for s, paths in _labelled(args.faces).items() for p in paths]
+    thresholds = calibrate(embedder, items)
+    if args.write:
+        saved = checkpoint.load(path)
+        saved.metadata["thresholds"] = {**thresholds, "source": str(args.faces)}
+        checkpoint.save(saved, path)
+    return _report({"model_version": embedder.version, "thresholds": thresholds}, args.out)
