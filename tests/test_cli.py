@@ -141,7 +141,9 @@ def orl_subset(orl_dir: Path, tmp_path: Path) -> Path:
     return root
 
 
-def test_eval_identify_reports_rank1_and_tar_at_far(orl_subset: Path, model_file: Path) -> None:
+def test_eval_identify_reports_rank1_and_tar_at_far(
+    orl_subset: Path, model_file: Path, tmp_path: Path
+) -> None:
     out = _run(
         "eval",
         "identify",
@@ -152,12 +154,15 @@ def test_eval_identify_reports_rank1_and_tar_at_far(orl_subset: Path, model_file
         "--mask-probes",
         "--model",
         str(model_file),
+        "--plot",
+        str(tmp_path / "cmc.png"),
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["subjects"] == 6 and result["probes"] == 30
     assert 0 <= result["rank1"] <= result["rank5"] <= 1
     assert set(result["tar_at_far"]) == {"0.1", "0.01", "0.001", "0.0001"}
+    assert (tmp_path / "cmc.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_eval_pairs_reads_a_csv_of_pairs(
@@ -182,10 +187,13 @@ def test_eval_pairs_reads_a_csv_of_pairs(
         "one",
         "--model",
         str(model_file),
+        "--plot",
+        str(tmp_path / "roc.png"),
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert (result["pairs"], result["genuine"], result["mask"]) == (4, 2, "one")
+    assert (tmp_path / "roc.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_eval_calibrate_stores_thresholds_in_the_checkpoint(

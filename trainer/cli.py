@@ -90,6 +90,7 @@ def register_eval(commands: argparse._SubParsersAction) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL/shipped)")
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
+    parser.add_argument("--plot", type=Path, help="ROC (pairs) or CMC (identify) as a PNG")
 
 
 def _report(result: dict, out: Path | None) -> int:
@@ -131,7 +132,7 @@ def eval_pairs(args: argparse.Namespace) -> int:
         )
         found = pairs.read_lfw_pairs(args.pairs, resolve)
     embedder = _embedder(args)
-    result = verify_pairs(embedder, found, mask=args.mask)
+    result = verify_pairs(embedder, found, mask=args.mask, plot=args.plot)
     return _report({"model_version": embedder.version, **result}, args.out)
 
 
@@ -147,9 +148,8 @@ def eval_identify(args: argparse.Namespace) -> int:
         gallery = [(p, s) for s, paths in gallery_sets.items() for p in paths[:n]]
         probes = [(p, s) for s, paths in gallery_sets.items() for p in paths[n:]]
     embedder = _embedder(args)
-    result = identify(
-        embedder, gallery, probes, mask_gallery=args.mask, mask_probes=args.mask or args.mask_probes
-    )
+    masks = {"mask_gallery": args.mask, "mask_probes": args.mask or args.mask_probes}
+    result = identify(embedder, gallery, probes, plot=args.plot, **masks)
     return _report({"model_version": embedder.version, **result}, args.out)
 
 

@@ -17,8 +17,9 @@ import numpy as np
 
 from embedder.inference import EmbedderBase, l2_normalise
 from trainer.crops import load_crops, masked
-from trainer.metrics import cmc, kfold_accuracy, roc_auc, tar_at_far
+from trainer.metrics import cmc, kfold_accuracy, roc_auc, roc_curve, tar_at_far
 from trainer.pairs import Pair
+from trainer.plots import cmc_png, roc_png
 
 MaskMode = Literal["none", "one", "both"]
 FARS = (1e-1, 1e-2, 1e-3, 1e-4)
@@ -29,7 +30,11 @@ def _embed(embedder: EmbedderBase, crops: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def verify_pairs(
-    embedder: EmbedderBase, pairs: Sequence[Pair], mask: MaskMode = "none", seed: int = 0
+    embedder: EmbedderBase,
+    pairs: Sequence[Pair],
+    mask: MaskMode = "none",
+    seed: int = 0,
+    plot: Path | None = None,
 ) -> dict:
     """Verification metrics over `pairs`. Pairs whose photos give no face are scored -1 (a
     rejection), as a deployed system would treat them, and counted in `unusable_pairs`."""
@@ -53,6 +58,8 @@ def verify_pairs(
     folds = np.array([p.fold for p in pairs])
     if len(np.unique(folds)) < 2:
         folds = None
+    if plot:
+        roc_png(*roc_curve(scores, same), plot, f"verification, masks: {mask}")
     return {
         **kfold_accuracy(scores, same, folds),
         "tar_at_far": tar_at_far(scores, same, FARS),
@@ -79,6 +86,7 @@ def identify(
     mask_gallery: bool = False,
     mask_probes: bool = False,
     seed: int = 0,
+    plot: Path | None = None,
 ) -> dict:
     """Closed-set Rank-k and open-set-style TAR@FAR of probes against gallery templates."""
     g_vec, g_lab, g_fail = _embed_labelled(embedder, gallery, mask_gallery, seed)
@@ -90,6 +98,8 @@ def identify(
     similarity = p_vec[known] @ t_vec.T
     curve = cmc(similarity, p_lab[known], t_lab, max_rank=min(10, len(t_lab)))
     same = p_lab[known][:, None] == t_lab[None, :]
+    if plot:
+        cmc_png(curve, plot, f"identification (masked probes: {mask_probes})")
     return {
         "rank1": float(curve[0]),
         "rank5": float(curve[min(4, len(curve) - 1)]),
