@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED_DATA ?= ../shared/data
-DEMO_PHOTO ?= $(firstword $(wildcard $(SHARED_DATA)/celeba-photos/*/*.jpg))
+# Two photos of one person and one of another: the embedder should score the first pair higher.
+DEMO_PEOPLE := $(sort $(dir $(wildcard $(SHARED_DATA)/celeba-photos/*/*.jpg)))
+DEMO_PHOTOS ?= $(wordlist 1,2,$(sort $(wildcard $(word 1,$(DEMO_PEOPLE))*.jpg))) \
+	$(firstword $(sort $(wildcard $(word 2,$(DEMO_PEOPLE))*.jpg)))
 RUNS ?= var
 
 .PHONY: setup lint format test demo bench-embedder clean
@@ -32,9 +35,9 @@ test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 demo: setup
-	@test -n "$(DEMO_PHOTO)" || { echo "no demo photo: set DEMO_PHOTO=path/to/photo.jpg"; exit 2; }
-	$(BIN)/cqaface detect "$(DEMO_PHOTO)" --crops $(RUNS)/demo-crops
-	$(BIN)/cqaface embed "$(DEMO_PHOTO)" --summary
+	@test -n "$(strip $(DEMO_PHOTOS))" || { echo "no demo photos: set DEMO_PHOTOS='a.jpg b.jpg'"; exit 2; }
+	$(BIN)/cqaface detect $(DEMO_PHOTOS) --crops $(RUNS)/demo-crops
+	$(BIN)/cqaface embed $(DEMO_PHOTOS) --summary
 
 bench-embedder: setup
 	$(BIN)/python benchmarks/bench_embedder.py --out $(RUNS)/bench-embedder.json

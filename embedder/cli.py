@@ -131,6 +131,7 @@ def embed(args: argparse.Namespace) -> int:
     embedder = Embedder.load(args.model, flip=args.flip)
     failed = 0
     policy = "largest" if args.largest else "all"
+    first_faces: dict[str, Any] = {}
     for path, faces in _faces_per_image(args.images, policy):
         if isinstance(faces, Exception):
             failed += 1
@@ -146,7 +147,19 @@ def embed(args: argparse.Namespace) -> int:
             else:
                 record["embedding"] = [round(float(v), 6) for v in result.vectors[i]]
                 _emit(record)
+        first_faces[str(path)] = result.vectors[0]
+    if args.summary and len(first_faces) > 1:
+        _print_similarities(first_faces)
     return 1 if failed else 0
+
+
+def _print_similarities(vectors: dict[str, Any]) -> None:
+    """Cosine similarity of the first face of every pair of photos: what a match looks like."""
+    names = list(vectors)
+    print("cosine similarity of the photos' first faces:")
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            print(f"  {float(vectors[a] @ vectors[b]):+.3f}  {a}  vs  {b}")
 
 
 def _summary(record: dict[str, Any], vector: Any) -> str:
