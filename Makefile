@@ -37,7 +37,12 @@ test: setup lint
 demo: setup
 	@test -n "$(strip $(DEMO_PHOTOS))" || { echo "no demo photos: set DEMO_PHOTOS='a.jpg b.jpg'"; exit 2; }
 	$(BIN)/cqaface detect $(DEMO_PHOTOS) --crops $(RUNS)/demo-crops
-	$(BIN)/cqaface embed $(DEMO_PHOTOS) --summary
+	@if [ -n "$$CQAFACE_MODEL" ] || [ -f embedder/weights/cqaface.pt ]; then \
+		$(BIN)/cqaface embed $(DEMO_PHOTOS) --summary; \
+	else \
+		echo "No trained model is shipped yet: skipping the embedding step."; \
+		echo "Train one with '$(BIN)/cqaface train cpu_celeba_compact' and set CQAFACE_MODEL."; \
+	fi
 
 bench-embedder: setup
 	$(BIN)/python benchmarks/bench_embedder.py --out $(RUNS)/bench-embedder.json
