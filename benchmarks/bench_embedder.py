@@ -27,10 +27,9 @@ from embedder import checkpoint as ckpt
 from embedder.config import variant
 from embedder.inference import Embedder
 from embedder.model import build_model
+from trainer.config import shared_data
 
-DATA = Path(
-    os.environ.get("CQAFACE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+DATA = Path(shared_data())
 
 
 def embeddings_per_second(stem: str, batch: int, seconds: float = 3.0) -> float:

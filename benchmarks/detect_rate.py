@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import time
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -26,10 +25,9 @@ from embedder.errors import FaceInputError
 from embedder.faces import find_faces
 from embedder.imageio import load_image
 from embedder.mtcnn import default_detector
+from trainer.config import shared_data
 
-DATA = Path(
-    os.environ.get("CQAFACE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+DATA = Path(shared_data())
 
 
 def detect_align_rate(paths: list[Path], processes: int, *, size: int | None = 250) -> dict:

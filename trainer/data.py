@@ -40,7 +40,7 @@ def training_set(config: DataConfig) -> TrainingSet:
         return RecordIODataset(root, tensors=False)
     identities = None
     if config.validation_identities:
-        holdout = list_identities(Path(config.holdout)) if config.holdout else ()
+        holdout = _holdout(config)
         split = make_split(
             list_identities(root),
             holdout=holdout,
@@ -58,7 +58,7 @@ def validator(config: DataConfig, run_dir: Path) -> Validator | None:
     root = Path(config.root)
     if root.suffix == ".rec" or not config.validation_identities:
         return None
-    holdout = list_identities(Path(config.holdout)) if config.holdout else ()
+    holdout = _holdout(config)
     out = run_dir / "split"
     write_split(
         root,
@@ -83,3 +83,8 @@ def validator(config: DataConfig, run_dir: Path) -> Validator | None:
         }
 
     return validate
+
+
+def _holdout(config: DataConfig) -> list[str]:
+    """Identities that must validate (never train): those of the `holdout` folder."""
+    return list_identities(Path(config.holdout)) if config.holdout else []

@@ -1,4 +1,4 @@
-"""Training checkpoints for an exact resume: weights, head, optimiser, scaler, position, RNGs.
+"""Training checkpoints for an exact resume: weights, head, optimiser, position, RNG states.
 
 The learning rate is a pure function of the step (trainer.schedule) and the sample order a
 pure function of (seed, epoch) (trainer.sampler), so the step and the position are all the

@@ -179,7 +179,6 @@ class _Run:
             if use_amp
             else (contextlib.nullcontext)
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling
         self.step = 0
         self.end_step = min(self.schedule.total_steps, config.max_steps or 1 << 62)
         self.checkpoints = config.run_dir / "checkpoints"
@@ -219,12 +218,10 @@ class _Run:
         self.wrapped.train()
         with self.autocast():
             loss, cls, aux = self.wrapped(images, labels)
-        self.scaler.scale(loss).backward()
+        loss.backward()  # bf16 autocast keeps float32's range: no loss scaling needed
         if self.config.grad_clip:
-            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.trainee.parameters(), self.config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self._last = {"loss": loss.item(), "cosface": cls.item(), "attention": aux.item(), "lr": lr}
@@ -254,7 +251,6 @@ class _Run:
                     "model": self.trainee.model.state_dict(),
                     "head": self.trainee.head.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict(),
                     "config": self.config.to_dict(),
                 },
                 keep=self.config.keep_checkpoints,
@@ -268,7 +264,6 @@ class _Run:
         self.trainee.model.load_state_dict(saved["model"])
         self.trainee.head.load_state_dict(saved["head"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.scaler.load_state_dict(saved["scaler"])
         self.step = saved["step"]
         state.restore_rng(saved["rng"])
         if self.log:
