@@ -20,26 +20,37 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="start afresh even if the run folder holds checkpoints",
     )
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument(
+        "--variant",
+        help="train this ablation variant (baseline, cal, qan_ld, cqa, dropout, global) with the "
+        "config's stem and budget; the run is named CONFIG-VARIANT",
+    )
     p.set_defaults(handler=train)
 
 
 def train(args: argparse.Namespace) -> int:
+    from embedder.config import variant
     from trainer import data
     from trainer.config import load_config
     from trainer.train import train as run
 
     config = load_config(args.config)
     overrides = {}
+    if args.variant:
+        overrides["model"] = variant(args.variant, stem=config.model.stem)
+        overrides["name"] = f"{config.name}-{args.variant}"
     if args.output:
         overrides["output"] = str(args.output)
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
     config = config.with_overrides(**overrides)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 validates
+    training = data.training_set(config.data)
     model_path = run(
         config,
-        data.training_set(config.data),
+        training,
         augment=data.augmentation(config.data),
+        teacher=data.teacher(config.data, training) if config.distill_weight else None,
         validator=data.validator(config.data, config.run_dir) if main_process else None,
         resume=args.resume,
         num_workers=args.workers,

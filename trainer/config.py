@@ -25,6 +25,12 @@ def shared_data(*parts: str) -> str:
     return str(root.joinpath(*parts))
 
 
+def teacher_file(name: str) -> str:
+    """A teacher-embedding file (CQAFACE_TEACHER_DIR, default var/teacher in the project)."""
+    root = Path(os.environ.get("CQAFACE_TEACHER_DIR", PROJECT_ROOT / "var" / "teacher"))
+    return str(root / name)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     root: str  # a folder per identity of aligned 112x112 crops, or an insightface .rec file
@@ -40,6 +46,8 @@ class DataConfig:
     low_resolution: float = 0.0  # probability of random down-and-up scaling (cross-quality)
     blur: float = 0.0
     mask: float = 0.0  # probability of a synthetic mask (off: the paper does not use them)
+    # Offline teacher embeddings of `root`'s crops (trainer/teacher_dlib.py), for distillation.
+    teacher: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class TrainConfig:
     cosface_s: float = 64.0
     cosface_m: float = 0.35
     attention_lambda: float = 0.5  # weight of CAL (or L_D) beside CosFace
+    distill_weight: float = 0.0  # weight of embedding distillation (needs data.teacher)
     grad_clip: float | None = 5.0
     amp: bool = True  # bf16 autocast on CUDA only; CPU trains in float32
     compile: bool = False  # torch.compile the model: ~1.2x on CPU after ~2 min of compiling

@@ -14,6 +14,7 @@ from embedder.inference import Embedder
 from embedder.model import CQAFace
 from trainer.augment import Augment, AugmentConfig
 from trainer.config import DataConfig
+from trainer.distill import Teacher
 from trainer.evaluate import verify_pairs
 from trainer.folder_dataset import FolderDataset
 from trainer.pairs import list_identities, listing_resolver, read_lfw_pairs
@@ -51,6 +52,15 @@ def training_set(config: DataConfig) -> TrainingSet:
     return FolderDataset(
         root, identities, preload=config.preload, workers=os.cpu_count() or 1, tensors=False
     )
+
+
+def teacher(config: DataConfig, data: TrainingSet) -> Teacher | None:
+    """The offline teacher's vectors for the training samples, when the config names a file."""
+    if not config.teacher:
+        return None
+    if not isinstance(data, FolderDataset):
+        raise ValueError("distillation needs a folder dataset (its paths key the teacher file)")
+    return Teacher.for_paths(Path(config.teacher), Path(config.root), data.paths)
 
 
 def validator(config: DataConfig, run_dir: Path) -> Validator | None:

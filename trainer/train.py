@@ -1,4 +1,5 @@
-"""The training loop: CosFace + lambda * CAL, SGD with a per-iteration schedule, exact resume.
+"""The training loop: CosFace + lambda * CAL (+ mu * distillation when a teacher is given),
+SGD with a per-iteration schedule, exact resume.
 
 Runs as one process, or as several under `torchrun` (gloo on CPU, NCCL on CUDA) with the
 global batch split over them. Logs samples/s, the loss and its parts, the learning rate and
@@ -26,6 +27,7 @@ from embedder.inference import preprocess
 from embedder.model import CQAFace, build_model
 from trainer import distributed, state
 from trainer.config import TrainConfig
+from trainer.distill import Distillation, Teacher
 from trainer.run_log import RunLog
 from trainer.sampler import ResumableSampler
 from trainer.schedule import Schedule
@@ -55,31 +57,51 @@ class Augmented(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int, int]:
         crop, label = self.source[index]
         if self.augment is not None:
             crop = self.augment(crop, np.random.default_rng([self.seed, self.epoch, index]))
-        return crop, label
+        return crop, label, index
 
 
-def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    crops, labels = zip(*batch, strict=True)
-    return torch.from_numpy(preprocess(np.stack(crops))), torch.tensor(labels, dtype=torch.long)
+def collate(batch: list[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, ...]:
+    """-> images, labels and the samples' indices (which the teacher's vectors follow)."""
+    crops, labels, indices = zip(*batch, strict=True)
+    images = torch.from_numpy(preprocess(np.stack(crops)))
+    return images, torch.tensor(labels, dtype=torch.long), torch.tensor(indices, dtype=torch.long)
 
 
 class Trainee(nn.Module):
-    """The embedding model and its CosFace head, trained (and wrapped by DDP) as one module."""
+    """The embedding model, its CosFace head and the optional distillation projection, trained
+    (and wrapped by DDP) as one module."""
 
-    def __init__(self, model: CQAFace, head: CosFace, attention_lambda: float) -> None:
+    def __init__(
+        self,
+        model: CQAFace,
+        head: CosFace,
+        attention_lambda: float,
+        distill: Distillation | None = None,
+        distill_weight: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.model, self.head = model, head
-        self.attention_lambda = attention_lambda
+        self.model, self.head, self.distill = model, head, distill
+        self.attention_lambda, self.distill_weight = attention_lambda, distill_weight
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        present: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """-> total loss, CosFace, attention term, distillation term."""
         out = self.model(images)
         cls = self.head(out.embedding, labels)
         aux = self.attention_loss(out.attention.float())
-        return cls + self.attention_lambda * aux, cls, aux
+        dist = cls.new_zeros(())
+        if self.distill is not None and targets is not None:
+            dist = self.distill(out.embedding, targets, present)
+        return cls + self.attention_lambda * aux + self.distill_weight * dist, cls, aux, dist
 
     def attention_loss(self, maps: torch.Tensor) -> torch.Tensor:
         c = self.model.config
@@ -104,11 +126,12 @@ def train(
     validator: Validator | None = None,
     resume: bool = True,
     num_workers: int = 0,
+    teacher: Teacher | None = None,
 ) -> Path:
     """Trains to the end of the schedule (or `max_steps`); returns the serving checkpoint."""
     ctx = distributed.setup()
     try:
-        return _Run(config, data, augment, validator, ctx, num_workers).run(resume)
+        return _Run(config, data, augment, validator, ctx, num_workers, teacher).run(resume)
     finally:
         distributed.teardown()
 
@@ -122,16 +145,20 @@ class _Run:
         validator: Validator | None,
         ctx: distributed.Context,
         num_workers: int,
+        teacher: Teacher | None,
     ) -> None:
-        self.config, self.ctx, self.validator = config, ctx, validator
+        self.config, self.ctx, self.validator, self.teacher = config, ctx, validator, teacher
         seed_everything(config.seed)
         model = build_model(config.model)
         head = CosFace(
             config.model.embedding_size, data.num_classes, config.cosface_s, config.cosface_m
         )
-        self.trainee = Trainee(model, head, config.attention_lambda).to(
-            ctx.device, memory_format=torch.channels_last
-        )
+        distill = None
+        if teacher is not None and config.distill_weight > 0:
+            distill = Distillation(config.model.embedding_size, teacher.dim)
+        self.trainee = Trainee(
+            model, head, config.attention_lambda, distill, config.distill_weight
+        ).to(ctx.device, memory_format=torch.channels_last)
         self.wrapped: nn.Module = self.trainee
         if ctx.world > 1:
             self.wrapped = DistributedDataParallel(self.trainee)
@@ -201,30 +228,41 @@ class _Run:
             epoch, batch = divmod(self.step, self.steps_per_epoch)
             self.sampler.set_position(epoch, batch)
             self.dataset.epoch = epoch
-            for images, labels in self.loader:
-                self._train_step(images, labels)
+            for images, labels, indices in self.loader:
+                self._train_step(images, labels, indices)
                 self._after_step()
                 if self.step >= self.end_step:
                     break
         return self._finish()
 
-    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def _train_step(
+        self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor
+    ) -> None:
         lr = self.schedule.lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images = images.to(self.ctx.device, non_blocking=True)
         images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(self.ctx.device, non_blocking=True)
+        targets = present = None
+        if self.trainee.distill is not None:
+            targets, present = (t.to(self.ctx.device) for t in self.teacher.batch(indices))
         self.wrapped.train()
         with self.autocast():
-            loss, cls, aux = self.wrapped(images, labels)
+            loss, cls, aux, dist = self.wrapped(images, labels, targets, present)
         loss.backward()  # bf16 autocast keeps float32's range: no loss scaling needed
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(self.trainee.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self._last = {"loss": loss.item(), "cosface": cls.item(), "attention": aux.item(), "lr": lr}
+        self._last = {
+            "loss": loss.item(),
+            "cosface": cls.item(),
+            "attention": aux.item(),
+            "distill": dist.item(),
+            "lr": lr,
+        }
 
     def _after_step(self) -> None:
         c = self.config
@@ -250,6 +288,7 @@ class _Run:
                 {
                     "model": self.trainee.model.state_dict(),
                     "head": self.trainee.head.state_dict(),
+                    "distill": self.trainee.distill and self.trainee.distill.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "config": self.config.to_dict(),
                 },
@@ -263,6 +302,8 @@ class _Run:
             return
         self.trainee.model.load_state_dict(saved["model"])
         self.trainee.head.load_state_dict(saved["head"])
+        if self.trainee.distill is not None:
+            self.trainee.distill.load_state_dict(saved["distill"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = saved["step"]
         state.restore_rng(saved["rng"])
