@@ -18,6 +18,7 @@ import torch
 from embedder import checkpoint as ckpt
 from embedder import settings
 from embedder.config import ModelConfig
+from embedder.mask_classifier import MaskClassifier
 from embedder.model import CQAFace
 
 INPUT_SIZE = 112
@@ -79,6 +80,13 @@ class EmbedderBase:
         emb, att, qual = self._run(np.concatenate([x, x[..., ::-1]]))
         n = len(x)
         return l2_normalise(emb[:n] + emb[n:]), att[:n], qual[:n]
+
+    def mask_probability(self, embeddings: Embeddings) -> np.ndarray | None:
+        """P(masked) per face from the checkpoint's mask classifier; None if it has none."""
+        classifier = MaskClassifier.from_metadata(self.metadata)
+        if classifier is None:
+            return None
+        return classifier.probability(embeddings.vectors, embeddings.quality)
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError

@@ -2,7 +2,8 @@
 
 The exported graph takes the preprocessed float32 batch and returns the model's three outputs;
 the flip test and normalisation stay in `EmbedderBase`, shared with the PyTorch path. The
-checkpoint's version and config travel in the ONNX metadata.
+checkpoint's version, config and serving metadata (thresholds, mask classifier) travel in the
+ONNX metadata.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def export(checkpoint: Checkpoint, path: str | Path, opset: int = OPSET) -> Path
     meta = {
         "model_version": checkpoint.version,
         "model_config": json.dumps(checkpoint.config.to_dict()),
+        "serving_metadata": json.dumps(checkpoint.metadata),
     }
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -80,7 +82,7 @@ class OnnxEmbedder(EmbedderBase):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.version = meta["model_version"]
         self.config = ModelConfig.from_dict(json.loads(meta["model_config"]))
-        self.metadata: dict[str, Any] = {}
+        self.metadata: dict[str, Any] = json.loads(meta.get("serving_metadata", "{}"))
         self._input = self.session.get_inputs()[0].name
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

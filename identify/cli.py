@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     embedder_cli.register(commands)
     trainer_cli.register(commands)
     trainer_cli.register_eval(commands)
+    trainer_cli.register_mask(commands)
     return parser
 
 

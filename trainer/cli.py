@@ -59,6 +59,44 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_mask(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train-mask-classifier",
+        help="fit the mask-presence classifier of a checkpoint on synthetic masks",
+    )
+    p.add_argument("config", help="training config whose identity split to use")
+    p.add_argument("--train-faces", type=int, default=3000, help="faces of training people")
+    p.add_argument("--validation-faces", type=int, default=1000, help="faces of held-out people")
+    p.add_argument("--write", action="store_true", help="store it in the checkpoint")
+    _common(p)
+    p.set_defaults(handler=train_mask)
+
+
+def train_mask(args: argparse.Namespace) -> int:
+    from embedder import checkpoint, settings
+    from embedder.mask_classifier import METADATA_KEY
+    from trainer import data
+    from trainer.config import load_config
+    from trainer.mask_training import train_mask_classifier
+
+    config = load_config(args.config).data
+    split = data.identity_split(config)
+    path = args.model or settings.model_path()
+    classifier, report = train_mask_classifier(
+        _embedder(args),
+        Path(config.root),
+        split.train,
+        split.validation,
+        args.train_faces,
+        args.validation_faces,
+    )
+    if args.write:
+        saved = checkpoint.load(path)
+        saved.metadata[METADATA_KEY] = classifier.to_metadata(report=report)
+        checkpoint.save(saved, path)
+    return _report({"mask_classifier": report}, args.out)
+
+
 def register_eval(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("eval", help="the paper's evaluation protocols (JSON out)")
     protocols = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")

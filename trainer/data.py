@@ -19,7 +19,7 @@ from trainer.evaluate import verify_pairs
 from trainer.folder_dataset import FolderDataset
 from trainer.pairs import list_identities, listing_resolver, read_lfw_pairs
 from trainer.recordio import RecordIODataset
-from trainer.split import PAIRS_FILE, make_split, write_split
+from trainer.split import PAIRS_FILE, Split, make_split, write_split
 from trainer.train import TrainingSet, Validator
 
 
@@ -39,18 +39,19 @@ def training_set(config: DataConfig) -> TrainingSet:
     root = Path(config.root)
     if root.suffix == ".rec":
         return RecordIODataset(root, tensors=False)
-    identities = None
-    if config.validation_identities:
-        holdout = _holdout(config)
-        split = make_split(
-            list_identities(root),
-            holdout=holdout,
-            n_validation=config.validation_identities,
-            seed=config.split_seed,
-        )
-        identities = split.train
+    identities = identity_split(config).train if config.validation_identities else None
     return FolderDataset(
         root, identities, preload=config.preload, workers=os.cpu_count() or 1, tensors=False
+    )
+
+
+def identity_split(config: DataConfig) -> Split:
+    """The folder's training and validation identities, as every run of this config sees them."""
+    return make_split(
+        list_identities(Path(config.root)),
+        holdout=_holdout(config),
+        n_validation=config.validation_identities,
+        seed=config.split_seed,
     )
 
 
