@@ -50,7 +50,7 @@ def test_the_cli_stores_the_classifier_in_the_checkpoint(
     )
     command = [sys.executable, "-m", "identify.cli", "train-mask-classifier", str(config)]
     command += ["--model", str(model), "--train-faces", "30", "--validation-faces", "20"]
-    result = subprocess.run(command + ["--write"], capture_output=True, text=True, check=True)
+    result = subprocess.run([*command, "--write"], capture_output=True, text=True, check=True)
     report = json.loads(result.stdout)["mask_classifier"]
     assert report["validation"]["faces"] == 40  # 20 faces, bare and masked
     embedder = Embedder.load(model, flip=False)
