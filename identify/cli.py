@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from embedder import cli as embedder_cli
+from identify import cli_identify
 from trainer import cli as trainer_cli
 
 
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     embedder_cli.register(commands)
     trainer_cli.register(commands)
     trainer_cli.register_eval(commands)
+    cli_identify.register(commands)
     trainer_cli.register_mask(commands)
     return parser
 
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (CheckpointError, NotADirectoryError, ValueError) as error:
+    except (CheckpointError, NotADirectoryError, LookupError, ValueError) as error:
         print(f"cqaface {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,190 @@
+"""`cqaface db | index | reembed | gallery | identify`: the identification core from the
+command line. Handlers import the heavy modules themselves, so that `cqaface --help` stays
+instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    db = commands.add_parser("db", help="migrate the gallery database (Alembic)")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    p = db_commands.add_parser("upgrade", help="migrate up to REV (default: head)")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(handler=db_upgrade)
+    p = db_commands.add_parser("downgrade", help="migrate down to REV (`base`, an id, `-1`)")
+    p.add_argument("revision")
+    p.set_defaults(handler=db_downgrade)
+    p = db_commands.add_parser("current", help="print the revision the database is at")
+    p.set_defaults(handler=db_current)
+
+    index = commands.add_parser("index", help="the FAISS index of the gallery templates")
+    index_commands = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    p = index_commands.add_parser("rebuild", help="rebuild from the database and save")
+    p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
+    p.set_defaults(handler=index_rebuild)
+
+    p = commands.add_parser("reembed", help="re-embed the stored faces with a (new) model")
+    p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(handler=reembed)
+
+    gallery = commands.add_parser("gallery", help="enrol photos synchronously")
+    gallery_commands = gallery.add_subparsers(
+        dest="gallery_command", required=True, metavar="ACTION"
+    )
+    p = gallery_commands.add_parser("add", help="enrol photos of one subject (JSON lines)")
+    p.add_argument("subject", help="subject name (created when new)")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
+    p.set_defaults(handler=gallery_add)
+
+    p = commands.add_parser(
+        "identify",
+        help="identify every face of probe photos (JSON lines)",
+        description="One JSON line per face found: path, box, masked, matches (top-k "
+        "{subject_id, name, score}, best first) and decision ({subject_id, name, score, "
+        'threshold} or "unknown"). A photo without a usable face gives a line with `error` '
+        "{code, message}. Exit status 0 when at least one photo was searched, 1 when none "
+        "could be.",
+    )
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--k", type=int, default=5, help="candidates per face (default 5)")
+    p.add_argument("--mask", choices=["auto", "yes", "no"], default="auto")
+    p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
+    p.set_defaults(handler=identify)
+
+
+def _emit(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def _error(path: Path, code: str, message: str) -> dict[str, Any]:
+    return {"path": str(path), "error": {"code": code, "message": message}}
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    from identify import migrate, settings
+
+    migrate.upgrade(revision=args.revision)
+    print(f"database {_safe(settings.database_url())} at {args.revision}", file=sys.stderr)
+    return 0
+
+
+def db_downgrade(args: argparse.Namespace) -> int:
+    from identify import migrate, settings
+
+    migrate.downgrade(args.revision)
+    print(f"database {_safe(settings.database_url())} at {args.revision}", file=sys.stderr)
+    return 0
+
+
+def db_current(args: argparse.Namespace) -> int:
+    from identify import migrate
+    from identify.db import make_engine
+
+    print(migrate.current(make_engine()) or "base")
+    return 0
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _gallery(model: Path | None) -> Any:
+    """The gallery of the configured database for ``model``; refuses an unmigrated database."""
+    from embedder.inference import Embedder
+    from identify import migrate
+    from identify.db import make_engine
+    from identify.encode import FaceEncoder
+    from identify.gallery import Gallery
+
+    engine = make_engine()
+    if migrate.current(engine) is None:
+        raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
+    return Gallery.for_encoder(engine, FaceEncoder(Embedder.load(model)))
+
+
+def index_rebuild(args: argparse.Namespace) -> int:
+    from identify.index_store import rebuild_index
+    from identify.models import TemplateKind
+
+    gallery = _gallery(args.model)
+    with gallery.sessions() as session:
+        for kind in TemplateKind:
+            opened = rebuild_index(
+                session, gallery.model_version, kind, dim=gallery.dim, directory=gallery.index_dir
+            )
+            _emit(
+                {
+                    "kind": kind.value,
+                    "templates": len(opened.index),
+                    "index": opened.index.kind,
+                    "path": str(opened.path),
+                }
+            )
+    return 0
+
+
+def reembed(args: argparse.Namespace) -> int:
+    from identify.reembed import reembed as run
+
+    gallery = _gallery(args.model)
+    report = run(
+        gallery.engine, gallery.encoder, batch_size=args.batch_size, directory=gallery.index_dir
+    )
+    _emit(report.to_json())
+    return 0
+
+
+def gallery_add(args: argparse.Namespace) -> int:
+    from identify.models import ItemStatus
+
+    gallery = _gallery(args.model)
+    gallery.open_indexes()
+    ok = 0
+    for path in args.images:
+        result = gallery.enrol(args.subject, path, source_name=str(path))
+        ok += result.status in (ItemStatus.ENROLLED, ItemStatus.DUPLICATE)
+        _emit(
+            {
+                "path": str(path),
+                "status": result.status.value,
+                "reason": result.reason,
+                "subject_id": result.subject_id,
+                "image_id": result.image_id,
+            }
+        )
+    gallery.save_indexes()
+    return 0 if ok else 1
+
+
+def identify(args: argparse.Namespace) -> int:
+    from embedder.errors import FaceInputError
+    from identify.search import Searcher
+
+    if args.k < 1:
+        raise ValueError("--k must be at least 1")
+    searcher = Searcher(_gallery(args.model))
+    searched = 0
+    for path in args.images:
+        try:
+            answers = searcher.identify(path, k=args.k, mask=args.mask)
+        except FaceInputError as error:
+            _emit(_error(path, error.code, str(error)))
+            continue
+        except OSError as error:
+            _emit(_error(path, "unreadable_file", f"cannot read the file: {error}"))
+            continue
+        searched += 1
+        for answer in answers:
+            _emit(answer.to_json(str(path)))
+    return 0 if searched else 1

@@ -1,0 +1,41 @@
+"""Engines and sessions for one database URL: SQLite (embedded default) or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from identify import settings
+
+
+def make_engine(url: str | None = None) -> Engine:
+    """An engine for ``url`` (default: CQAFACE_DATABASE_URL).
+
+    SQLite gets foreign keys switched on (cascades depend on them), WAL so that searches read
+    while enrolment writes, and a busy timeout instead of immediate "database is locked".
+    """
+    url = url or settings.database_url()
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded rows usable after commit (results outlive transactions)."""
+    return sessionmaker(engine, expire_on_commit=False)

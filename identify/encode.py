@@ -1,0 +1,87 @@
+"""Photo -> faces -> embeddings, shared by enrolment and search so that both see a face the
+same way: detection, alignment, embedding, mask flag and part qualities."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from embedder.faces import Face, Policy, find_faces
+from embedder.masks import apply_mask
+from identify import settings
+
+MaskMode = Literal["auto", "yes", "no"]
+MASK_MODES: tuple[MaskMode, ...] = ("auto", "yes", "no")
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedFace:
+    face: Face
+    vector: np.ndarray  # (D,) float32 unit
+    quality: np.ndarray  # (b,) part qualities
+    masked: bool
+    mask_probability: float | None  # None: the model has no mask classifier, or the caller said
+
+
+class FaceEncoder:
+    """An embedder and a detector, applied the same way to gallery photos and probes."""
+
+    def __init__(self, embedder: Any, *, detector: Any | None = None) -> None:
+        self.embedder = embedder
+        self.detector = detector
+
+    @property
+    def model_version(self) -> str:
+        return str(self.embedder.version)
+
+    def faces(self, image: np.ndarray, policy: Policy) -> list[Face]:
+        """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors."""
+        if self.detector is None:
+            from embedder.mtcnn import MTCNN
+
+            self.detector = MTCNN(min_face_size=settings.min_face_size())
+        return find_faces(
+            image, detector=self.detector, policy=policy, min_face_size=settings.min_face_size()
+        )
+
+    def encode(self, faces: list[Face], mask: MaskMode = "auto") -> list[EncodedFace]:
+        """Embed ``faces``; the mask flag comes from the model's classifier (``auto``; no
+        classifier means "not masked") or from the caller (``yes`` / ``no``)."""
+        if mask not in MASK_MODES:
+            raise ValueError(f"mask must be one of {MASK_MODES}, got {mask!r}")
+        if not faces:
+            return []
+        result = self.embedder.embed([f.crop for f in faces])
+        probability = mask_probability(self.embedder, result) if mask == "auto" else None
+        flags = np.full(len(faces), mask == "yes") if probability is None else probability >= 0.5
+        return [
+            EncodedFace(
+                face=face,
+                vector=np.asarray(result.vectors[i], np.float32),
+                quality=np.asarray(result.quality[i], np.float32),
+                masked=bool(flags[i]),
+                mask_probability=None if probability is None else float(probability[i]),
+            )
+            for i, face in enumerate(faces)
+        ]
+
+    def masked_copies(self, crops: list[np.ndarray], seeds: list[str]) -> np.ndarray:
+        """Embeddings of synthetic-masked copies of ``crops``; each crop's seed (its photo's
+        hash) gives it the same mask at enrolment and at re-embedding."""
+        masked = [
+            apply_mask(crop, rng=int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8])).image
+            for crop, seed in zip(crops, seeds, strict=True)
+        ]
+        return np.asarray(self.embedder.embed(masked).vectors, np.float32)
+
+
+def mask_probability(embedder: Any, embeddings: Any) -> np.ndarray | None:
+    """P(masked) per face from the checkpoint's mask classifier, or None without one."""
+    classify = getattr(embedder, "mask_probability", None)
+    if classify is None:
+        return None
+    probability = classify(embeddings)
+    return None if probability is None else np.asarray(probability, np.float64).reshape(-1)

@@ -1,0 +1,451 @@
+"""The gallery service: enrol faces, delete images, faces and subjects, keep the templates and
+the in-memory indexes in step with the database.
+
+Every change is one database transaction (image, faces, embeddings and templates together);
+the indexes are updated after it commits, from the committed templates, under one lock, so
+that concurrent writers leave the index as the database says whatever order they finish in.
+A crash between the two leaves a stale index file, which the next start detects (checksum) and
+rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from embedder.errors import FaceInputError
+from embedder.imageio import load_image
+from identify import settings, templates
+from identify import vectors as vec
+from identify.db import session_factory
+from identify.encode import FaceEncoder
+from identify.index import TemplateIndex
+from identify.index_store import OpenedIndex, open_index, state_checksum
+from identify.models import (
+    Embedding,
+    Face,
+    Image,
+    ItemStatus,
+    Subject,
+    Template,
+    TemplateKind,
+)
+
+# FaceInputError codes -> job item statuses (the stable vocabulary of enrolment reports).
+_STATUS_OF_CODE = {
+    "empty_file": ItemStatus.UNREADABLE,
+    "not_an_image": ItemStatus.UNREADABLE,
+    "unreadable_image": ItemStatus.UNREADABLE,
+    "image_too_large": ItemStatus.TOO_LARGE,
+    "no_face": ItemStatus.NO_FACE,
+    "face_too_small": ItemStatus.NO_FACE,
+    "several_faces": ItemStatus.SEVERAL_FACES,
+}
+PHOTO_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+)
+
+
+@dataclass
+class FaceRecord:
+    """A face ready to store: geometry, embedding(s), and optionally its aligned crop."""
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    score: float
+    vector: np.ndarray
+    quality: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    masked: bool = False
+    masked_vector: np.ndarray | None = None  # of a synthetic-masked copy
+    crop_png: bytes | None = None
+
+
+@dataclass
+class EnrolResult:
+    """What happened to one photo: a stable status, a reason for people, the rows made."""
+
+    source: str
+    status: ItemStatus
+    reason: str | None = None
+    subject_id: int | None = None
+    image_id: int | None = None
+    face_ids: list[int] = field(default_factory=list)
+
+
+def status_of(error: FaceInputError) -> ItemStatus:
+    return _STATUS_OF_CODE.get(error.code, ItemStatus.FAILED)
+
+
+def png_bytes(crop: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    PILImage.fromarray(crop).save(out, format="PNG")
+    return out.getvalue()
+
+
+class Gallery:
+    """Subjects and their templates in the database, mirrored in one index per template kind
+    for the current model version."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        model_version: str,
+        encoder: FaceEncoder | None = None,
+        dim: int = 512,
+        index_dir: Path | None = None,
+        keep: settings.KeepPolicy | None = None,
+        masked_templates: bool | None = None,
+        index_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sessions = session_factory(engine)
+        self.model_version = model_version
+        self.encoder = encoder
+        self.dim = dim
+        self.index_dir = index_dir or settings.index_dir()
+        self.keep = keep or settings.keep()
+        self.masked_templates = (
+            settings.masked_templates() if masked_templates is None else masked_templates
+        )
+        self.index_options = dict(index_options or {})
+        self._sync_lock = threading.Lock()
+        self._indexes: dict[TemplateKind, OpenedIndex] = {}
+
+    @classmethod
+    def for_encoder(cls, engine: Engine, encoder: FaceEncoder, **options: Any) -> Gallery:
+        """A gallery whose embeddings come from ``encoder``'s model."""
+        dim = int(encoder.embedder.config.embedding_size)
+        return cls(engine, model_version=encoder.model_version, encoder=encoder, dim=dim, **options)
+
+    # ----- indexes --------------------------------------------------------------------------
+
+    def index(self, kind: TemplateKind = TemplateKind.NORMAL) -> TemplateIndex:
+        """The index of ``kind`` templates, opened (loaded or rebuilt) on first use."""
+        return self.open_indexes()[kind].index
+
+    def open_indexes(self) -> dict[TemplateKind, OpenedIndex]:
+        with self._sync_lock:
+            if not self._indexes:
+                with self.sessions() as session:
+                    for kind in TemplateKind:
+                        self._indexes[kind] = open_index(
+                            session,
+                            self.model_version,
+                            kind,
+                            dim=self.dim,
+                            directory=self.index_dir,
+                            **self.index_options,
+                        )
+            return self._indexes
+
+    def save_indexes(self) -> list[Path]:
+        """Persist the indexes with the database state they reflect (call at shutdown, after
+        a bulk job, or periodically: the file is only a cache of the database)."""
+        paths = []
+        with self._sync_lock, self.sessions() as session:
+            for kind, opened in self._indexes.items():
+                checksum = state_checksum(session, self.model_version, kind)
+                paths.append(opened.index.save(opened.path, checksum))
+        return paths
+
+    def _sync(self, subject_ids: Iterable[int]) -> None:
+        """Make the open indexes hold exactly the committed templates of ``subject_ids``."""
+        ids = sorted(set(subject_ids))
+        if not ids or not self._indexes:
+            return
+        with self._sync_lock, self.sessions() as session:
+            rows = session.execute(
+                select(Template.subject_id, Template.kind, Template.dim, Template.vector).where(
+                    Template.subject_id.in_(ids), Template.model_version == self.model_version
+                )
+            ).all()
+            for kind, opened in self._indexes.items():
+                found = {sid: vec.from_bytes(v, d) for sid, k, d, v in rows if k == kind}
+                gone = [sid for sid in ids if sid not in found]
+                opened.index.remove(gone)
+                if found:
+                    opened.index.upsert(list(found), np.stack(list(found.values())))
+
+    # ----- subjects -------------------------------------------------------------------------
+
+    def subject(
+        self, session: Session, name: str, *, external_id: str | None = None, create: bool = True
+    ) -> Subject | None:
+        """The subject with ``external_id`` (when given) or else ``name``; created if absent."""
+        column = Subject.external_id if external_id is not None else Subject.name
+        key = external_id if external_id is not None else name
+        found = session.scalars(select(Subject).where(column == key).order_by(Subject.id)).first()
+        if found is None and create:
+            found = Subject(name=name, external_id=external_id, details={})
+            session.add(found)
+            session.flush()
+        return found
+
+    # ----- enrolment ------------------------------------------------------------------------
+
+    def enrol(
+        self,
+        subject: int | str,
+        source: bytes | str | os.PathLike[str],
+        *,
+        source_name: str | None = None,
+    ) -> EnrolResult:
+        """Enrol the face of one photo (the largest, or refuse several: CQAFACE_ENROL_FACES).
+
+        Idempotent: a photo whose content was enrolled before adds nothing and reports
+        ``duplicate``. Bad input never raises: the result's status says why it was refused.
+        """
+        name = source_name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+        try:
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        except OSError as error:
+            return EnrolResult(name, ItemStatus.UNREADABLE, f"cannot read the file: {error}")
+        sha = hashlib.sha256(data).hexdigest()
+        with self.sessions() as session:
+            existing = session.scalars(select(Image).where(Image.sha256 == sha)).one_or_none()
+            if existing is not None:
+                return self._duplicate(name, existing)
+        if self.encoder is None:
+            raise RuntimeError("this gallery has no encoder: use add_image with vectors")
+        try:
+            image = load_image(data)
+            faces = self.encoder.faces(image, settings.enrol_policy())
+        except FaceInputError as error:
+            return EnrolResult(name, status_of(error), str(error))
+        encoded = self.encoder.encode(faces)
+        masked_vectors = (
+            self.encoder.masked_copies([f.face.crop for f in encoded], [sha] * len(encoded))
+            if self.masked_templates
+            else [None] * len(encoded)
+        )
+        records = [
+            FaceRecord(
+                box=e.face.box,
+                landmarks=e.face.landmarks,
+                score=e.face.score,
+                vector=e.vector,
+                quality=e.quality,
+                masked=e.masked,
+                masked_vector=m,
+                crop_png=png_bytes(e.face.crop) if self.keep == "crops" else None,
+            )
+            for e, m in zip(encoded, masked_vectors, strict=True)
+        ]
+        return self.add_image(
+            subject,
+            sha256=sha,
+            size_bytes=len(data),
+            source=name,
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            faces=records,
+            content=data if self.keep == "images" else None,
+        )
+
+    def _duplicate(self, name: str, image: Image) -> EnrolResult:
+        return EnrolResult(
+            name,
+            ItemStatus.DUPLICATE,
+            f"the same photo was enrolled before (image {image.id}, subject {image.subject_id})",
+            subject_id=image.subject_id,
+            image_id=image.id,
+        )
+
+    def add_image(
+        self,
+        subject: int | str,
+        *,
+        sha256: str,
+        size_bytes: int,
+        faces: list[FaceRecord],
+        source: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        content: bytes | None = None,
+    ) -> EnrolResult:
+        """Store an image with its embedded faces and update the subject's templates, in one
+        transaction; the indexes follow after the commit. ``subject`` is an id or a name."""
+        name = source or sha256
+        for record in faces:
+            if np.asarray(record.vector).shape != (self.dim,):
+                raise ValueError(f"face vectors must have shape ({self.dim},)")
+        try:
+            with self.sessions() as session, session.begin():
+                existing = session.scalars(select(Image).where(Image.sha256 == sha256)).first()
+                if existing is not None:
+                    return self._duplicate(name, existing)
+                owner = self._owner(session, subject)
+                image = Image(
+                    subject_id=owner.id,
+                    sha256=sha256,
+                    source=source,
+                    size_bytes=size_bytes,
+                    width=width,
+                    height=height,
+                    content=content,
+                )
+                session.add(image)
+                session.flush()
+                face_ids = self._add_faces(session, owner.id, image.id, faces)
+        except IntegrityError:  # a concurrent enrolment of the same photo won the race
+            with self.sessions() as session:
+                existing = session.scalars(select(Image).where(Image.sha256 == sha256)).one()
+                return self._duplicate(name, existing)
+        self._sync([owner.id])
+        return EnrolResult(name, ItemStatus.ENROLLED, None, owner.id, image.id, face_ids)
+
+    def _owner(self, session: Session, subject: int | str) -> Subject:
+        if isinstance(subject, int):
+            # The row lock serialises template updates of one subject across processes.
+            owner = session.scalars(
+                select(Subject).where(Subject.id == subject).with_for_update()
+            ).one_or_none()
+            if owner is None:
+                raise LookupError(f"no subject with id {subject}")
+            return owner
+        owner = self.subject(session, subject)
+        assert owner is not None
+        return owner
+
+    def _add_faces(
+        self, session: Session, subject_id: int, image_id: int, faces: list[FaceRecord]
+    ) -> list[int]:
+        contributions: dict[TemplateKind, list[np.ndarray]] = {k: [] for k in TemplateKind}
+        face_ids = []
+        for record in faces:
+            face = Face(
+                image_id=image_id,
+                box=[float(v) for v in record.box],
+                landmarks=np.asarray(record.landmarks, float).round(3).tolist(),
+                detection_score=float(record.score),
+                masked=bool(record.masked),
+                part_qualities=[float(q) for q in np.asarray(record.quality).reshape(-1)],
+                crop_png=record.crop_png,
+            )
+            session.add(face)
+            session.flush()
+            face_ids.append(face.id)
+            for kind, vector in (
+                (TemplateKind.NORMAL, record.vector),
+                (TemplateKind.MASKED, record.masked_vector),
+            ):
+                if vector is None:
+                    continue
+                unit = vec.normalise(np.asarray(vector, np.float32))
+                session.add(self._embedding(face.id, kind, unit))
+                contributions[templates.contributes_to(record.masked, kind)].append(unit)
+        for kind, vectors in contributions.items():
+            if vectors:
+                templates.add_vectors(
+                    session, subject_id, self.model_version, kind, np.stack(vectors)
+                )
+        return face_ids
+
+    def _embedding(self, face_id: int, kind: TemplateKind, unit: np.ndarray) -> Embedding:
+        return Embedding(
+            face_id=face_id,
+            model_version=self.model_version,
+            kind=kind,
+            dim=len(unit),
+            vector=vec.to_bytes(unit),
+        )
+
+    def enrol_folder(self, root: str | os.PathLike[str]) -> Iterator[EnrolResult]:
+        """Enrol ``root/<subject name>/<photo>`` for every photo, yielding one result each
+        (the library call that bulk-enrolment jobs are built on). Re-running it enrols only
+        what is new: the rest comes back ``duplicate``."""
+        for subject_name, path in photos_by_subject(root):
+            yield self.enrol(subject_name, path)
+
+    # ----- deletion -------------------------------------------------------------------------
+
+    def delete_subject(self, subject_id: int) -> bool:
+        """Delete a subject with its images, faces, embeddings and templates."""
+        with self.sessions() as session, session.begin():
+            subject = session.get(Subject, subject_id)
+            if subject is None:
+                return False
+            session.delete(subject)
+        self._sync([subject_id])
+        return True
+
+    def delete_image(self, image_id: int) -> bool:
+        """Delete an image with its faces and embeddings; its subject's templates are
+        recomputed from what remains (or deleted when nothing does)."""
+        with self.sessions() as session, session.begin():
+            image = session.get(Image, image_id)
+            if image is None:
+                return False
+            subject_id = image.subject_id
+            session.delete(image)
+            session.flush()
+            templates.recompute(session, subject_id)
+        self._sync([subject_id])
+        return True
+
+    def delete_face(self, face_id: int) -> bool:
+        """Delete one face (a wrong detection) with its embeddings; templates recomputed."""
+        with self.sessions() as session, session.begin():
+            face = session.get(Face, face_id)
+            if face is None:
+                return False
+            subject_id = face.image.subject_id
+            session.delete(face)
+            session.flush()
+            templates.recompute(session, subject_id)
+        self._sync([subject_id])
+        return True
+
+    def switch(self, model_version: str, encoder: FaceEncoder | None, indexes: dict) -> None:
+        """Serve another model version from now on, with its already built indexes: the swap
+        at the end of a re-embedding, atomic for concurrent searches."""
+        with self._sync_lock:
+            self.model_version = model_version
+            self.encoder = encoder
+            self._indexes = dict(indexes)
+
+    def names(self, subject_ids: Iterable[int]) -> dict[int, str]:
+        ids = sorted({int(i) for i in subject_ids if i >= 0})
+        if not ids:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(select(Subject.id, Subject.name).where(Subject.id.in_(ids)))
+            return dict(rows.tuples().all())
+
+    def template(self, subject_id: int, kind: TemplateKind = TemplateKind.NORMAL) -> np.ndarray:
+        """A subject's template vector for the current model (LookupError if none)."""
+        with self.sessions() as session:
+            row = session.execute(
+                select(Template.dim, Template.vector).where(
+                    Template.subject_id == subject_id,
+                    Template.model_version == self.model_version,
+                    Template.kind == kind,
+                )
+            ).first()
+        if row is None:
+            raise LookupError(f"subject {subject_id} has no {kind.value} template")
+        return vec.from_bytes(row.vector, row.dim)
+
+
+def photos_by_subject(root: str | os.PathLike[str]) -> Iterator[tuple[str, Path]]:
+    """(subject name, photo path) for `root/<subject>/<photo>`, in a stable order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder of subject folders")
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in PHOTO_SUFFIXES:
+                yield folder.name, path

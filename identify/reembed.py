@@ -1,0 +1,164 @@
+"""`cqaface reembed`: embed every stored face with a new model, then build its templates and
+indexes; the model in service keeps its own until the new ones are complete.
+
+Faces are re-embedded from their kept aligned crop (CQAFACE_KEEP=crops) or re-aligned from the
+kept original photo with the stored landmarks (CQAFACE_KEEP=images); faces with neither are
+counted as skipped. Work is committed per batch and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import Engine, exists, select
+from sqlalchemy.orm import Session, undefer
+
+from embedder.align import align
+from embedder.imageio import load_image
+from identify import settings, templates
+from identify import vectors as vec
+from identify.db import session_factory
+from identify.encode import FaceEncoder
+from identify.index_store import OpenedIndex, rebuild_index
+from identify.models import Embedding, Face, Image, TemplateKind
+
+
+@dataclass
+class ReembedReport:
+    model_version: str
+    embedded: int = 0
+    skipped: list[int] = field(default_factory=list)  # face ids with no crop and no photo
+    subjects: int = 0
+    seconds: float = 0.0
+    indexes: dict[TemplateKind, OpenedIndex] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model_version": self.model_version,
+            "embedded": self.embedded,
+            "skipped": len(self.skipped),
+            "subjects": self.subjects,
+            "seconds": round(self.seconds, 2),
+            "indexes": {k.value: str(v.path) for k, v in self.indexes.items()},
+        }
+
+
+def reembed(
+    engine: Engine,
+    encoder: FaceEncoder,
+    *,
+    batch_size: int = 64,
+    masked_templates: bool | None = None,
+    progress: Callable[[int], None] | None = None,
+    **index_options: object,
+) -> ReembedReport:
+    """Embed every face that lacks an embedding by ``encoder``'s model, recompute that model's
+    templates and write its indexes."""
+    started = time.perf_counter()
+    version = encoder.model_version
+    masked = settings.masked_templates() if masked_templates is None else masked_templates
+    sessions = session_factory(engine)
+    report = ReembedReport(version)
+    last_id = 0
+    while True:
+        with sessions() as session, session.begin():
+            batch = _pending_faces(session, version, last_id, batch_size)
+            if not batch:
+                break
+            last_id = batch[-1][0].id
+            report.embedded += _embed_batch(session, encoder, batch, masked, report.skipped)
+        if progress:
+            progress(len(batch))
+    with sessions() as session:
+        subject_ids = session.scalars(
+            select(Image.subject_id).join(Face).distinct().order_by(Image.subject_id)
+        ).all()
+    for start in range(0, len(subject_ids), 500):
+        with sessions() as session, session.begin():
+            for subject_id in subject_ids[start : start + 500]:
+                templates.recompute(session, subject_id, version)
+    report.subjects = len(subject_ids)
+    dim = int(encoder.embedder.config.embedding_size)
+    with sessions() as session:
+        for kind in TemplateKind:
+            report.indexes[kind] = rebuild_index(
+                session,
+                version,
+                kind,
+                dim=dim,
+                **index_options,  # type: ignore[arg-type]
+            )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _pending_faces(
+    session: Session, version: str, after: int, limit: int
+) -> list[tuple[Face, str]]:
+    done = exists().where(
+        Embedding.face_id == Face.id,
+        Embedding.model_version == version,
+        Embedding.kind == TemplateKind.NORMAL,
+    )
+    query = (
+        select(Face, Image.sha256)
+        .join(Image)
+        .where(Face.id > after, ~done)
+        .options(undefer(Face.crop_png))
+        .order_by(Face.id)
+        .limit(limit)
+    )
+    return [(face, sha) for face, sha in session.execute(query).tuples()]
+
+
+def _embed_batch(
+    session: Session,
+    encoder: FaceEncoder,
+    batch: list[tuple[Face, str]],
+    masked: bool,
+    skipped: list[int],
+) -> int:
+    crops, faces, seeds = [], [], []
+    for face, sha in batch:
+        crop = _crop(session, face)
+        if crop is None:
+            skipped.append(face.id)
+            continue
+        crops.append(crop)
+        faces.append(face)
+        seeds.append(sha)
+    if not crops:
+        return 0
+    normal = encoder.embedder.embed(crops).vectors
+    masked_vectors = encoder.masked_copies(crops, seeds) if masked else [None] * len(crops)
+    for face, n, m in zip(faces, normal, masked_vectors, strict=True):
+        for kind, vector in ((TemplateKind.NORMAL, n), (TemplateKind.MASKED, m)):
+            if vector is None:
+                continue
+            unit = vec.normalise(np.asarray(vector, np.float32))
+            session.add(
+                Embedding(
+                    face_id=face.id,
+                    model_version=encoder.model_version,
+                    kind=kind,
+                    dim=len(unit),
+                    vector=vec.to_bytes(unit),
+                )
+            )
+    return len(faces)
+
+
+def _crop(session: Session, face: Face) -> np.ndarray | None:
+    """The face's aligned crop: kept PNG, else re-aligned from the kept photo."""
+    if face.crop_png:
+        return np.asarray(PILImage.open(io.BytesIO(face.crop_png)).convert("RGB"))
+    content = session.scalars(select(Image.content).where(Image.id == face.image_id)).one_or_none()
+    if not content:
+        return None
+    landmarks = np.asarray(face.landmarks, np.float32)
+    return align(load_image(content), landmarks).crop

@@ -1,0 +1,135 @@
+"""Identification settings, read from CQAFACE_* environment variables at call time.
+
+One place for every knob of the gallery, the index and the search, so that the embedded default
+(a SQLite file, in-process tasks, faiss-cpu) and the full stack (PostgreSQL, Redis, GPU) differ
+by configuration only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from embedder import settings as embedder_settings
+
+KeepPolicy = Literal["crops", "images", "none"]
+MaskFusion = Literal["normal", "masked", "max", "mean"]
+KEEP_POLICIES: tuple[KeepPolicy, ...] = ("crops", "images", "none")
+MASK_FUSIONS: tuple[MaskFusion, ...] = ("normal", "masked", "max", "mean")
+
+
+def _get(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _get(name) or default
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def _number(name: str, default: float, kind: type = float) -> float:
+    value = _get(name)
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a {kind.__name__}") from None
+
+
+def data_dir() -> Path:
+    """CQAFACE_DATA_DIR: where the embedded default keeps its database and index (./var)."""
+    return Path(_get("CQAFACE_DATA_DIR") or Path.cwd() / "var")
+
+
+def database_url() -> str:
+    """CQAFACE_DATABASE_URL, else a SQLite file in the data directory."""
+    return _get("CQAFACE_DATABASE_URL") or f"sqlite:///{data_dir() / 'cqaface.db'}"
+
+
+def index_dir() -> Path:
+    """CQAFACE_INDEX_DIR: persisted FAISS indexes (default: DATA_DIR/index)."""
+    return Path(_get("CQAFACE_INDEX_DIR") or data_dir() / "index")
+
+
+def broker_url() -> str | None:
+    """CQAFACE_BROKER_URL: the Celery broker; unset means tasks run in-process."""
+    return _get("CQAFACE_BROKER_URL")
+
+
+def model_path() -> Path:
+    """CQAFACE_MODEL: the checkpoint that embeds probes and gallery faces."""
+    return embedder_settings.model_path()
+
+
+def index_exact_max() -> int:
+    """CQAFACE_INDEX_EXACT_MAX: above this many templates the index is approximate (HNSW).
+
+    Exact search over 100K 512-d templates is about 10-20 ms per probe on two cores; beyond it
+    latency grows linearly, while HNSW stays at a few ms (figures in var/bench-search.json).
+    """
+    return int(_number("CQAFACE_INDEX_EXACT_MAX", 100_000, int))
+
+
+def hnsw_m() -> int:
+    """CQAFACE_HNSW_M: graph degree of the approximate index."""
+    return int(_number("CQAFACE_HNSW_M", 32, int))
+
+
+def hnsw_ef_search() -> int:
+    """CQAFACE_HNSW_EF_SEARCH: search breadth; higher is slower with better recall."""
+    return int(_number("CQAFACE_HNSW_EF_SEARCH", 64, int))
+
+
+def use_gpu() -> bool:
+    """CQAFACE_INDEX_GPU (auto|on|off): clone the index to a GPU when faiss sees one."""
+    return _choice("CQAFACE_INDEX_GPU", "auto", ("auto", "on", "off")) != "off"
+
+
+def far() -> float:
+    """CQAFACE_FAR: the false-accept rate the open-set threshold is taken at (1e-3)."""
+    value = _number("CQAFACE_FAR", 1e-3)
+    if not 0 < value < 1:
+        raise ValueError(f"CQAFACE_FAR={value} must lie strictly between 0 and 1")
+    return value
+
+
+def threshold_override(masked: bool) -> float | None:
+    """CQAFACE_THRESHOLD / CQAFACE_MASKED_THRESHOLD: cosine thresholds that replace the
+    checkpoint's calibration (for a model without one, or a site's own calibration)."""
+    name = "CQAFACE_MASKED_THRESHOLD" if masked else "CQAFACE_THRESHOLD"
+    return None if _get(name) is None else _number(name, 0.0)
+
+
+def keep() -> KeepPolicy:
+    """CQAFACE_KEEP (crops|images|none): what enrolment keeps so that `cqaface reembed` can
+    re-embed for a new model: the aligned 112x112 crops (PNG, default, about 20 KB a face),
+    the original photos (bigger, but a new aligner could use them), or nothing."""
+    return _choice("CQAFACE_KEEP", "crops", KEEP_POLICIES)  # type: ignore[return-value]
+
+
+def masked_templates() -> bool:
+    """CQAFACE_MASKED_TEMPLATES (1|0): also embed a synthetic-masked copy of every gallery
+    face, giving each subject a masked template for masked probes (one more embedding a face)."""
+    return _choice("CQAFACE_MASKED_TEMPLATES", "1", ("0", "1")) == "1"
+
+
+def mask_fusion() -> MaskFusion:
+    """CQAFACE_MASK_FUSION: how a masked probe is scored. `normal` against the normal template
+    only, `masked` against the masked template only, `max` or `mean` of both."""
+    return _choice("CQAFACE_MASK_FUSION", "mean", MASK_FUSIONS)  # type: ignore[return-value]
+
+
+def enrol_policy() -> Literal["largest", "single"]:
+    """CQAFACE_ENROL_FACES (largest|single): a gallery photo showing several faces gives its
+    largest face, or is refused (`several_faces`)."""
+    return _choice("CQAFACE_ENROL_FACES", "largest", ("largest", "single"))  # type: ignore[return-value]
+
+
+def min_face_size() -> int:
+    """CQAFACE_MIN_FACE_SIZE: faces smaller than this (pixels) are not identified."""
+    return int(_number("CQAFACE_MIN_FACE_SIZE", 20, int))

@@ -1,0 +1,106 @@
+"""Templates: per subject, model version and kind, the normalised mean of the embeddings that
+contribute to it. Updated in O(1) from a running sum on enrolment, recomputed from the embedding
+rows on deletion, always in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from identify import vectors as vec
+from identify.models import Embedding, Face, Image, Template, TemplateKind, utcnow
+
+
+def contributes_to(face_masked: bool, embedding_kind: TemplateKind) -> TemplateKind:
+    """Which template an embedding feeds: a synthetic-masked copy or a really masked face
+    feeds the masked template; only unmasked faces make the normal one."""
+    if embedding_kind == TemplateKind.MASKED or face_masked:
+        return TemplateKind.MASKED
+    return TemplateKind.NORMAL
+
+
+def _locked_template(
+    session: Session, subject_id: int, model_version: str, kind: TemplateKind
+) -> Template | None:
+    query = select(Template).where(
+        Template.subject_id == subject_id,
+        Template.model_version == model_version,
+        Template.kind == kind,
+    )
+    return session.scalars(query.with_for_update()).one_or_none()
+
+
+def add_vectors(
+    session: Session,
+    subject_id: int,
+    model_version: str,
+    kind: TemplateKind,
+    vectors: np.ndarray,
+) -> Template:
+    """Add unit ``vectors`` (n, D) to the template: running sum += sum, count += n."""
+    vectors = np.atleast_2d(np.asarray(vectors, np.float64))
+    template = _locked_template(session, subject_id, model_version, kind)
+    if template is None:
+        total = vectors.sum(0)
+        template = Template(
+            subject_id=subject_id,
+            model_version=model_version,
+            kind=kind,
+            dim=vectors.shape[1],
+            face_count=0,
+            version=0,
+        )
+        session.add(template)
+    else:
+        total = vec.from_bytes(template.total, template.dim, vec.SUM_DTYPE) + vectors.sum(0)
+    _set(template, total, template.face_count + len(vectors))
+    return template
+
+
+def _set(template: Template, total: np.ndarray, count: int) -> None:
+    template.total = vec.to_bytes(total, vec.SUM_DTYPE)
+    template.vector = vec.to_bytes(vec.normalise(total.astype(np.float32)))
+    template.face_count = count
+    template.version = (template.version or 0) + 1
+    template.updated_at = utcnow()
+
+
+def recompute(session: Session, subject_id: int, model_version: str | None = None) -> None:
+    """Rebuild the subject's templates (one model version, or all) from its embedding rows;
+    a template left with no embedding is deleted."""
+    query = (
+        select(
+            Embedding.model_version, Embedding.kind, Embedding.dim, Embedding.vector, Face.masked
+        )
+        .join(Face, Embedding.face_id == Face.id)
+        .join(Image, Face.image_id == Image.id)
+        .where(Image.subject_id == subject_id)
+    )
+    existing = select(Template).where(Template.subject_id == subject_id)
+    if model_version is not None:
+        query = query.where(Embedding.model_version == model_version)
+        existing = existing.where(Template.model_version == model_version)
+    sums: dict[tuple[str, TemplateKind], list[np.ndarray]] = defaultdict(list)
+    for version, kind, dim, data, masked in session.execute(query):
+        sums[(version, contributes_to(masked, kind))].append(vec.from_bytes(data, dim))
+    templates = {(t.model_version, t.kind): t for t in session.scalars(existing.with_for_update())}
+    for key, template in templates.items():
+        if key not in sums:
+            session.delete(template)
+    for (version, kind), rows in sums.items():
+        template = templates.get((version, kind))
+        stacked = np.asarray(rows, np.float64)
+        if template is None:
+            template = Template(
+                subject_id=subject_id,
+                model_version=version,
+                kind=kind,
+                dim=stacked.shape[1],
+                face_count=0,
+                version=0,
+            )
+            session.add(template)
+        _set(template, stacked.sum(0), len(rows))
