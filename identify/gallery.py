@@ -218,10 +218,10 @@ class Gallery:
             existing = session.scalars(select(Image).where(Image.sha256 == sha)).one_or_none()
             if existing is not None:
                 return self._duplicate(name, existing)
-        if self.encoder is None:
-            raise RuntimeError("this gallery has no encoder: use add_image with vectors")
         try:
             image = load_image(data)
+            if self.encoder is None:
+                raise RuntimeError("this gallery has no encoder: use add_image with vectors")
             faces = self.encoder.faces(image, settings.enrol_policy())
         except FaceInputError as error:
             return EnrolResult(name, status_of(error), str(error))
@@ -423,7 +423,7 @@ class Gallery:
             return {}
         with self.sessions() as session:
             rows = session.execute(select(Subject.id, Subject.name).where(Subject.id.in_(ids)))
-            return dict(rows.tuples().all())
+            return {int(i): str(n) for i, n in rows}
 
     def template(self, subject_id: int, kind: TemplateKind = TemplateKind.NORMAL) -> np.ndarray:
         """A subject's template vector for the current model (LookupError if none)."""

@@ -113,7 +113,7 @@ def _pending_faces(
         .order_by(Face.id)
         .limit(limit)
     )
-    return [(face, sha) for face, sha in session.execute(query).tuples()]
+    return [(face, sha) for face, sha in session.execute(query)]
 
 
 def _embed_batch(

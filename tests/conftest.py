@@ -34,3 +34,90 @@ def celeba_photos_dir() -> Path:
 def celeba_aligned_dir() -> Path:
     """The reference 112x112 crops and `landmarks.csv`, aligned the way training saw them."""
     return _data("celeba-112")
+
+
+# ----- identification core: real databases ------------------------------------------------
+# PostgreSQL at 127.0.0.1:5432 (database `test`, trust auth) unless CQAFACE_TEST_POSTGRES_URL
+# names another server; each session works in a throwaway database of its own.
+
+POSTGRES_ADMIN_URLS = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+)
+
+
+def _postgres_admin_engine():
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    urls = (
+        [os.environ["CQAFACE_TEST_POSTGRES_URL"]]
+        if "CQAFACE_TEST_POSTGRES_URL" in os.environ
+        else POSTGRES_ADMIN_URLS
+    )
+    errors = []
+    for url in urls:
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return engine
+        except OperationalError as error:
+            errors.append(str(error).splitlines()[0])
+            engine.dispose()
+    pytest.skip(f"no PostgreSQL server reachable ({'; '.join(errors)})")
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """A factory of fresh, empty PostgreSQL databases, all dropped at the end of the session."""
+    import uuid
+
+    from sqlalchemy import text
+
+    admin = _postgres_admin_engine()
+    created = []
+
+    def create() -> str:
+        name = f"cqaface_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return admin.url.set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    with admin.connect() as connection:
+        for name in created:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres(postgres_database):
+    from identify import migrate
+
+    url = postgres_database()
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A migrated, empty gallery database: a SQLite file, or the session's PostgreSQL one."""
+    if request.param == "sqlite":
+        from identify import migrate
+
+        url = f"sqlite:///{tmp_path / 'gallery.db'}"
+        migrate.upgrade(url)
+        return url
+    from sqlalchemy import create_engine, text
+
+    from identify.models import Base
+
+    url = request.getfixturevalue("_migrated_postgres")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url

@@ -1,0 +1,262 @@
+"""The gallery: idempotent enrolment, templates that follow the faces, deletions that leave
+nothing behind, and an index that always says what the database says (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from synthetic import DIM, MODEL, add, face, near, sha, unit
+
+from identify.db import make_engine
+from identify.gallery import Gallery
+from identify.models import Embedding, Face, Image, ItemStatus, Subject, Template, TemplateKind
+from identify.vectors import normalise
+
+
+@pytest.fixture
+def gallery(database_url, tmp_path):
+    engine = make_engine(database_url)
+    g = Gallery(
+        engine,
+        model_version=MODEL,
+        dim=DIM,
+        index_dir=tmp_path / "index",
+        keep="none",
+        masked_templates=False,
+    )
+    g.open_indexes()
+    yield g
+    engine.dispose()
+
+
+def count(gallery: Gallery, model) -> int:
+    with gallery.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def template(gallery: Gallery, subject_id: int, kind=TemplateKind.NORMAL) -> Template | None:
+    with gallery.sessions() as session:
+        return session.scalars(
+            select(Template).where(Template.subject_id == subject_id, Template.kind == kind)
+        ).one_or_none()
+
+
+def top1(gallery: Gallery, vector: np.ndarray) -> int:
+    return int(gallery.index().search(vector, 1)[1][0, 0])
+
+
+def test_the_same_photo_twice_adds_nothing(gallery):
+    rng = np.random.default_rng(0)
+    v = unit(rng)
+    first = add(gallery, "alice", "photo-1", face(v))
+    again = add(gallery, "alice", "photo-1", face(v))
+    assert first.status == ItemStatus.ENROLLED
+    assert again.status == ItemStatus.DUPLICATE
+    assert again.image_id == first.image_id and "enrolled before" in again.reason
+    assert (count(gallery, Image), count(gallery, Face), count(gallery, Embedding)) == (1, 1, 1)
+    assert template(gallery, first.subject_id).face_count == 1
+
+
+def test_a_photo_enrolled_for_one_subject_is_a_duplicate_for_another(gallery):
+    v = unit(np.random.default_rng(1))
+    alice = add(gallery, "alice", "photo-1", face(v))
+    bob = add(gallery, "bob", "photo-1", face(v))
+    assert bob.status == ItemStatus.DUPLICATE and bob.subject_id == alice.subject_id
+
+
+def test_template_is_the_normalised_mean_of_the_unmasked_faces(gallery):
+    rng = np.random.default_rng(2)
+    a, b, masked = unit(rng, 3)
+    subject = add(gallery, "alice", "p1", face(a)).subject_id
+    add(gallery, subject, "p2", face(b))
+    add(gallery, subject, "p3", face(masked, masked=True))  # a masked photo of her
+    normal = template(gallery, subject)
+    assert normal.face_count == 2
+    np.testing.assert_allclose(
+        np.frombuffer(normal.vector, "<f4"), normalise((a + b) / 2), atol=1e-6
+    )
+    masked_template = template(gallery, subject, TemplateKind.MASKED)
+    assert masked_template.face_count == 1  # the really masked face feeds the masked template
+
+
+def test_synthetic_masked_copies_make_the_masked_template(gallery):
+    rng = np.random.default_rng(3)
+    v, m1, m2 = unit(rng, 3)
+    subject = add(gallery, "alice", "p1", face(v, masked_vector=m1)).subject_id
+    add(gallery, subject, "p2", face(near(v, rng), masked_vector=m2))
+    masked = template(gallery, subject, TemplateKind.MASKED)
+    np.testing.assert_allclose(np.frombuffer(masked.vector, "<f4"), normalise(m1 + m2), atol=1e-6)
+    assert int(gallery.index(TemplateKind.MASKED).search(m1, 1)[1][0, 0]) == subject
+
+
+def test_enrolled_subjects_are_found_by_their_other_photos(gallery):
+    rng = np.random.default_rng(4)
+    people = unit(rng, 20)
+    ids = [add(gallery, f"person-{i}", f"p{i}", face(v)).subject_id for i, v in enumerate(people)]
+    for subject_id, v in zip(ids, people, strict=True):
+        assert top1(gallery, near(v, rng)) == subject_id
+
+
+def test_deleting_an_image_recomputes_the_template_and_leaves_no_orphans(gallery):
+    rng = np.random.default_rng(5)
+    a, b = unit(rng, 2)
+    first = add(gallery, "alice", "p1", face(a, masked_vector=unit(rng)))
+    add(gallery, first.subject_id, "p2", face(b))
+    assert gallery.delete_image(first.image_id)
+    kept = template(gallery, first.subject_id)
+    assert kept.face_count == 1
+    np.testing.assert_allclose(np.frombuffer(kept.vector, "<f4"), b, atol=1e-6)
+    assert template(gallery, first.subject_id, TemplateKind.MASKED) is None
+    assert (count(gallery, Image), count(gallery, Face), count(gallery, Embedding)) == (1, 1, 1)
+    np.testing.assert_allclose(gallery.index().vectors([first.subject_id])[0][0], b, atol=1e-6)
+    assert len(gallery.index(TemplateKind.MASKED)) == 0
+    assert not gallery.delete_image(first.image_id)  # already gone: nothing to do
+
+
+def test_deleting_the_last_face_removes_the_template_from_database_and_index(gallery):
+    v = unit(np.random.default_rng(6))
+    result = add(gallery, "alice", "p1", face(v))
+    assert gallery.delete_face(result.face_ids[0])
+    assert template(gallery, result.subject_id) is None
+    assert count(gallery, Embedding) == 0
+    assert len(gallery.index()) == 0
+    assert count(gallery, Subject) == 1  # the subject stays: more photos may come
+
+
+def test_deleting_a_subject_removes_all_its_rows_and_its_index_entries(gallery):
+    rng = np.random.default_rng(7)
+    alice = add(gallery, "alice", "p1", face(unit(rng), masked_vector=unit(rng))).subject_id
+    add(gallery, alice, "p2", face(unit(rng)))
+    bob_vector = unit(rng)
+    bob = add(gallery, "bob", "p3", face(bob_vector)).subject_id
+    assert gallery.delete_subject(alice)
+    assert count(gallery, Subject) == 1
+    assert (count(gallery, Image), count(gallery, Face), count(gallery, Embedding)) == (1, 1, 1)
+    assert count(gallery, Template) == 1
+    assert gallery.index().ids().tolist() == [bob]
+    assert top1(gallery, bob_vector) == bob
+
+
+def test_a_deleted_subject_id_is_never_reused(gallery):
+    rng = np.random.default_rng(8)
+    first = add(gallery, "alice", "p1", face(unit(rng))).subject_id
+    gallery.delete_subject(first)
+    second = add(gallery, "bob", "p2", face(unit(rng))).subject_id
+    assert second != first
+
+
+def test_a_wrong_vector_shape_is_refused_and_stores_nothing(gallery):
+    with pytest.raises(ValueError, match="shape"):
+        add(gallery, "alice", "p1", face(np.ones(DIM + 1, np.float32)))
+    assert count(gallery, Image) == count(gallery, Subject) == 0
+
+
+def test_bad_photo_bytes_are_reported_not_raised_and_store_nothing(gallery):
+    result = gallery.enrol("alice", b"definitely not an image")
+    assert result.status == ItemStatus.UNREADABLE and result.reason
+    empty = gallery.enrol("alice", b"")
+    assert empty.status == ItemStatus.UNREADABLE
+    missing = gallery.enrol("alice", "/nonexistent/photo.jpg")
+    assert missing.status == ItemStatus.UNREADABLE and "cannot read" in missing.reason
+    assert count(gallery, Image) == count(gallery, Subject) == 0
+
+
+def test_the_index_reopened_from_disk_reflects_the_database(gallery, database_url, tmp_path):
+    rng = np.random.default_rng(9)
+    people = unit(rng, 5)
+    ids = [add(gallery, f"p{i}", f"photo{i}", face(v)).subject_id for i, v in enumerate(people)]
+    gallery.save_indexes()
+    again = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
+    assert again.open_indexes()[TemplateKind.NORMAL].how == "loaded"
+    assert again.index().ids().tolist() == sorted(ids)
+    # A change the file does not know about (another process enrolled): rebuilt from the DB.
+    extra = add(gallery, "late", "photo-late", face(unit(rng))).subject_id
+    third = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
+    opened = third.open_indexes()[TemplateKind.NORMAL]
+    assert opened.how.startswith("rebuilt") and "stale" in opened.how
+    assert extra in third.index().ids().tolist()
+
+
+def test_a_corrupt_index_file_is_rebuilt_from_the_database(gallery, tmp_path):
+    rng = np.random.default_rng(10)
+    subject = add(gallery, "alice", "p1", face(unit(rng))).subject_id
+    [path, *_] = gallery.save_indexes()
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF  # one flipped byte deep in the FAISS payload
+    path.write_bytes(bytes(data))
+    again = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
+    opened = again.open_indexes()[TemplateKind.NORMAL]
+    assert "corrupt" in opened.how
+    assert again.index().ids().tolist() == [subject]
+    path.write_bytes(b"garbage")
+    third = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
+    assert third.open_indexes()[TemplateKind.NORMAL].how.startswith("rebuilt")
+
+
+def test_searches_run_correctly_while_enrolment_writes(gallery):
+    rng = np.random.default_rng(11)
+    known = unit(rng, 10)
+    known_ids = [add(gallery, f"k{i}", f"k{i}", face(v)).subject_id for i, v in enumerate(known)]
+    errors: list[BaseException] = []
+    wrong: list[tuple[int, int]] = []
+    done = threading.Event()
+    searches = [0]
+
+    def search() -> None:
+        try:
+            while not done.is_set():
+                for subject_id, v in zip(known_ids, known, strict=True):
+                    got = top1(gallery, v)
+                    searches[0] += 1
+                    if got != subject_id:
+                        wrong.append((subject_id, got))
+                time.sleep(0.001)  # as requests do: leave the enrolling thread some GIL
+        except BaseException as error:  # surfaced below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        newcomers = unit(rng, 40)
+        new_ids = [
+            add(gallery, f"n{i}", f"n{i}", face(v)).subject_id for i, v in enumerate(newcomers)
+        ]
+        for subject_id in new_ids[::2]:
+            gallery.delete_subject(subject_id)
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert not errors and not wrong
+    assert searches[0] > 0
+    assert len(gallery.index()) == len(known) + 20
+    assert count(gallery, Subject) == len(known) + 20
+
+
+def test_enrol_folder_reports_every_photo_and_is_resumable(gallery, tmp_path):
+    root = tmp_path / "photos"
+    (root / "alice").mkdir(parents=True)
+    (root / "alice" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "alice" / "empty.png").write_bytes(b"")
+    (root / "alice" / "notes.txt").write_text("not a photo: skipped")
+    results = list(gallery.enrol_folder(root))
+    assert [(r.source.rsplit("/", 1)[-1], r.status) for r in results] == [
+        ("broken.jpg", ItemStatus.UNREADABLE),
+        ("empty.png", ItemStatus.UNREADABLE),
+    ]
+    with pytest.raises(NotADirectoryError):
+        list(gallery.enrol_folder(tmp_path / "missing"))
+
+
+def test_subject_ids_are_looked_up_by_name_and_external_id(gallery):
+    v = unit(np.random.default_rng(12))
+    result = add(gallery, "alice", "p1", face(v))
+    assert gallery.names([result.subject_id]) == {result.subject_id: "alice"}
+    assert add(gallery, "alice", "p2", face(v)).subject_id == result.subject_id
+    with pytest.raises(LookupError):
+        add(gallery, 999_999, sha("p3"), face(v))
