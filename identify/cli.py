@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer_cli.register_eval(commands)
     cli_identify.register(commands)
     trainer_cli.register_mask(commands)
+    trainer_cli.register_ablate(commands)
     return parser
 
 

@@ -439,3 +439,11 @@ def test_impossible_augmentation_settings_are_refused() -> None:
         AugmentConfig(p_blur=1.5)
     with pytest.raises(ValueError, match="mask_styles"):
         AugmentConfig(mask_styles=("scarf",))
+
+
+def test_folds_too_small_for_mismatched_pairs_are_refused_not_looped_on() -> None:
+    from trainer.split import make_pairs
+
+    # Ten folds of one person each: matched pairs exist, mismatched ones cannot.
+    with pytest.raises(ValueError, match="too few identities"):
+        make_pairs({f"p{i}": 5 for i in range(10)}, folds=10)

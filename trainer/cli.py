@@ -59,6 +59,37 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_ablate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "ablate", help="train and measure the Table 1 variants and a b sweep at equal budget"
+    )
+    p.add_argument("config", help="the base config: its data, schedule and budget")
+    p.add_argument("--variants", default="baseline,cal,qan_ld,cqa", help="comma-separated")
+    p.add_argument("--branches", default="2,4,8", help="b values for the full model")
+    p.add_argument("--output", type=Path, help="runs folder (default: the config's)")
+    p.add_argument("--epochs", type=float, help="budget per variant (default: the config's)")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.set_defaults(handler=ablate)
+
+
+def ablate(args: argparse.Namespace) -> int:
+    from trainer.ablate import ablate as run
+    from trainer.config import load_config
+
+    config = load_config(args.config)
+    overrides: dict = {"val_every": None}
+    if args.output:
+        overrides["output"] = str(args.output)
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    config = config.with_overrides(**overrides)
+    variants = [v for v in args.variants.split(",") if v]
+    branches = [int(b) for b in args.branches.split(",") if b]
+    table = run(config, variants, branches, args.workers)
+    print(table.read_text())
+    return 0
+
+
 def register_mask(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "train-mask-classifier",

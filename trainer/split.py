@@ -76,11 +76,19 @@ def make_pairs(
     rng = np.random.default_rng(seed)
     assignment = _deal_to_folds(files, folds, rng)
     genuine = [_all_matched(files, fold) for fold in assignment]
-    per_fold = min(len(g) for g in genuine)
+    # As many matched as mismatched pairs per fold, and each kind must exist in that number.
+    supply = [
+        min(len(g), _mismatched_count(files, fold))
+        for g, fold in zip(genuine, assignment, strict=True)
+    ]
+    per_fold = min(supply)
     if max_per_fold is not None:
         per_fold = min(per_fold, max_per_fold)
     if per_fold == 0:
-        raise ValueError(f"too few identities with two images or more to fill {folds} folds")
+        raise ValueError(
+            f"too few identities with two images or more to fill {folds} folds "
+            "with matched and mismatched pairs"
+        )
     return [
         sorted(_sample(g, per_fold, rng) + _mismatched(files, fold, per_fold, rng), key=_order)
         for g, fold in zip(genuine, assignment, strict=True)
@@ -130,6 +138,11 @@ def _deal_to_folds(files: dict[str, int], folds: int, rng: np.random.Generator) 
 
 def _matched_count(n: int) -> int:
     return n * (n - 1) // 2
+
+
+def _mismatched_count(files: dict[str, int], fold: list[str]) -> int:
+    total = sum(files[name] for name in fold)
+    return _matched_count(total) - sum(_matched_count(files[name]) for name in fold)
 
 
 def _all_matched(files: dict[str, int], fold: list[str]) -> list[PairRef]:

@@ -1,0 +1,58 @@
+"""`cqaface ablate`: every variant trains with the same budget, is measured the same way, and
+lands as a row of a markdown table; a finished variant is measured again, never retrained."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def faces(celeba_aligned_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("faces")
+    chosen = [
+        d
+        for d in sorted(celeba_aligned_dir.iterdir())
+        if d.is_dir() and len(list(d.glob("*.webp"))) >= 5
+    ][:40]
+    for folder in chosen:
+        (root / folder.name).symlink_to(folder, target_is_directory=True)
+    return root
+
+
+def test_ablate_writes_one_row_per_variant_and_reuses_finished_runs(
+    faces: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "base.py"
+    config.write_text(
+        "from embedder.config import ModelConfig\n"
+        "from trainer.config import DataConfig, TrainConfig\n"
+        "config = TrainConfig(name='base', model=ModelConfig(),\n"
+        f"    data=DataConfig(root={str(faces)!r}, validation_identities=20, preload=False),\n"
+        "    batch_size=16, lr=0.05, cosface_s=16.0, cosface_m=0.1, warmup_epochs=0.0,\n"
+        "    epochs=1, milestones=(), final_lr=None, final_epoch=None, log_every=1,\n"
+        "    checkpoint_every=1000, val_every=None)\n"
+    )
+    command = [sys.executable, "-m", "identify.cli", "ablate", str(config)]
+    command += ["--variants", "baseline,cqa", "--branches", "2", "--output", str(tmp_path)]
+    command += ["--epochs", "0.2"]
+    subprocess.run(command, check=True, timeout=900, capture_output=True)
+    rows = [
+        line for line in (tmp_path / "ablation.md").read_text().splitlines() if "| base-" in line
+    ]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "base-baseline",
+        "base-cqa",
+        "base-cqa-b2",
+    ]
+    for row in rows:  # every metric was measured: numbers, not n/a
+        cells = [c.strip() for c in row.split("|")[5:-1]]
+        assert all(0 <= float(c) <= 100 for c in cells if c != "n/a"), row
+        assert cells[0] != "n/a" and cells[3] != "n/a"
+    model = tmp_path / "base-cqa" / "model.pt"
+    before = model.stat().st_mtime_ns
+    subprocess.run(command, check=True, timeout=900, capture_output=True)
+    assert model.stat().st_mtime_ns == before

@@ -1,0 +1,56 @@
+"""One model's numbers on the validation identities of a config's split: what the model card
+and the ablation table quote, measured the same way for every model.
+
+- Verification over the split's LFW-style validation pairs (all pairs, no cap): 10-fold
+  accuracy, TAR@FAR, and the same with a synthetic mask on one face of each pair.
+- Identification over the validation identities: the first `gallery_size` crops of each person
+  make the template, the others are probes; Rank-1 bare (normal) and masked (M2N).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from embedder.inference import EmbedderBase
+from trainer.config import DataConfig
+from trainer.data import identity_split
+from trainer.evaluate import identify, verify_pairs
+from trainer.pairs import list_images, listing_resolver, read_lfw_pairs
+from trainer.split import PAIRS_FILE, write_split
+
+
+def validation_report(
+    embedder: EmbedderBase, config: DataConfig, work_dir: Path, gallery_size: int = 2
+) -> dict[str, Any]:
+    root = Path(config.root)
+    write_split(
+        root,
+        work_dir,
+        holdout=identity_split(config).validation,
+        n_validation=config.validation_identities,
+        seed=config.split_seed,
+    )
+    pairs = read_lfw_pairs(work_dir / PAIRS_FILE, listing_resolver(root))
+    normal = verify_pairs(embedder, pairs, "none")
+    masked = verify_pairs(embedder, pairs, "one")
+    gallery, probes = [], []
+    for name in identity_split(config).validation:
+        files = list_images(root / name)
+        if len(files) > gallery_size:
+            gallery += [(p, name) for p in files[:gallery_size]]
+            probes += [(p, name) for p in files[gallery_size:]]
+    plain = identify(embedder, gallery, probes)
+    m2n = identify(embedder, gallery, probes, mask_probes=True)
+    return {
+        "model_version": embedder.version,
+        "verification": _short(normal),
+        "masked_verification": _short(masked),
+        "identification": {k: plain[k] for k in ("rank1", "rank5", "subjects", "probes")},
+        "m2n": {k: m2n[k] for k in ("rank1", "rank5", "tar_at_far")},
+    }
+
+
+def _short(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("accuracy", "accuracy_std", "tar_at_far", "auc", "pairs")
+    return {k: result[k] for k in keys}
