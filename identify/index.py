@@ -1,12 +1,16 @@
 """FAISS over templates, ids = subject ids: exact inner product (cosine on unit vectors) up to a
-configurable gallery size, HNSW above it; a GPU clone when faiss has one; a file on disk that
-records which database state it reflects.
+configurable gallery size, approximate above it; a GPU clone when faiss has one; a file on disk
+that records which database state it reflects.
 
-Exact: IndexIDMap2 over IndexFlatIP, updated in place (remove_ids + add_with_ids). HNSW cannot
-remove vectors, so it maps graph positions to subject ids itself and marks replaced or deleted
-positions dead (label -1); searches skip them through an IDSelector, and the graph is rebuilt
-once a fifth of it is dead. Removal is not implemented on GPU indexes either: the CPU index is
-the master and the GPU copy is re-cloned after every write.
+Exact (`flat`): IndexIDMap2 over IndexFlatIP, updated in place (remove_ids + add_with_ids).
+Approximate, by CQAFACE_INDEX_APPROX: `pq` (default) is a 4-bit product-quantiser fast scan
+(16 bytes a template) whose best candidates are re-scored exactly (IndexRefineFlat); `hnsw` is
+an HNSW graph. Neither can remove vectors, so both map storage positions to subject ids here and
+mark replaced or deleted positions dead (label -1); dead positions are skipped (HNSW through an
+IDSelector, PQ by zeroing their exact vectors and filtering) and the index is rebuilt once a
+fifth of it is dead. Removal is not implemented on GPU indexes either: the CPU index is the
+master and the GPU copy is re-cloned after every write. Which approximate index, and at which
+settings, is decided by `make bench-search` (var/bench-search.json).
 
 Every public method takes the RW lock: searches run concurrently (faiss releases the GIL), a
 write waits for them and holds new ones back until it is done.
@@ -27,10 +31,13 @@ import numpy as np
 from identify import settings
 from identify.rwlock import RWLock
 
-Kind = Literal["flat", "hnsw"]
+Kind = Literal["flat", "hnsw", "pq"]
+APPROXIMATE: tuple[Kind, ...] = ("pq", "hnsw")
 MAGIC = b"CQAFIDX\x00"
 FORMAT_VERSION = 1
 _DEAD_FRACTION = 0.2
+_DEAD_MARGIN = 32  # PQ: extra results asked for, to make up for dead ones filtered out
+_PQ_TRAIN = 65_536  # PQ: templates the quantiser is trained on
 _BLAS_QUERIES = 20  # below this many queries, exact search is one BLAS product (see _scan)
 
 
@@ -58,22 +65,28 @@ class TemplateIndex:
         dim: int = 512,
         *,
         exact_max: int | None = None,
+        approximate: Kind | None = None,
         hnsw_m: int | None = None,
         ef_search: int | None = None,
         ef_construction: int = 64,
+        shortlist: int | None = None,
         gpu: bool | None = None,
     ) -> None:
         self.dim = dim
         self.exact_max = settings.index_exact_max() if exact_max is None else exact_max
+        self.approximate: Kind = approximate or settings.index_approximate()
+        if self.approximate not in APPROXIMATE:
+            raise ValueError(f"approximate index must be one of {APPROXIMATE}")
         self.hnsw_m = hnsw_m or settings.hnsw_m()
         self.ef_search = ef_search or settings.hnsw_ef_search()
         self.ef_construction = ef_construction
+        self.shortlist = shortlist or settings.pq_shortlist()
         self._want_gpu = settings.use_gpu() if gpu is None else gpu
         self._lock = RWLock()
         self._kind: Kind = "flat"
         self._cpu: Any = self._new_flat()
-        self._labels = np.empty(0, np.int64)  # HNSW: position -> subject id, -1 when dead
-        self._position: dict[int, int] = {}  # HNSW: subject id -> live position
+        self._labels = np.empty(0, np.int64)  # approximate: position -> subject id, -1 dead
+        self._position: dict[int, int] = {}  # approximate: subject id -> live position
         self._gpu_res: Any | None = None
         self._gpu: Any | None = None
 
@@ -92,9 +105,8 @@ class TemplateIndex:
 
     def _rebuild(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) > self.exact_max:
-            self._kind = "hnsw"
-            self._cpu = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            self._cpu.hnsw.efConstruction = self.ef_construction
+            self._kind = self.approximate
+            self._cpu = self._new_hnsw() if self._kind == "hnsw" else self._new_pq(vectors)
             self._cpu.add(vectors)
             self._labels = ids.copy()
             self._position = {int(i): p for p, i in enumerate(ids)}
@@ -105,6 +117,28 @@ class TemplateIndex:
             self._labels = np.empty(0, np.int64)
             self._position = {}
         self._refresh_gpu()
+
+    def _new_hnsw(self) -> Any:
+        index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.ef_construction
+        return index
+
+    def _new_pq(self, vectors: np.ndarray) -> Any:
+        """4-bit PQ over 16-d sub-vectors (fast scan), trained on up to 64K templates, with the
+        exact vectors kept beside it to re-score the shortlist."""
+        base = faiss.IndexPQFastScan(self.dim, self.dim // 16, 4, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors
+        if len(vectors) > _PQ_TRAIN:
+            rows = np.random.default_rng(0).choice(len(vectors), _PQ_TRAIN, replace=False)
+            sample = vectors[np.sort(rows)]
+        base.train(sample)
+        return faiss.IndexRefineFlat(base)
+
+    def _refine_storage(self) -> np.ndarray:
+        """The PQ index's exact vectors, as a writable zero-copy view."""
+        flat = faiss.downcast_index(self._cpu.refine_index)
+        n = int(flat.ntotal)
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
     def _checked(self, ids: Any, vectors: Any) -> tuple[np.ndarray, np.ndarray]:
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
@@ -146,12 +180,12 @@ class TemplateIndex:
             return self._live_count()
 
     def _live_count(self) -> int:
-        return len(self._position) if self._kind == "hnsw" else int(self._cpu.ntotal)
+        return int(self._cpu.ntotal) if self._kind == "flat" else len(self._position)
 
     def ids(self) -> np.ndarray:
         """The subject ids held, sorted."""
         with self._lock.read():
-            if self._kind == "hnsw":
+            if self._kind != "flat":
                 return np.sort(np.fromiter(self._position, np.int64, len(self._position)))
             return np.sort(faiss.vector_to_array(self._cpu.id_map).astype(np.int64))
 
@@ -192,10 +226,11 @@ class TemplateIndex:
             self._refresh_gpu()
 
     def _kill(self, ids: np.ndarray) -> None:
-        for i in ids.tolist():
-            position = self._position.pop(i, None)
-            if position is not None:
-                self._labels[position] = -1
+        dead = [p for p in (self._position.pop(i, None) for i in ids.tolist()) if p is not None]
+        if dead:
+            self._labels[dead] = -1
+            if self._kind == "pq":  # a zero vector re-scores to 0: never above a live match
+                self._refine_storage()[dead] = 0.0
 
     def _compact_if_needed(self) -> None:
         dead = int(self._cpu.ntotal) - len(self._position)
@@ -207,6 +242,8 @@ class TemplateIndex:
             ids = faiss.vector_to_array(self._cpu.id_map).astype(np.int64)
             return ids, self._cpu.index.reconstruct_n(0, self._cpu.ntotal)
         live = np.flatnonzero(self._labels >= 0)
+        if self._kind == "pq":
+            return self._labels[live].copy(), self._refine_storage()[live].copy()
         vectors = self._cpu.reconstruct_n(0, self._cpu.ntotal)[live]
         return self._labels[live].copy(), vectors
 
@@ -229,19 +266,37 @@ class TemplateIndex:
                 index = self._gpu if self._gpu is not None else self._cpu
                 kk = min(k, max(int(index.ntotal), 1))
                 scores, ids = index.search(queries, kk)
-            else:
+            elif self._kind == "hnsw":
                 params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
                 if len(self._position) < self._cpu.ntotal:
                     params.sel = faiss.IDSelectorBatch(np.flatnonzero(self._labels >= 0))
                 kk = min(k, max(int(self._cpu.ntotal), 1))
                 scores, positions = self._cpu.search(queries, kk, params=params)
                 ids = np.where(positions >= 0, self._labels[np.maximum(positions, 0)], -1)
+            else:
+                scores, ids = self._search_pq(queries, k)
+                kk = ids.shape[1]
         scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
         if kk < k:  # fewer templates than k: pad so that callers always get (n, k)
             pad = ((0, 0), (0, k - kk))
             scores = np.pad(scores, pad, constant_values=-np.inf)
             ids = np.pad(ids, pad, constant_values=-1)
         return scores, ids.astype(np.int64)
+
+    def _search_pq(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Shortlist by PQ fast scan, re-score exactly, drop dead positions."""
+        total = int(self._cpu.ntotal)
+        dead = total - len(self._position)
+        kk = max(min(k + min(dead, _DEAD_MARGIN), total), 1)
+        params = faiss.IndexRefineSearchParameters(k_factor=max(self.shortlist / kk, 1.0))
+        scores, positions = self._cpu.search(queries, kk, params=params)
+        ids = np.where(positions >= 0, self._labels[np.maximum(positions, 0)], -1)
+        if dead:
+            order = np.argsort(ids < 0, axis=1, kind="stable")  # live first, ranks kept
+            ids = np.take_along_axis(ids, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+        keep = min(k, kk)
+        return scores[:, :keep], ids[:, :keep]
 
     def _scan(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of a few queries as one BLAS product over the flat index's own storage
@@ -279,7 +334,8 @@ class TemplateIndex:
                     position = self._position.get(subject)
                     if position is None:
                         continue
-                    out[row] = self._cpu.reconstruct(position)
+                    source = self._cpu.refine_index if self._kind == "pq" else self._cpu
+                    out[row] = source.reconstruct(position)
                 present[row] = True
         return out, present
 
@@ -361,11 +417,10 @@ class TemplateIndex:
         with index._lock.write():
             index._cpu = faiss.deserialize_index(np.frombuffer(payload, np.uint8))
             index._kind = header["kind"]
-            if index._kind == "hnsw":
+            if index._kind != "flat":
                 index._labels = np.frombuffer(labels, "<i8").astype(np.int64)
                 index._position = {
                     int(i): p for p, i in enumerate(index._labels.tolist()) if i >= 0
                 }
-                index._cpu.hnsw.efSearch = index.ef_search
             index._refresh_gpu()
         return index

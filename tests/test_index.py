@@ -17,14 +17,15 @@ from identify.rwlock import RWLock
 DIM = 64
 
 
-@pytest.fixture(params=["flat", "hnsw"])
+@pytest.fixture(params=["flat", "hnsw", "pq"])
 def kind(request) -> str:
     return request.param
 
 
 def build(ids, vectors, kind: str, **options) -> TemplateIndex:
-    exact_max = 10**9 if kind == "flat" else 0
-    return TemplateIndex.build(ids, vectors, exact_max=exact_max, **options)
+    if kind == "flat":
+        return TemplateIndex.build(ids, vectors, exact_max=10**9, **options)
+    return TemplateIndex.build(ids, vectors, exact_max=0, approximate=kind, **options)
 
 
 def test_other_photos_of_a_subject_find_it_first_with_its_cosine_score(kind):
@@ -65,10 +66,11 @@ def test_replacing_and_removing_templates_changes_the_answers(kind):
     assert index.vectors([7, 9])[1].tolist() == [False, True]
 
 
-def test_approximate_index_compacts_after_many_removals():
+@pytest.mark.parametrize("approximate", ["hnsw", "pq"])
+def test_approximate_index_compacts_after_many_removals(approximate):
     rng = np.random.default_rng(3)
     templates = unit(rng, 100, DIM)
-    index = build(np.arange(100), templates, "hnsw")
+    index = build(np.arange(100), templates, approximate)
     index.remove(np.arange(50))
     assert len(index) == 50 and index._cpu.ntotal == 50  # rebuilt without the dead half
     assert index.search(templates[60], 1)[1][0, 0] == 60
@@ -81,7 +83,7 @@ def test_the_index_turns_approximate_when_the_gallery_outgrows_the_exact_limit()
     assert index.kind == "flat"
     more = unit(rng, 10, DIM)
     index.upsert(np.arange(100, 110), more)
-    assert index.kind == "hnsw" and len(index) == 110
+    assert index.kind == "pq" and len(index) == 110  # the default approximate index
     assert index.search(more[3], 1)[1][0, 0] == 103
 
 
@@ -114,7 +116,7 @@ def test_a_saved_index_loads_back_identical(kind, tmp_path):
     rng = np.random.default_rng(7)
     templates = unit(rng, 300, DIM)
     index = build(np.arange(300) + 1000, templates, kind)
-    index.remove([1000])  # HNSW: a dead position must stay dead after loading
+    index.remove([1000])  # approximate: a dead position must stay dead after loading
     path = index.save(tmp_path / "t.cqaidx", "state-1")
     loaded = TemplateIndex.load(path, "state-1", exact_max=index.exact_max)
     assert loaded.kind == kind and len(loaded) == 299
