@@ -1,0 +1,86 @@
+"""Bulk enrolment jobs: every photo gets an item with its outcome, progress can be read at any
+time, and a job cut short resumes without redoing or losing anything."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from sqlalchemy import select, update
+
+from embedder.config import ModelConfig
+from embedder.inference import Embedder
+from embedder.model import build_model
+from identify.db import make_engine
+from identify.encode import FaceEncoder
+from identify.gallery import Gallery
+from identify.jobs import create_job, job_progress, run_job
+from identify.models import ItemStatus, JobItem, JobStatus
+
+
+@pytest.fixture(scope="module")
+def encoder() -> FaceEncoder:
+    """A real embedder with random weights: the vectors mean nothing, the pipeline is real."""
+    torch.manual_seed(0)
+    return FaceEncoder(
+        Embedder(build_model(ModelConfig()).eval(), version="random-0", device="cpu")
+    )
+
+
+@pytest.fixture
+def folder(orl_dir, tmp_path):
+    """Two people with two photos each, and a broken file in the first one's folder."""
+    root = tmp_path / "photos"
+    for person in ("s1", "s2"):
+        (root / person).mkdir(parents=True)
+        for k in (1, 2):
+            shutil.copy(orl_dir / person / f"{k}.pgm", root / person / f"{k}.pgm")
+    (root / "s1" / "3.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    return root
+
+
+@pytest.fixture
+def gallery(database_url, encoder, tmp_path):
+    engine = make_engine(database_url)
+    yield Gallery.for_encoder(
+        engine, encoder, index_dir=tmp_path / "index", keep="crops", masked_templates=False
+    )
+    engine.dispose()
+
+
+def test_a_job_reports_every_photo_with_a_status_and_reason(gallery, folder):
+    job_id = create_job(gallery, folder)
+    before = job_progress(gallery, job_id)
+    assert (before.status, before.total, before.done) == (JobStatus.QUEUED, 5, 0)
+    seen = []
+    after = run_job(gallery, job_id, progress=seen.append)
+    assert after.status == JobStatus.DONE and after.done == 5 and len(seen) == 5
+    assert after.counts == {"enrolled": 4, "unreadable": 1}
+    with gallery.sessions() as session:
+        bad = session.scalars(select(JobItem).where(JobItem.status == ItemStatus.UNREADABLE)).one()
+    assert bad.path.endswith("3.jpg") and bad.reason and bad.image_id is None
+    assert sorted(gallery.names(gallery.index().ids()).values()) == ["s1", "s2"]
+
+
+def test_an_interrupted_job_resumes_where_it_stopped(gallery, folder):
+    job_id = create_job(gallery, folder)
+    run_job(gallery, job_id)
+    # A worker died after enrolling the last two photos but before recording them.
+    with gallery.sessions() as session, session.begin():
+        last_two = session.scalars(
+            select(JobItem.id).where(JobItem.job_id == job_id).order_by(JobItem.id.desc()).limit(2)
+        ).all()
+        session.execute(
+            update(JobItem).where(JobItem.id.in_(last_two)).values(status=ItemStatus.PENDING)
+        )
+    redone = []
+    progress = run_job(gallery, job_id, progress=redone.append)
+    assert len(redone) == 2  # only what was pending
+    assert progress.done == 5 and progress.counts.get("pending", 0) == 0
+    assert len(gallery.index()) == 2  # nothing enrolled twice
+
+
+def test_an_unknown_job_is_a_lookup_error(gallery):
+    with pytest.raises(LookupError):
+        job_progress(gallery, 12345)
