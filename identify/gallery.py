@@ -32,7 +32,13 @@ from identify import vectors as vec
 from identify.db import session_factory
 from identify.encode import FaceEncoder
 from identify.index import TemplateIndex
-from identify.index_store import OpenedIndex, open_index, state_checksum
+from identify.index_store import (
+    OpenedIndex,
+    TemplateStates,
+    open_index,
+    row_tag,
+    template_states,
+)
 from identify.models import (
     Embedding,
     Face,
@@ -123,6 +129,8 @@ class Gallery:
         self.index_options = dict(index_options or {})
         self._sync_lock = threading.Lock()
         self._indexes: dict[TemplateKind, OpenedIndex] = {}
+        # Tags of the templates this process synced since the last refresh (None: removed).
+        self._pending: dict[TemplateKind, dict[int, int | None]] = {k: {} for k in TemplateKind}
 
     @classmethod
     def for_encoder(cls, engine: Engine, encoder: FaceEncoder, **options: Any) -> Gallery:
@@ -152,14 +160,48 @@ class Gallery:
             return self._indexes
 
     def save_indexes(self) -> list[Path]:
-        """Persist the indexes with the database state they reflect (call at shutdown, after
-        a bulk job, or periodically: the file is only a cache of the database)."""
+        """Bring the indexes up to the database (:meth:`refresh`) and persist them with the
+        state they now hold. Call at shutdown, after a bulk job, or periodically: the file is
+        only a cache of the database, and never claims a state its index does not hold."""
         paths = []
-        with self._sync_lock, self.sessions() as session:
-            for kind, opened in self._indexes.items():
-                checksum = state_checksum(session, self.model_version, kind)
-                paths.append(opened.index.save(opened.path, checksum))
+        with self._sync_lock:
+            self._refresh_locked()
+            for opened in self._indexes.values():
+                paths.append(opened.index.save(opened.path, opened.states.checksum))
         return paths
+
+    def refresh(self) -> int:
+        """Apply what other processes (workers) changed in the database since the indexes were
+        opened or last refreshed; returns how many subjects changed. One pass over the
+        template rows (no vectors), then only the changed templates are read."""
+        with self._sync_lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> int:
+        changed_total = 0
+        with self.sessions() as session:
+            for kind, opened in self._indexes.items():
+                states = template_states(session, self.model_version, kind)
+                changed, removed = _difference(opened.states, self._pending[kind], states)
+                opened.index.remove(removed)
+                for start in range(0, len(changed), 1000):
+                    chunk = changed[start : start + 1000].tolist()
+                    rows = session.execute(
+                        select(Template.subject_id, Template.dim, Template.vector).where(
+                            Template.subject_id.in_(chunk),
+                            Template.model_version == self.model_version,
+                            Template.kind == kind,
+                        )
+                    ).all()
+                    if rows:
+                        opened.index.upsert(
+                            [r.subject_id for r in rows],
+                            np.stack([vec.from_bytes(r.vector, r.dim) for r in rows]),
+                        )
+                opened.states = states
+                self._pending[kind] = {}
+                changed_total += len(changed) + len(removed)
+        return changed_total
 
     def _sync(self, subject_ids: Iterable[int]) -> None:
         """Make the open indexes hold exactly the committed templates of ``subject_ids``."""
@@ -168,16 +210,35 @@ class Gallery:
             return
         with self._sync_lock, self.sessions() as session:
             rows = session.execute(
-                select(Template.subject_id, Template.kind, Template.dim, Template.vector).where(
-                    Template.subject_id.in_(ids), Template.model_version == self.model_version
-                )
+                select(
+                    Template.subject_id,
+                    Template.kind,
+                    Template.dim,
+                    Template.vector,
+                    Template.id,
+                    Template.version,
+                    Template.updated_at,
+                    Template.face_count,
+                ).where(Template.subject_id.in_(ids), Template.model_version == self.model_version)
             ).all()
             for kind, opened in self._indexes.items():
-                found = {sid: vec.from_bytes(v, d) for sid, k, d, v in rows if k == kind}
+                mine = [r for r in rows if r.kind == kind]
+                found = {r.subject_id for r in mine}
                 gone = [sid for sid in ids if sid not in found]
                 opened.index.remove(gone)
-                if found:
-                    opened.index.upsert(list(found), np.stack(list(found.values())))
+                if mine:
+                    opened.index.upsert(
+                        [r.subject_id for r in mine],
+                        np.stack([vec.from_bytes(r.vector, r.dim) for r in mine]),
+                    )
+                pending = self._pending[kind]
+                pending.update(dict.fromkeys(gone))
+                pending.update(
+                    {
+                        r.subject_id: row_tag(r.id, r.version, r.updated_at, r.face_count)
+                        for r in mine
+                    }
+                )
 
     # ----- subjects -------------------------------------------------------------------------
 
@@ -416,6 +477,7 @@ class Gallery:
             self.model_version = model_version
             self.encoder = encoder
             self._indexes = dict(indexes)
+            self._pending = {k: {} for k in TemplateKind}
 
     def names(self, subject_ids: Iterable[int]) -> dict[int, str]:
         ids = sorted({int(i) for i in subject_ids if i >= 0})
@@ -438,6 +500,27 @@ class Gallery:
         if row is None:
             raise LookupError(f"subject {subject_id} has no {kind.value} template")
         return vec.from_bytes(row.vector, row.dim)
+
+
+def _difference(
+    held: TemplateStates, pending: dict[int, int | None], now: TemplateStates
+) -> tuple[np.ndarray, np.ndarray]:
+    """(subjects to re-read, subjects to drop) to take an index from what it holds (``held``
+    updated by this process's own ``pending`` syncs) to the database's ``now``."""
+    position = np.clip(np.searchsorted(held.ids, now.ids), 0, max(len(held.ids) - 1, 0))
+    if len(held.ids):
+        same = (held.ids[position] == now.ids) & (held.tags[position] == now.tags)
+    else:
+        same = np.zeros(len(now.ids), bool)
+    if pending:
+        where = {int(s): i for i, s in enumerate(now.ids.tolist()) if int(s) in pending}
+        for subject, tag in pending.items():
+            if subject in where:
+                same[where[subject]] = tag == int(now.tags[where[subject]])
+    dropped = np.array([s for s, tag in pending.items() if tag is None], np.int64)
+    added = np.array([s for s, tag in pending.items() if tag is not None], np.int64)
+    holds = np.union1d(np.setdiff1d(held.ids, dropped), added)
+    return now.ids[~same], np.setdiff1d(holds, now.ids)
 
 
 def photos_by_subject(root: str | os.PathLike[str]) -> Iterator[tuple[str, Path]]:

@@ -22,9 +22,24 @@ from identify.models import Template, TemplateKind
 log = logging.getLogger(__name__)
 
 
-def state_checksum(session: Session, model_version: str, kind: TemplateKind) -> str:
-    """A digest of (subject id, template row, version, update time, face count) over the
-    templates of one model version and kind: any enrolment or deletion changes it."""
+@dataclass
+class TemplateStates:
+    """What the database holds for one model version and kind: the subject ids (sorted), a tag
+    per subject that changes whenever its template row changes, and a checksum of it all."""
+
+    ids: np.ndarray
+    tags: np.ndarray
+    checksum: str
+
+
+def row_tag(template_id: int, version: int, updated_at: object, face_count: int) -> int:
+    """A per-process fingerprint of one template row's state."""
+    return hash((template_id, version, str(updated_at), face_count))
+
+
+def template_states(session: Session, model_version: str, kind: TemplateKind) -> TemplateStates:
+    """One pass over (subject id, template row, version, update time, face count): any
+    enrolment or deletion changes the checksum and the tags of the subjects it touched."""
     digest = hashlib.sha256(f"{FORMAT_VERSION}|{model_version}|{kind.value}".encode())
     rows = session.execute(
         select(
@@ -36,10 +51,20 @@ def state_checksum(session: Session, model_version: str, kind: TemplateKind) -> 
         )
         .where(Template.model_version == model_version, Template.kind == kind)
         .order_by(Template.subject_id)
+        .execution_options(yield_per=50_000)
     )
-    for row in rows:
-        digest.update(("|".join(str(v) for v in row) + "\n").encode())
-    return digest.hexdigest()
+    ids: list[int] = []
+    tags: list[int] = []
+    for subject_id, template_id, version, updated_at, face_count in rows:
+        digest.update(f"{subject_id}|{template_id}|{version}|{updated_at}|{face_count}\n".encode())
+        ids.append(subject_id)
+        tags.append(row_tag(template_id, version, updated_at, face_count))
+    return TemplateStates(np.asarray(ids, np.int64), np.asarray(tags, np.int64), digest.hexdigest())
+
+
+def state_checksum(session: Session, model_version: str, kind: TemplateKind) -> str:
+    """The checksum of :func:`template_states`."""
+    return template_states(session, model_version, kind).checksum
 
 
 def load_templates(
@@ -71,8 +96,12 @@ def index_path(model_version: str, kind: TemplateKind, directory: Path | None = 
 class OpenedIndex:
     index: TemplateIndex
     path: Path
-    checksum: str
+    states: TemplateStates  # the database state the index holds (or something older)
     how: str  # "loaded", or "rebuilt (why)"
+
+    @property
+    def checksum(self) -> str:
+        return self.states.checksum
 
 
 def open_index(
@@ -87,10 +116,10 @@ def open_index(
     """The index of one model version and kind: the file if it matches the database, else a
     fresh one built from the templates and written back."""
     path = index_path(model_version, kind, directory)
-    checksum = state_checksum(session, model_version, kind)
+    states = template_states(session, model_version, kind)
     try:
-        index = TemplateIndex.load(path, checksum, **options)
-        return OpenedIndex(index, path, checksum, "loaded")
+        index = TemplateIndex.load(path, states.checksum, **options)
+        return OpenedIndex(index, path, states, "loaded")
     except IndexFileError as error:
         reason = str(error)
     opened = rebuild_index(session, model_version, kind, dim=dim, directory=directory, **options)
@@ -108,14 +137,14 @@ def rebuild_index(
     directory: Path | None = None,
     **options: Any,
 ) -> OpenedIndex:
-    """Build from the database and save. The checksum is read before the vectors: a write that
+    """Build from the database and save. The states are read before the vectors: a write that
     slips in between makes the file look stale next time (a rebuild), never falsely current."""
     path = index_path(model_version, kind, directory)
-    checksum = state_checksum(session, model_version, kind)
+    states = template_states(session, model_version, kind)
     ids, vectors = load_templates(session, model_version, kind)
     if len(ids):
         index = TemplateIndex.build(ids, vectors, **options)
     else:
         index = TemplateIndex(dim, **options)
-    index.save(path, checksum)
-    return OpenedIndex(index, path, checksum, "rebuilt")
+    index.save(path, states.checksum)
+    return OpenedIndex(index, path, states, "rebuilt")

@@ -260,3 +260,29 @@ def test_subject_ids_are_looked_up_by_name_and_external_id(gallery):
     assert add(gallery, "alice", "p2", face(v)).subject_id == result.subject_id
     with pytest.raises(LookupError):
         add(gallery, 999_999, sha("p3"), face(v))
+
+
+def test_refresh_picks_up_what_another_process_wrote(gallery, tmp_path):
+    rng = np.random.default_rng(13)
+    mine = add(gallery, "alice", "p1", face(unit(rng))).subject_id
+    other = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "other")
+    bob_vector, carol_vector = unit(rng, 2)
+    bob = add(other, "bob", "p2", face(bob_vector)).subject_id
+    carol = add(other, "carol", "p3", face(carol_vector)).subject_id
+    other.delete_subject(mine)
+    assert gallery.index().ids().tolist() == [mine]  # not seen yet
+    assert gallery.refresh() == 3
+    assert gallery.index().ids().tolist() == sorted([bob, carol])
+    assert top1(gallery, near(carol_vector, rng)) == carol
+    assert gallery.refresh() == 0  # nothing new
+
+
+def test_a_saved_index_holds_what_its_checksum_claims_even_after_foreign_writes(gallery, tmp_path):
+    rng = np.random.default_rng(14)
+    add(gallery, "alice", "p1", face(unit(rng)))
+    other = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "other")
+    late = add(other, "late", "p2", face(unit(rng))).subject_id
+    gallery.save_indexes()  # refreshes first: the file holds the late subject too
+    again = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
+    assert again.open_indexes()[TemplateKind.NORMAL].how == "loaded"
+    assert late in again.index().ids().tolist()
