@@ -283,7 +283,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=15.0, help="seconds per latency run")
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=64)
-    parser.add_argument("--ef-search", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--pq-shortlist", type=int, nargs="+", default=[32, 100, 300])
     parser.add_argument("--hnsw-min", type=int, default=10_000, help="smallest size for HNSW")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)

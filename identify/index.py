@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +45,21 @@ _BLAS_QUERIES = 20  # below this many queries, exact search is one BLAS product 
 
 class IndexFileError(ValueError):
     """A persisted index that cannot be used: missing, corrupt, another format or stale."""
+
+
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """OpenMP threads for faiss calls made by this thread (0: leave as is). The setting is
+    per thread, so concurrent searches in other threads keep theirs."""
+    if count <= 0:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def _gpu_resources() -> Any | None:
@@ -274,7 +291,8 @@ class TemplateIndex:
                 scores, positions = self._cpu.search(queries, kk, params=params)
                 ids = np.where(positions >= 0, self._labels[np.maximum(positions, 0)], -1)
             else:
-                scores, ids = self._search_pq(queries, k)
+                with _threads(settings.probe_threads() if len(queries) < _BLAS_QUERIES else 0):
+                    scores, ids = self._search_pq(queries, k)
                 kk = ids.shape[1]
         scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
         if kk < k:  # fewer templates than k: pad so that callers always get (n, k)

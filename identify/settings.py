@@ -90,6 +90,16 @@ def pq_shortlist() -> int:
     return int(_number("CQAFACE_PQ_SHORTLIST", 100, int))
 
 
+def probe_threads() -> int:
+    """CQAFACE_PROBE_THREADS: faiss threads for one probe's approximate search (default 1).
+
+    A single probe's PQ scan takes a few ms; splitting it over threads saves little and, on a
+    loaded machine, waiting for a descheduled thread costs a whole scheduler slice (the p50 rose
+    from 0.1 to 8 ms at 100K templates in var/bench-search.json runs). Batches use every thread.
+    """
+    return int(_number("CQAFACE_PROBE_THREADS", 1, int))
+
+
 def hnsw_m() -> int:
     """CQAFACE_HNSW_M: graph degree of the approximate index."""
     return int(_number("CQAFACE_HNSW_M", 32, int))
