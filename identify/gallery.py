@@ -40,6 +40,7 @@ from identify.index_store import (
     template_states,
 )
 from identify.models import (
+    AuditEntry,
     Embedding,
     Face,
     Image,
@@ -433,17 +434,18 @@ class Gallery:
 
     # ----- deletion -------------------------------------------------------------------------
 
-    def delete_subject(self, subject_id: int) -> bool:
+    def delete_subject(self, subject_id: int, *, actor: int | None = None) -> bool:
         """Delete a subject with its images, faces, embeddings and templates."""
         with self.sessions() as session, session.begin():
             subject = session.get(Subject, subject_id)
             if subject is None:
                 return False
+            _audit(session, actor, "delete_subject", "subject", subject_id, name=subject.name)
             session.delete(subject)
         self._sync([subject_id])
         return True
 
-    def delete_image(self, image_id: int) -> bool:
+    def delete_image(self, image_id: int, *, actor: int | None = None) -> bool:
         """Delete an image with its faces and embeddings; its subject's templates are
         recomputed from what remains (or deleted when nothing does)."""
         with self.sessions() as session, session.begin():
@@ -451,19 +453,21 @@ class Gallery:
             if image is None:
                 return False
             subject_id = image.subject_id
+            _audit(session, actor, "delete_image", "image", image_id, subject_id=subject_id)
             session.delete(image)
             session.flush()
             templates.recompute(session, subject_id)
         self._sync([subject_id])
         return True
 
-    def delete_face(self, face_id: int) -> bool:
+    def delete_face(self, face_id: int, *, actor: int | None = None) -> bool:
         """Delete one face (a wrong detection) with its embeddings; templates recomputed."""
         with self.sessions() as session, session.begin():
             face = session.get(Face, face_id)
             if face is None:
                 return False
             subject_id = face.image.subject_id
+            _audit(session, actor, "delete_face", "face", face_id, subject_id=subject_id)
             session.delete(face)
             session.flush()
             templates.recompute(session, subject_id)
@@ -500,6 +504,21 @@ class Gallery:
         if row is None:
             raise LookupError(f"subject {subject_id} has no {kind.value} template")
         return vec.from_bytes(row.vector, row.dim)
+
+
+def _audit(
+    session: Session, actor: int | None, action: str, target: str, target_id: int, **details: Any
+) -> None:
+    """A row of the audit log, in the transaction of the change it records."""
+    session.add(
+        AuditEntry(
+            user_id=actor,
+            action=action,
+            target_type=target,
+            target_id=str(target_id),
+            details=details,
+        )
+    )
 
 
 def _difference(

@@ -143,7 +143,10 @@ class TemplateIndex:
     def _new_pq(self, vectors: np.ndarray) -> Any:
         """4-bit PQ over 16-d sub-vectors (fast scan), trained on up to 64K templates, with the
         exact vectors kept beside it to re-score the shortlist."""
-        base = faiss.IndexPQFastScan(self.dim, self.dim // 16, 4, faiss.METRIC_INNER_PRODUCT)
+        parts = max(1, self.dim // 16)
+        while self.dim % parts:
+            parts -= 1
+        base = faiss.IndexPQFastScan(self.dim, parts, 4, faiss.METRIC_INNER_PRODUCT)
         sample = vectors
         if len(vectors) > _PQ_TRAIN:
             rows = np.random.default_rng(0).choice(len(vectors), _PQ_TRAIN, replace=False)

@@ -13,7 +13,16 @@ from synthetic import DIM, MODEL, add, face, near, sha, unit
 
 from identify.db import make_engine
 from identify.gallery import Gallery
-from identify.models import Embedding, Face, Image, ItemStatus, Subject, Template, TemplateKind
+from identify.models import (
+    AuditEntry,
+    Embedding,
+    Face,
+    Image,
+    ItemStatus,
+    Subject,
+    Template,
+    TemplateKind,
+)
 from identify.vectors import normalise
 
 
@@ -139,6 +148,13 @@ def test_deleting_a_subject_removes_all_its_rows_and_its_index_entries(gallery):
     assert count(gallery, Template) == 1
     assert gallery.index().ids().tolist() == [bob]
     assert top1(gallery, bob_vector) == bob
+    with gallery.sessions() as session:
+        entry = session.scalars(select(AuditEntry)).one()  # the deletion is on record
+    assert (entry.action, entry.target_id, entry.details["name"]) == (
+        "delete_subject",
+        str(alice),
+        "alice",
+    )
 
 
 def test_a_deleted_subject_id_is_never_reused(gallery):
