@@ -1,0 +1,77 @@
+"""Re-embedding for a new model: from the kept crops or the kept photos, every face gets an
+embedding by the new model, templates and indexes are built for it, and serving switches to it
+only when all is done."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from embedder.config import ModelConfig
+from embedder.imageio import load_image
+from embedder.inference import Embedder
+from embedder.model import build_model
+from identify import migrate
+from identify.db import make_engine
+from identify.encode import FaceEncoder
+from identify.gallery import Gallery
+from identify.models import Embedding, ItemStatus, TemplateKind
+from identify.reembed import reembed
+
+
+def random_encoder(seed: int) -> FaceEncoder:
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig()).eval()
+    return FaceEncoder(Embedder(model, version=f"random-{seed}", device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def encoders() -> tuple[FaceEncoder, FaceEncoder]:
+    return random_encoder(0), random_encoder(1)
+
+
+def enrolled(tmp_path, encoder, orl_dir, keep: str) -> Gallery:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    migrate.upgrade(url)
+    gallery = Gallery.for_encoder(
+        make_engine(url), encoder, index_dir=tmp_path / "index", keep=keep
+    )
+    for person in ("s1", "s2"):
+        result = gallery.enrol(person, orl_dir / person / "1.pgm")
+        assert result.status == ItemStatus.ENROLLED
+    return gallery
+
+
+@pytest.mark.parametrize("keep", ["crops", "images"])
+def test_reembed_gives_every_face_an_embedding_by_the_new_model(keep, tmp_path, encoders, orl_dir):
+    old, new = encoders
+    gallery = enrolled(tmp_path, old, orl_dir, keep)
+    before = gallery.index().ids().tolist()
+    report = reembed(gallery.engine, new, directory=gallery.index_dir)
+    assert report.embedded == 2 and not report.skipped and report.subjects == 2
+    with gallery.sessions() as session:
+        versions = dict(
+            session.execute(
+                select(Embedding.model_version, func.count())
+                .where(Embedding.kind == TemplateKind.NORMAL)
+                .group_by(Embedding.model_version)
+            ).all()
+        )
+    assert versions == {"random-0": 2, "random-1": 2}
+    # The old model's index is untouched until the switch; then the new one serves.
+    assert gallery.index().ids().tolist() == before
+    gallery.switch(new.model_version, new, report.indexes)
+    assert gallery.index().ids().tolist() == before
+    photo = load_image(orl_dir / "s2" / "1.pgm")
+    probe = new.encode(new.faces(photo, "largest"), "no")[0]
+    top = gallery.index().search(probe.vector, 1)[1][0, 0]
+    assert gallery.names([top]) == {top: "s2"}  # the same photo: its own template is nearest
+    assert reembed(gallery.engine, new, directory=gallery.index_dir).embedded == 0
+
+
+def test_faces_kept_without_crop_or_photo_are_reported_skipped(tmp_path, encoders, orl_dir):
+    old, new = encoders
+    gallery = enrolled(tmp_path, old, orl_dir, "none")
+    report = reembed(gallery.engine, new, directory=gallery.index_dir)
+    assert report.embedded == 0 and len(report.skipped) == 2
