@@ -1,7 +1,7 @@
 """The shipped model's recipe: the compact CQA-Face on celeba-112's training identities with
 the paper's loss (CosFace + 0.5 CAL) plus embedding distillation from dlib's ResNet descriptor.
 
-Two CPU cores see about 1.5 epochs in the time one session allows; CosFace alone barely leaves
+Two CPU cores see about 1.2 epochs in the time one session allows; CosFace alone barely leaves
 chance level in that budget (cpu_celeba_compact_short reached 0.60 verification accuracy), so
 a teacher's embeddings, computed once offline by trainer/teacher_dlib.py into
 var/teacher/celeba-112-dlib.npz, give every image a target from the first step.
@@ -19,7 +19,7 @@ config = replace(
     data=replace(long_run.data, teacher=teacher_file("celeba-112-dlib.npz")),
     distill_weight=30.0,
     lr=0.05,
-    epochs=1.5,
+    epochs=1.2,
     warmup_epochs=0.1,
     schedule="cosine",
     milestones=(),
