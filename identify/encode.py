@@ -56,7 +56,11 @@ class FaceEncoder:
             return []
         result = self.embedder.embed([f.crop for f in faces])
         probability = mask_probability(self.embedder, result) if mask == "auto" else None
-        flags = np.full(len(faces), mask == "yes") if probability is None else probability >= 0.5
+        flags = (
+            np.full(len(faces), mask == "yes")
+            if probability is None
+            else probability >= mask_threshold(self.embedder)
+        )
         return [
             EncodedFace(
                 face=face,
@@ -76,6 +80,12 @@ class FaceEncoder:
             for crop, seed in zip(crops, seeds, strict=True)
         ]
         return np.asarray(self.embedder.embed(masked).vectors, np.float32)
+
+
+def mask_threshold(embedder: Any) -> float:
+    """The probability above which the checkpoint's classifier calls a face masked."""
+    saved = (getattr(embedder, "metadata", None) or {}).get("mask_classifier") or {}
+    return float(saved.get("threshold", 0.5))
 
 
 def mask_probability(embedder: Any, embeddings: Any) -> np.ndarray | None:
