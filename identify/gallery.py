@@ -60,6 +60,7 @@ _STATUS_OF_CODE = {
     "face_too_small": ItemStatus.NO_FACE,
     "several_faces": ItemStatus.SEVERAL_FACES,
 }
+_ATTEMPTS = 3  # enrolment transactions retried after losing a race to create a template
 PHOTO_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 )
@@ -344,28 +345,35 @@ class Gallery:
         for record in faces:
             if np.asarray(record.vector).shape != (self.dim,):
                 raise ValueError(f"face vectors must have shape ({self.dim},)")
-        try:
-            with self.sessions() as session, session.begin():
-                existing = session.scalars(select(Image).where(Image.sha256 == sha256)).first()
-                if existing is not None:
-                    return self._duplicate(name, existing)
-                owner = self._owner(session, subject)
-                image = Image(
-                    subject_id=owner.id,
-                    sha256=sha256,
-                    source=source,
-                    size_bytes=size_bytes,
-                    width=width,
-                    height=height,
-                    content=content,
-                )
-                session.add(image)
-                session.flush()
-                face_ids = self._add_faces(session, owner.id, image.id, faces)
-        except IntegrityError:  # a concurrent enrolment of the same photo won the race
-            with self.sessions() as session:
-                existing = session.scalars(select(Image).where(Image.sha256 == sha256)).one()
-                return self._duplicate(name, existing)
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.sessions() as session, session.begin():
+                    existing = session.scalars(select(Image).where(Image.sha256 == sha256)).first()
+                    if existing is not None:
+                        return self._duplicate(name, existing)
+                    owner = self._owner(session, subject)
+                    image = Image(
+                        subject_id=owner.id,
+                        sha256=sha256,
+                        source=source,
+                        size_bytes=size_bytes,
+                        width=width,
+                        height=height,
+                        content=content,
+                    )
+                    session.add(image)
+                    session.flush()
+                    face_ids = self._add_faces(session, owner.id, image.id, faces)
+                break
+            except IntegrityError:
+                # A concurrent transaction enrolled the same photo (a duplicate), or created
+                # the same template first (try again: it now exists and is locked in turn).
+                with self.sessions() as session:
+                    existing = session.scalars(select(Image).where(Image.sha256 == sha256)).first()
+                    if existing is not None:
+                        return self._duplicate(name, existing)
+                if attempt == _ATTEMPTS - 1:
+                    raise
         self._sync([owner.id])
         return EnrolResult(name, ItemStatus.ENROLLED, None, owner.id, image.id, face_ids)
 
@@ -378,9 +386,12 @@ class Gallery:
             if owner is None:
                 raise LookupError(f"no subject with id {subject}")
             return owner
-        owner = self.subject(session, subject)
-        assert owner is not None
-        return owner
+        found = self.subject(session, subject)
+        assert found is not None
+        # Lock it as above (a subject created in this transaction is ours already).
+        return session.scalars(
+            select(Subject).where(Subject.id == found.id).with_for_update()
+        ).one()
 
     def _add_faces(
         self, session: Session, subject_id: int, image_id: int, faces: list[FaceRecord]

@@ -302,3 +302,33 @@ def test_a_saved_index_holds_what_its_checksum_claims_even_after_foreign_writes(
     again = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
     assert again.open_indexes()[TemplateKind.NORMAL].how == "loaded"
     assert late in again.index().ids().tolist()
+
+
+def test_concurrent_enrolments_of_one_subject_all_count_in_its_template(gallery):
+    rng = np.random.default_rng(15)
+    vectors = unit(rng, 24)
+    subject = add(gallery, "alice", "first", face(vectors[0])).subject_id
+    errors: list[BaseException] = []
+
+    def enrol(part: int) -> None:
+        try:
+            for i in range(1 + part, 24, 4):
+                result = add(gallery, subject, f"photo-{i}", face(vectors[i]))
+                assert result.status == ItemStatus.ENROLLED
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=enrol, args=(p,)) for p in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    kept = template(gallery, subject)
+    assert kept.face_count == 24
+    np.testing.assert_allclose(
+        np.frombuffer(kept.vector, "<f4"), normalise(vectors.mean(0)), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        gallery.index().vectors([subject])[0][0], normalise(vectors.mean(0)), atol=1e-5
+    )
