@@ -44,6 +44,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
     p.set_defaults(handler=gallery_add)
 
+    p = gallery_commands.add_parser("remove", help="delete a subject, an image or a face")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--subject", type=int, help="subject id: with all its photos")
+    target.add_argument("--image", type=int, help="image id: its faces and embeddings")
+    target.add_argument("--face", type=int, help="face id: a wrong detection")
+    p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
+    p.set_defaults(handler=gallery_remove)
+    p = gallery_commands.add_parser("subjects", help="list subjects with their photo counts")
+    p.set_defaults(handler=gallery_subjects)
+
+    p = commands.add_parser("verify", help="is the largest face of a photo this subject? (JSON)")
+    p.add_argument("image", type=Path)
+    p.add_argument("subject_id", type=int)
+    p.add_argument("--mask", choices=["auto", "yes", "no"], default="auto")
+    p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
+    p.set_defaults(handler=verify)
+
     p = commands.add_parser(
         "identify",
         help="identify every face of probe photos (JSON lines)",
@@ -165,6 +182,61 @@ def gallery_add(args: argparse.Namespace) -> int:
         )
     gallery.save_indexes()
     return 0 if ok else 1
+
+
+def gallery_remove(args: argparse.Namespace) -> int:
+    gallery = _gallery(args.model)
+    gallery.open_indexes()
+    if args.subject is not None:
+        kind, target, done = "subject", args.subject, gallery.delete_subject(args.subject)
+    elif args.image is not None:
+        kind, target, done = "image", args.image, gallery.delete_image(args.image)
+    else:
+        kind, target, done = "face", args.face, gallery.delete_face(args.face)
+    if not done:
+        raise LookupError(f"no {kind} with id {target}")
+    gallery.save_indexes()
+    _emit({"deleted": kind, "id": target})
+    return 0
+
+
+def gallery_subjects(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from identify import migrate
+    from identify.db import make_engine
+    from identify.models import Image, Subject
+
+    engine = make_engine()
+    if migrate.current(engine) is None:
+        raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(Subject.id, Subject.name, func.count(Image.id))
+            .outerjoin(Image, Image.subject_id == Subject.id)
+            .group_by(Subject.id, Subject.name)
+            .order_by(Subject.id)
+        )
+        for subject_id, name, images in rows:
+            _emit({"subject_id": subject_id, "name": name, "images": images})
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from embedder.errors import FaceInputError
+    from identify.search import Searcher
+
+    searcher = Searcher(_gallery(args.model))
+    try:
+        answer = searcher.verify(args.image, args.subject_id, mask=args.mask)
+    except FaceInputError as error:
+        _emit(_error(args.image, error.code, str(error)))
+        return 1
+    except OSError as error:
+        _emit(_error(args.image, "unreadable_file", f"cannot read the file: {error}"))
+        return 1
+    _emit({"path": str(args.image), **answer.to_json()})
+    return 0
 
 
 def identify(args: argparse.Namespace) -> int:

@@ -141,3 +141,22 @@ def test_index_rebuild_and_reembed_for_a_new_model(env, capsys, photos, models, 
     assert code == 0 and len(line["matches"]) == 2
     _, [again] = run(capsys, "reembed")
     assert again["embedded"] == 0
+
+
+def test_verify_and_remove_and_list_subjects(env, capsys, photos, monkeypatch):
+    ids = enrol_two_people(capsys, photos)
+    monkeypatch.setenv("CQAFACE_THRESHOLD", "-1")
+    name, paths = next(iter(photos.items()))
+    code, [line] = run(capsys, "verify", str(paths[1]), str(ids[name]), "--mask", "no")
+    assert code == 0
+    assert set(line) == {"path", "subject_id", "score", "threshold", "masked", "same"}
+    assert line["same"] is True and line["threshold"] == -1.0
+    code, listed = run(capsys, "gallery", "subjects")
+    assert [(x["name"], x["images"]) for x in listed] == [(n, 1) for n in photos]
+    code, [line] = run(capsys, "gallery", "remove", "--subject", str(ids[name]))
+    assert code == 0 and line == {"deleted": "subject", "id": ids[name]}
+    _, listed = run(capsys, "gallery", "subjects")
+    assert [x["subject_id"] for x in listed] == [i for n, i in ids.items() if n != name]
+    assert main(["gallery", "remove", "--image", "999"]) == 2
+    assert "no image with id 999" in capsys.readouterr().err
+    assert main(["verify", str(paths[1]), str(ids[name]), "--mask", "no"]) == 2
