@@ -80,8 +80,7 @@ def reembed(
         ).all()
     for start in range(0, len(subject_ids), 500):
         with sessions() as session, session.begin():
-            for subject_id in subject_ids[start : start + 500]:
-                templates.recompute(session, subject_id, version)
+            templates.recompute(session, subject_ids[start : start + 500], version)
     report.subjects = len(subject_ids)
     dim = int(encoder.embedder.config.embedding_size)
     with sessions() as session:

@@ -5,6 +5,7 @@ rows on deletion, always in the caller's transaction."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 import numpy as np
 from sqlalchemy import select
@@ -68,30 +69,44 @@ def _set(template: Template, total: np.ndarray, count: int) -> None:
     template.updated_at = utcnow()
 
 
-def recompute(session: Session, subject_id: int, model_version: str | None = None) -> None:
-    """Rebuild the subject's templates (one model version, or all) from its embedding rows;
-    a template left with no embedding is deleted."""
+def recompute(
+    session: Session, subject_ids: int | Iterable[int], model_version: str | None = None
+) -> None:
+    """Rebuild the templates of one or many subjects (one model version, or all) from their
+    embedding rows, two queries for the lot; a template left with no embedding is deleted."""
+    ids = [subject_ids] if isinstance(subject_ids, int) else list(subject_ids)
+    if not ids:
+        return
     query = (
         select(
-            Embedding.model_version, Embedding.kind, Embedding.dim, Embedding.vector, Face.masked
+            Image.subject_id,
+            Embedding.model_version,
+            Embedding.kind,
+            Embedding.dim,
+            Embedding.vector,
+            Face.masked,
         )
         .join(Face, Embedding.face_id == Face.id)
         .join(Image, Face.image_id == Image.id)
-        .where(Image.subject_id == subject_id)
+        .where(Image.subject_id.in_(ids))
     )
-    existing = select(Template).where(Template.subject_id == subject_id)
+    existing = select(Template).where(Template.subject_id.in_(ids))
     if model_version is not None:
         query = query.where(Embedding.model_version == model_version)
         existing = existing.where(Template.model_version == model_version)
-    sums: dict[tuple[str, TemplateKind], list[np.ndarray]] = defaultdict(list)
-    for version, kind, dim, data, masked in session.execute(query):
-        sums[(version, contributes_to(masked, kind))].append(vec.from_bytes(data, dim))
-    templates = {(t.model_version, t.kind): t for t in session.scalars(existing.with_for_update())}
+    sums: dict[tuple[int, str, TemplateKind], list[np.ndarray]] = defaultdict(list)
+    for subject_id, version, kind, dim, data, masked in session.execute(query):
+        key = (subject_id, version, contributes_to(masked, kind))
+        sums[key].append(vec.from_bytes(data, dim))
+    templates = {
+        (t.subject_id, t.model_version, t.kind): t
+        for t in session.scalars(existing.order_by(Template.id).with_for_update())
+    }
     for key, template in templates.items():
         if key not in sums:
             session.delete(template)
-    for (version, kind), rows in sums.items():
-        template = templates.get((version, kind))
+    for (subject_id, version, kind), rows in sums.items():
+        template = templates.get((subject_id, version, kind))
         stacked = np.asarray(rows, np.float64)
         if template is None:
             template = Template(
