@@ -272,7 +272,13 @@ class Gallery:
         ``duplicate``. Bad input never raises: the result's status says why it was refused.
         """
         name = source_name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+        limit = settings.max_photo_bytes()
         try:
+            size = len(source) if isinstance(source, bytes) else os.stat(source).st_size
+            if size > limit:
+                return EnrolResult(
+                    name, ItemStatus.TOO_LARGE, f"{size} bytes, above the limit of {limit}"
+                )
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
         except OSError as error:
             return EnrolResult(name, ItemStatus.UNREADABLE, f"cannot read the file: {error}")
@@ -282,7 +288,7 @@ class Gallery:
             if existing is not None:
                 return self._duplicate(name, existing)
         try:
-            image = load_image(data)
+            image = load_image(data, max_bytes=limit)
             if self.encoder is None:
                 raise RuntimeError("this gallery has no encoder: use add_image with vectors")
             faces = self.encoder.faces(image, settings.enrol_policy())

@@ -155,6 +155,11 @@ def enrol_policy() -> Literal["largest", "single"]:
     return _choice("CQAFACE_ENROL_FACES", "largest", ("largest", "single"))  # type: ignore[return-value]
 
 
+def max_photo_bytes() -> int:
+    """CQAFACE_MAX_PHOTO_BYTES: bigger uploads are refused (`too_large`) before being read."""
+    return int(_number("CQAFACE_MAX_PHOTO_BYTES", 50 * 2**20, int))
+
+
 def min_face_size() -> int:
     """CQAFACE_MIN_FACE_SIZE: faces smaller than this (pixels) are not identified."""
     return int(_number("CQAFACE_MIN_FACE_SIZE", 20, int))

@@ -181,6 +181,16 @@ def test_bad_photo_bytes_are_reported_not_raised_and_store_nothing(gallery):
     assert count(gallery, Image) == count(gallery, Subject) == 0
 
 
+def test_an_oversized_file_is_refused_before_it_is_read(gallery, tmp_path, monkeypatch):
+    monkeypatch.setenv("CQAFACE_MAX_PHOTO_BYTES", "1000")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * 1001)
+    result = gallery.enrol("alice", big)
+    assert result.status == ItemStatus.TOO_LARGE and "1001 bytes" in result.reason
+    assert gallery.enrol("alice", b"\xff" * 1001).status == ItemStatus.TOO_LARGE
+    assert count(gallery, Image) == count(gallery, Subject) == 0
+
+
 def test_the_index_reopened_from_disk_reflects_the_database(gallery, database_url, tmp_path):
     rng = np.random.default_rng(9)
     people = unit(rng, 5)
