@@ -147,11 +147,16 @@ class Gallery:
         return self.open_indexes()[kind].index
 
     def open_indexes(self) -> dict[TemplateKind, OpenedIndex]:
+        """The indexes, opened on first use. Once open, no lock is taken here: a search must
+        not wait for an enrolment's database round trip, only for its index write."""
+        opened = self._indexes
+        if opened:
+            return opened
         with self._sync_lock:
             if not self._indexes:
                 with self.sessions() as session:
-                    for kind in TemplateKind:
-                        self._indexes[kind] = open_index(
+                    self._indexes = {  # published whole: readers never see half of it
+                        kind: open_index(
                             session,
                             self.model_version,
                             kind,
@@ -159,6 +164,8 @@ class Gallery:
                             directory=self.index_dir,
                             **self.index_options,
                         )
+                        for kind in TemplateKind
+                    }
             return self._indexes
 
     def save_indexes(self) -> list[Path]:
