@@ -145,7 +145,12 @@ def masked_templates() -> bool:
 
 def mask_fusion() -> MaskFusion:
     """CQAFACE_MASK_FUSION: how a masked probe is scored. `normal` against the normal template
-    only, `masked` against the masked template only, `max` or `mean` of both."""
+    only, `masked` against the masked template only, `max` or `mean` of both.
+
+    Measured by benchmarks/masked_policy.py (100 held-out celeba identities, 500 synthetic-
+    masked probes, model cqaface-mobilefacenet-cqa-c5c2866960bc): Rank-1 normal 0.092, masked
+    0.112, max 0.120, mean 0.118; TAR at FAR 1e-2 0.106 / 0.076 / 0.088 / 0.104. `mean` is one
+    probe behind `max` in Rank-1 and ahead of it on the open-set figures: the default."""
     return _choice("CQAFACE_MASK_FUSION", "mean", MASK_FUSIONS)  # type: ignore[return-value]
 
 
