@@ -301,7 +301,7 @@ class Gallery:
             faces = self.encoder.faces(image, settings.enrol_policy())
         except FaceInputError as error:
             return EnrolResult(name, status_of(error), str(error))
-        encoded = self.encoder.encode(faces)
+        encoded = self.encoder.encode(faces, settings.enrol_mask())
         masked_vectors = (
             self.encoder.masked_copies([f.face.crop for f in encoded], [sha] * len(encoded))
             if self.masked_templates

@@ -160,6 +160,14 @@ def enrol_policy() -> Literal["largest", "single"]:
     return _choice("CQAFACE_ENROL_FACES", "largest", ("largest", "single"))  # type: ignore[return-value]
 
 
+def enrol_mask() -> Literal["auto", "yes", "no"]:
+    """CQAFACE_ENROL_MASK (no|auto|yes): whether gallery photos count as masked. Default `no`:
+    galleries are enrolled bare (masked probes meet an unmasked gallery), and the shipped mask
+    classifier calls about one bare face in ten masked (more on grey photos), which would keep
+    those photos out of the normal templates. `auto` trusts the classifier."""
+    return _choice("CQAFACE_ENROL_MASK", "no", ("no", "auto", "yes"))  # type: ignore[return-value]
+
+
 def max_photo_bytes() -> int:
     """CQAFACE_MAX_PHOTO_BYTES: bigger uploads are refused (`too_large`) before being read."""
     return int(_number("CQAFACE_MAX_PHOTO_BYTES", 50 * 2**20, int))
