@@ -36,6 +36,24 @@ def celeba_aligned_dir() -> Path:
     return _data("celeba-112")
 
 
+@pytest.fixture(scope="session")
+def celeba_identities(celeba_aligned_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`make(n)`: a tree of the first n celeba-112 identities with 5+ crops, linked, not copied."""
+
+    def make(n: int) -> Path:
+        root = tmp_path_factory.mktemp("faces")
+        chosen = [
+            d
+            for d in sorted(celeba_aligned_dir.iterdir())
+            if d.is_dir() and len(list(d.glob("*.webp"))) >= 5
+        ][:n]
+        for folder in chosen:
+            (root / folder.name).symlink_to(folder, target_is_directory=True)
+        return root
+
+    return make
+
+
 # ----- identification core: real databases ------------------------------------------------
 # PostgreSQL at 127.0.0.1:5432 (database `test`, trust auth) unless CQAFACE_TEST_POSTGRES_URL
 # names another server; each session works in a throwaway database of its own.

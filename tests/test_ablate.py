@@ -11,16 +11,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def faces(celeba_aligned_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faces")
-    chosen = [
-        d
-        for d in sorted(celeba_aligned_dir.iterdir())
-        if d.is_dir() and len(list(d.glob("*.webp"))) >= 5
-    ][:40]
-    for folder in chosen:
-        (root / folder.name).symlink_to(folder, target_is_directory=True)
-    return root
+def faces(celeba_identities) -> Path:
+    """40 real identities with 5+ aligned crops each."""
+    return celeba_identities(40)
 
 
 def test_ablate_writes_one_row_per_variant_and_reuses_finished_runs(

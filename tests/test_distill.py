@@ -19,16 +19,9 @@ IDENTITIES = 12
 
 
 @pytest.fixture(scope="module")
-def faces(celeba_aligned_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faces")
-    chosen = [
-        d
-        for d in sorted(celeba_aligned_dir.iterdir())
-        if d.is_dir() and len(list(d.glob("*.webp"))) >= 5
-    ][:IDENTITIES]
-    for folder in chosen:
-        (root / folder.name).symlink_to(folder, target_is_directory=True)
-    return root
+def faces(celeba_identities) -> Path:
+    """Real identities with 5+ aligned crops each."""
+    return celeba_identities(IDENTITIES)
 
 
 def _teacher_file(root: Path, out: Path, skip: int = 0) -> Path:

@@ -20,17 +20,9 @@ IDENTITIES = 16
 
 
 @pytest.fixture(scope="module")
-def tiny_faces(celeba_aligned_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """16 real identities with 5+ aligned crops each, linked (not copied) into a tmp tree."""
-    root = tmp_path_factory.mktemp("faces")
-    chosen = [
-        d
-        for d in sorted(celeba_aligned_dir.iterdir())
-        if d.is_dir() and len(list(d.glob("*.webp"))) >= 5
-    ][:IDENTITIES]
-    for folder in chosen:
-        (root / folder.name).symlink_to(folder, target_is_directory=True)
-    return root
+def tiny_faces(celeba_identities) -> Path:
+    """Real identities with 5+ aligned crops each."""
+    return celeba_identities(IDENTITIES)
 
 
 def _config(tmp_path: Path, faces: Path, steps: int, **extra: object) -> Path:
