@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,16 @@ class EmbedderBase:
         n = len(x)
         return l2_normalise(emb[:n] + emb[n:]), att[:n], qual[:n]
 
+    @cached_property
+    def mask_classifier(self) -> MaskClassifier | None:
+        """Parsed once from the metadata, not on every probe."""
+        return MaskClassifier.from_metadata(self.metadata)
+
     def mask_probability(self, embeddings: Embeddings) -> np.ndarray | None:
         """P(masked) per face from the checkpoint's mask classifier; None if it has none."""
-        classifier = MaskClassifier.from_metadata(self.metadata)
-        if classifier is None:
+        if self.mask_classifier is None:
             return None
-        return classifier.probability(embeddings.vectors, embeddings.quality)
+        return self.mask_classifier.probability(embeddings.vectors, embeddings.quality)
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
