@@ -176,3 +176,32 @@ def max_photo_bytes() -> int:
 def min_face_size() -> int:
     """CQAFACE_MIN_FACE_SIZE: faces smaller than this (pixels) are not identified."""
     return int(_number("CQAFACE_MIN_FACE_SIZE", 20, int))
+
+
+def secret_key() -> str:
+    """CQAFACE_SECRET_KEY: signs web sessions and CSRF tokens. Unset, a random key is made once
+    and kept in DATA_DIR/secret_key (mode 0600), so that no default secret exists anywhere."""
+    value = _get("CQAFACE_SECRET_KEY")
+    if value is not None:
+        return value
+    path = data_dir() / "secret_key"
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def import_roots() -> list[Path]:
+    """CQAFACE_IMPORT_ROOTS (paths separated by os.pathsep): the only server folders that a
+    web or API user may import from. Unset: server-side folder imports are refused."""
+    value = _get("CQAFACE_IMPORT_ROOTS")
+    return [Path(p).resolve() for p in value.split(os.pathsep) if p] if value else []
+
+
+def max_upload_bytes() -> int:
+    """CQAFACE_MAX_UPLOAD_BYTES: the largest HTTP request body (a zip of gallery photos)."""
+    return int(_number("CQAFACE_MAX_UPLOAD_BYTES", 2 * 2**30, int))
