@@ -47,14 +47,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
+def _enum(cls: type[enum.Enum], name: str, length: int = 32) -> Enum:
     # VARCHAR + CHECK rather than a native PostgreSQL type: adding a value is a plain migration.
     return Enum(
         cls,
         name=name,
         native_enum=False,
         create_constraint=True,
-        length=32,
+        length=length,
         values_callable=lambda members: [m.value for m in members],
     )
 
@@ -75,6 +75,12 @@ class JobStatus(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class JobKind(enum.StrEnum):
+    FOLDER = "folder"  # a server-side folder of subject folders
+    ZIP = "zip"  # an uploaded archive, extracted for the job's duration
+    FILES = "files"  # a list of (subject, photo) pairs
 
 
 class ItemStatus(enum.StrEnum):
@@ -229,9 +235,15 @@ class EnrolmentJob(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(1024))
+    kind: Mapped[JobKind] = mapped_column(
+        _enum(JobKind, "job_kind", length=16), default=JobKind.FOLDER, server_default="folder"
+    )
     status: Mapped[JobStatus] = mapped_column(
         _enum(JobStatus, "job_status"), default=JobStatus.QUEUED, index=True
     )
+    # e.g. {"work_dir": ...}: an extracted upload, removed when the job ends.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    task_id: Mapped[str | None] = mapped_column(String(255))  # the Celery task that runs it
     total_items: Mapped[int] = mapped_column(Integer, default=0)
     created_by: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True
@@ -241,6 +253,7 @@ class EnrolmentJob(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     items: Mapped[list[JobItem]] = relationship(
@@ -271,6 +284,9 @@ class JobItem(Base):
     image_id: Mapped[int | None] = mapped_column(
         ForeignKey("images.id", ondelete="SET NULL"), index=True
     )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )

@@ -30,6 +30,12 @@ def _diff(url: str) -> list:
         engine.dispose()
 
 
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head()
+
+
 def _tables(url: str) -> set[str]:
     engine = create_engine(url)
     try:
@@ -57,7 +63,7 @@ def test_cli_db_upgrade_and_downgrade_use_the_configured_url(tmp_path, monkeypat
     monkeypatch.setenv("CQAFACE_DATABASE_URL", url)
     assert main(["db", "upgrade"]) == 0
     assert main(["db", "current"]) == 0
-    assert capsys.readouterr().out.strip() == "0001"
+    assert capsys.readouterr().out.strip() == _head()
     assert main(["db", "downgrade", "base"]) == 0
     assert _tables(url) & TABLES == set()
 
@@ -69,3 +75,16 @@ def test_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path, monkeypatch
     monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
     assert settings.database_url() == f"sqlite:///{tmp_path / 'data' / 'cqaface.db'}"
     assert settings.index_dir() == tmp_path / "data" / "index"
+
+
+def test_jobs_revision_adds_and_removes_its_columns(empty_url):
+    migrate.upgrade(empty_url, "0002_jobs")
+    engine = create_engine(empty_url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("job_items")}
+        assert {"attempts", "started_at", "finished_at"} <= columns
+        migrate.downgrade("0001", empty_url)
+        columns = {c["name"] for c in inspect(engine).get_columns("enrolment_jobs")}
+        assert not {"kind", "options", "task_id", "started_at"} & columns
+    finally:
+        engine.dispose()
