@@ -205,3 +205,80 @@ def import_roots() -> list[Path]:
 def max_upload_bytes() -> int:
     """CQAFACE_MAX_UPLOAD_BYTES: the largest HTTP request body (a zip of gallery photos)."""
     return int(_number("CQAFACE_MAX_UPLOAD_BYTES", 2 * 2**30, int))
+
+
+# ----- workers and bulk enrolment ----------------------------------------------------------
+
+
+def result_backend_url() -> str | None:
+    """CQAFACE_RESULT_BACKEND: where Celery keeps task states (PROGRESS); default the broker."""
+    return _get("CQAFACE_RESULT_BACKEND") or broker_url()
+
+
+def queue() -> str:
+    """CQAFACE_QUEUE: the Celery queue of enrolment tasks, also the prefix of the broker's
+    Redis keys, so that several deployments (or test runs) can share one Redis server."""
+    return _get("CQAFACE_QUEUE") or "cqaface"
+
+
+def worker_concurrency() -> int:
+    """CQAFACE_WORKER_CONCURRENCY: worker processes of `cqaface worker` (default: the cores).
+    Each process runs torch on one thread: processes scale better than threads here."""
+    return max(1, int(_number("CQAFACE_WORKER_CONCURRENCY", os.cpu_count() or 1, int)))
+
+
+def enrol_chunk() -> int:
+    """CQAFACE_ENROL_CHUNK: photos per enrolment task (a job of 100,000 photos is 2,000
+    tasks of 50): small enough to spread over workers and to redo cheaply after a crash."""
+    return max(1, int(_number("CQAFACE_ENROL_CHUNK", 50, int)))
+
+
+def enrol_batch() -> int:
+    """CQAFACE_ENROL_BATCH: photos whose faces are embedded in one forward pass."""
+    return max(1, int(_number("CQAFACE_ENROL_BATCH", 16, int)))
+
+
+def task_time_limit() -> int:
+    """CQAFACE_TASK_TIME_LIMIT: seconds after which a task's process is killed (one chunk)."""
+    return int(_number("CQAFACE_TASK_TIME_LIMIT", 3600, int))
+
+
+def visibility_timeout() -> int:
+    """CQAFACE_VISIBILITY_TIMEOUT: seconds before Redis hands a task that a (dead) worker
+    took but never acknowledged to another worker. Must exceed the longest task (default 6 h,
+    against a 1 h task limit), or a slow task would run twice; short in tests."""
+    return int(_number("CQAFACE_VISIBILITY_TIMEOUT", 6 * 3600, int))
+
+
+def task_retries() -> int:
+    """CQAFACE_TASK_RETRIES: retries (exponential backoff) of a task that met a transient error
+    (the database or Redis gone for a moment). Bad photos are never retried."""
+    return int(_number("CQAFACE_TASK_RETRIES", 8, int))
+
+
+def item_attempts() -> int:
+    """CQAFACE_ITEM_ATTEMPTS: tries of one photo (a worker died on it, or an unexpected error)
+    before it ends as `failed`: a photo that kills its worker cannot stall a job for ever."""
+    return max(1, int(_number("CQAFACE_ITEM_ATTEMPTS", 3, int)))
+
+
+def job_stall_seconds() -> int:
+    """CQAFACE_JOB_STALL_S: a running job with pending photos, no progress for this long and
+    an empty queue is dispatched again by a worker (tasks lost with a Redis restart)."""
+    return int(_number("CQAFACE_JOB_STALL_S", 300, int))
+
+
+def zip_max_members() -> int:
+    """CQAFACE_ZIP_MAX_MEMBERS: members of an uploaded archive (more: refused, zip_bomb)."""
+    return int(_number("CQAFACE_ZIP_MAX_MEMBERS", 200_000, int))
+
+
+def zip_max_bytes() -> int:
+    """CQAFACE_ZIP_MAX_BYTES: total uncompressed bytes of an uploaded archive (20 GiB)."""
+    return int(_number("CQAFACE_ZIP_MAX_BYTES", 20 * 2**30, int))
+
+
+def zip_max_ratio() -> float:
+    """CQAFACE_ZIP_MAX_RATIO: a member above 1 MiB compressed more than this is a bomb (JPEG
+    barely compresses; 100x is text or zeros)."""
+    return _number("CQAFACE_ZIP_MAX_RATIO", 100.0)
