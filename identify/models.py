@@ -95,9 +95,9 @@ class ItemStatus(enum.StrEnum):
 
 
 class Role(enum.StrEnum):
-    OWNER = "owner"
-    ADMIN = "admin"
-    USER = "user"
+    ADMIN = "admin"  # everything, users and API keys included
+    OPERATOR = "operator"  # enrol and manage subjects, search
+    ANALYST = "analyst"  # search only
 
 
 class Subject(Base):
@@ -300,10 +300,11 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(255), default="")
-    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"), default=Role.USER)
+    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"), default=Role.ANALYST)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     api_keys: Mapped[list[ApiKey]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -320,6 +321,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(255), default="")
     prefix: Mapped[str] = mapped_column(String(16), unique=True)
     key_hash: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[str] = mapped_column(String(255), default="", server_default="")  # a,b,c
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
