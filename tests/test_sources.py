@@ -1,0 +1,124 @@
+"""Bulk enrolment sources are untrusted: a folder outside the import roots, a zip that writes
+outside its destination or expands without bound are refused as a whole with a stable code,
+and nothing is written outside the destination."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from workers.sources import SourceError, folder_items, list_items, zip_items
+
+
+def _zip(members: dict[str, bytes], *, symlink: str | None = None) -> io.BytesIO:
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for name, content in members.items():
+            bundle.writestr(name, content)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            bundle.writestr(info, "/etc/passwd")
+    data.seek(0)
+    return data
+
+
+def _refused(code: str, archive, destination: Path) -> None:
+    with pytest.raises(SourceError) as caught:
+        zip_items(archive, destination)
+    assert caught.value.code == code, caught.value.message
+    assert not destination.exists() or not any(destination.rglob("*"))
+
+
+def test_a_zip_gives_one_subject_per_folder_with_or_without_a_top_folder(tmp_path):
+    flat = _zip({"ada/1.jpg": b"a1", "ada/2.png": b"a2", "bob/1.jpg": b"b1", "notes.txt": b""})
+    items = zip_items(flat, tmp_path / "flat")
+    assert [(s, p.name) for s, p in items] == [("ada", "1.jpg"), ("ada", "2.png"), ("bob", "1.jpg")]
+    assert items[0][1].read_bytes() == b"a1" and items[0][1].is_relative_to(tmp_path / "flat")
+    nested = _zip({"upload/ada/1.jpg": b"a1", "upload/bob/1.jpg": b"b1"})
+    assert [s for s, _ in zip_items(nested, tmp_path / "nested")] == ["ada", "bob"]
+
+
+def test_zip_slip_members_are_refused(tmp_path):
+    _refused("zip_slip", _zip({"ada/../../evil.jpg": b"x"}), tmp_path / "a")
+    _refused("zip_slip", _zip({"/tmp/evil.jpg": b"x"}), tmp_path / "b")
+    _refused("zip_slip", _zip({"ada/1.jpg": b"x"}, symlink="ada/link.jpg"), tmp_path / "c")
+    assert not (tmp_path.parent / "evil.jpg").exists()
+
+
+def test_zip_bombs_are_refused(tmp_path, monkeypatch):
+    _refused("zip_bomb", _zip({"ada/1.jpg": bytes(50 * 2**20)}), tmp_path / "ratio")
+    monkeypatch.setenv("CQAFACE_ZIP_MAX_MEMBERS", "10")
+    _refused("zip_bomb", _zip({f"ada/{k}.jpg": b"x" for k in range(11)}), tmp_path / "count")
+    monkeypatch.setenv("CQAFACE_ZIP_MAX_BYTES", "1000")
+    _refused("zip_bomb", _zip({"ada/1.jpg": bytes(600), "bob/1.jpg": bytes(600)}), tmp_path / "n")
+
+
+def test_a_lying_header_is_caught_while_extracting(tmp_path):
+    archive = _zip({"ada/1.jpg": bytes(4096)})
+    raw = bytearray(archive.getvalue())
+    # Shrink the declared size in the central directory: the real bytes now exceed it.
+    central = raw.rfind(b"PK\x01\x02")
+    raw[central + 24 : central + 28] = (100).to_bytes(4, "little")
+    with pytest.raises(SourceError) as caught:
+        zip_items(io.BytesIO(bytes(raw)), tmp_path / "liar")
+    assert caught.value.code in ("zip_bomb", "not_a_zip")
+    assert not (tmp_path / "liar").exists()
+
+
+def test_not_a_zip_and_an_empty_zip_are_refused(tmp_path):
+    _refused("not_a_zip", io.BytesIO(b"this is text"), tmp_path / "text")
+    _refused("empty_source", _zip({"readme.txt": b"hello"}), tmp_path / "empty")
+
+
+def test_a_folder_outside_the_import_roots_is_refused_after_resolving(tmp_path, monkeypatch):
+    allowed = tmp_path / "imports"
+    (allowed / "ada").mkdir(parents=True)
+    (allowed / "ada" / "1.jpg").write_bytes(b"x")
+    secret = tmp_path / "secret"
+    (secret / "eve").mkdir(parents=True)
+    (secret / "eve" / "1.jpg").write_bytes(b"x")
+    monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(allowed))
+    assert folder_items(allowed, restricted=True) == [("ada", allowed.resolve() / "ada" / "1.jpg")]
+    for path in (secret, allowed / ".." / "secret"):
+        with pytest.raises(SourceError) as caught:
+            folder_items(path, restricted=True)
+        assert caught.value.code == "outside_import_roots"
+    (allowed / "eve").symlink_to(secret / "eve", target_is_directory=True)
+    with pytest.raises(SourceError) as caught:
+        folder_items(allowed, restricted=True)
+    assert caught.value.code == "outside_import_roots"
+    assert len(folder_items(allowed, restricted=False)) == 2  # the operator's own CLI
+
+
+def test_a_folder_that_is_missing_or_empty_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("CQAFACE_IMPORT_ROOTS", raising=False)
+    with pytest.raises(SourceError) as caught:
+        folder_items(tmp_path / "missing", restricted=False)
+    assert caught.value.code == "not_a_folder"
+    with pytest.raises(SourceError) as caught:
+        folder_items(tmp_path, restricted=True)  # no import roots configured at all
+    assert caught.value.code == "outside_import_roots"
+    (tmp_path / "ada").mkdir()
+    with pytest.raises(SourceError) as caught:
+        folder_items(tmp_path, restricted=False)
+    assert caught.value.code == "empty_source"
+
+
+def test_file_lists_in_csv_or_json_lines(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "list.csv").write_text("subject,path\nAda Lovelace,a.jpg\nBob,/data/b.jpg\n")
+    assert list_items(tmp_path / "list.csv", restricted=False) == [
+        ("Ada Lovelace", tmp_path / "a.jpg"),
+        ("Bob", Path("/data/b.jpg")),
+    ]
+    (tmp_path / "list.jsonl").write_text('{"subject": "Ada", "path": "a.jpg"}\n')
+    assert list_items(tmp_path / "list.jsonl", restricted=False) == [("Ada", tmp_path / "a.jpg")]
+    (tmp_path / "bad.jsonl").write_text('{"name": "Ada"}\n')
+    with pytest.raises(SourceError) as caught:
+        list_items(tmp_path / "bad.jsonl", restricted=False)
+    assert caught.value.code == "bad_list"
