@@ -207,6 +207,29 @@ def max_upload_bytes() -> int:
     return int(_number("CQAFACE_MAX_UPLOAD_BYTES", 2 * 2**30, int))
 
 
+# ----- web server --------------------------------------------------------------------------
+
+
+def host() -> str:
+    """CQAFACE_HOST: the address `cqaface serve` listens on (loopback unless told)."""
+    return _get("CQAFACE_HOST") or "127.0.0.1"
+
+
+def port() -> int:
+    """CQAFACE_PORT: the port of `cqaface serve`."""
+    return int(_number("CQAFACE_PORT", 8000, int))
+
+
+def rate_limit() -> int:
+    """CQAFACE_RATE_LIMIT: API requests per minute per key (0: no limit); 429 beyond it."""
+    return int(_number("CQAFACE_RATE_LIMIT", 600, int))
+
+
+def secure_cookies() -> bool:
+    """CQAFACE_SECURE_COOKIES (0|1): session cookies only over HTTPS (set 1 behind TLS)."""
+    return _choice("CQAFACE_SECURE_COOKIES", "0", ("0", "1")) == "1"
+
+
 # ----- workers and bulk enrolment ----------------------------------------------------------
 
 

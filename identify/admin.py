@@ -1,0 +1,3 @@
+from flask import Blueprint
+
+admin = Blueprint("admin", __name__)

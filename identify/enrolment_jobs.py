@@ -1,0 +1,140 @@
+"""The web side of bulk enrolment: check a source (an uploaded zip, a folder under the import
+roots), make a job of its photos, hand it to the workers, and report on jobs. The work itself is
+the workers' (workers.sources, workers.enrolment)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from typing import IO, Any
+
+from sqlalchemy import func, select
+
+from identify import settings
+from identify.app import services
+from identify.http_errors import ApiError
+from identify.models import EnrolmentJob, User
+from identify.web_common import audit, db
+
+# workers.sources.SourceError codes -> HTTP status.
+SOURCE_STATUS = {
+    "not_a_folder": 400,
+    "outside_import_roots": 403,
+    "empty_source": 422,
+    "not_a_zip": 415,
+    "zip_slip": 400,
+    "zip_bomb": 413,
+    "too_large": 413,
+}
+
+
+def _source_error(error: Exception) -> ApiError:
+    code = getattr(error, "code", "bad_source")
+    return ApiError(SOURCE_STATUS.get(code, 400), code, str(error))
+
+
+def start_zip(stream: IO[bytes], filename: str, user_id: int | None) -> int:
+    """Extract an uploaded archive (safely) and start a job enrolling it."""
+    from workers import sources
+
+    work_dir = settings.data_dir() / "uploads" / uuid.uuid4().hex
+    work_dir.mkdir(parents=True)
+    try:
+        items = sources.zip_items(stream, work_dir)
+    except sources.SourceError as error:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise _source_error(error) from None
+    except Exception:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    return _start(items, source=filename[:255], kind="zip", user_id=user_id, work_dir=work_dir)
+
+
+def start_folder(folder: str, user_id: int | None) -> int:
+    """Start a job enrolling a server folder, which must lie under CQAFACE_IMPORT_ROOTS."""
+    from workers import sources
+
+    try:
+        items = sources.folder_items(folder, restricted=True)
+    except sources.SourceError as error:
+        raise _source_error(error) from None
+    return _start(items, source=folder, kind="folder", user_id=user_id)
+
+
+def _start(items: list, *, source: str, kind: str, user_id: int | None, **extra: Any) -> int:
+    from workers import enrolment
+
+    options = {"work_dir": str(extra["work_dir"])} if "work_dir" in extra else None
+    job_id = _create(enrolment, items, source=source, kind=kind, user_id=user_id, options=options)
+    with db() as session:
+        audit(
+            session, user_id, "enrolment", "job", job_id, kind=kind, source=source, items=len(items)
+        )
+    enrolment.submit(job_id)
+    return job_id
+
+
+def _create(enrolment: Any, items: list, **kwargs: Any) -> int:
+    import inspect
+
+    accepted = inspect.signature(enrolment.create_job).parameters
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted or v is not None}
+    if "options" in kwargs and "options" not in accepted:
+        kwargs.pop("options")
+    return enrolment.create_job(services().engine, items, **kwargs)
+
+
+def progress(job_id: int) -> dict[str, Any]:
+    from workers import enrolment
+
+    try:
+        return _jsonable(enrolment.progress(services().engine, job_id))
+    except LookupError:
+        raise ApiError(404, "not_found", f"no enrolment job {job_id}") from None
+
+
+def cancel(job_id: int, user_id: int | None) -> None:
+    from workers import enrolment
+
+    with db() as session:
+        if session.get(EnrolmentJob, job_id) is None:
+            raise ApiError(404, "not_found", f"no enrolment job {job_id}")
+        audit(session, user_id, "cancel_job", "job", job_id)
+    enrolment.cancel(job_id)
+
+
+def recent(*, page: int = 1, per_page: int = 20) -> tuple[list[dict[str, Any]], int]:
+    """Jobs, newest first, with their progress."""
+    with db() as session:
+        total = session.scalar(select(func.count()).select_from(EnrolmentJob)) or 0
+        ids = session.scalars(
+            select(EnrolmentJob.id)
+            .order_by(EnrolmentJob.id.desc())
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        ).all()
+        users = dict(session.execute(select(User.id, User.email)).all())
+        creators = dict(
+            session.execute(
+                select(EnrolmentJob.id, EnrolmentJob.created_by).where(EnrolmentJob.id.in_(ids))
+            ).all()
+        )
+    items = []
+    for job_id in ids:
+        record = progress(job_id)
+        record["created_by"] = users.get(creators.get(job_id))
+        record.pop("failed", None)
+        items.append(record)
+    return items, int(total)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):
+        return value.value
+    return value

@@ -1,0 +1,57 @@
+"""Everything the web app adds to the Flask app: error handlers, the API and UI blueprints,
+request metrics, the rate limiter, cookie and security headers."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from identify import http_errors, settings
+from identify.metrics import Metrics
+from identify.ratelimit import RateLimiter
+
+
+def init_web(app: Flask) -> None:
+    app.config.setdefault("RATE_LIMIT", settings.rate_limit())
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="cqaface_session",
+    )
+    app.config.setdefault("SESSION_COOKIE_SECURE", settings.secure_cookies())
+    app.extensions["cqaface_metrics"] = Metrics()
+    app.extensions["cqaface_ratelimit"] = RateLimiter(
+        int(app.config["RATE_LIMIT"]), app.config.get("BROKER_URL")
+    )
+    http_errors.register(app)
+
+    from identify.admin import admin
+    from identify.api import api
+
+    app.register_blueprint(api)
+    app.register_blueprint(admin)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        started = g.get("started")
+        if started is not None:
+            endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            app.extensions["cqaface_metrics"].observe(
+                request.method, endpoint, response.status_code, time.perf_counter() - started
+            )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html":
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+            )
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response

@@ -1,0 +1,247 @@
+"""What the JSON API and the web UI share: database sessions, the audit log, probe searches
+and subject queries, so that both answer the same way."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flask import current_app
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from embedder.imageio import load_image
+from identify import settings
+from identify.app import services
+from identify.db import session_factory
+from identify.encode import MASK_MODES, EncodedFace
+from identify.http_errors import ApiError
+from identify.models import AuditEntry, Face, Image, Subject, Template
+from identify.search import Decision, FaceAnswer, Match
+
+REFRESH_EVERY_S = 1.0
+_refresh_lock = threading.Lock()
+
+
+@contextmanager
+def db() -> Iterator[Session]:
+    """A session in a transaction, committed at the end (rolled back on error)."""
+    factory = current_app.extensions.get("cqaface_sessions")
+    if factory is None:
+        factory = current_app.extensions["cqaface_sessions"] = session_factory(services().engine)
+    with factory() as session, session.begin():
+        yield session
+
+
+def audit(
+    session: Session,
+    user_id: int | None,
+    action: str,
+    target_type: str | None = None,
+    target_id: Any = None,
+    **details: Any,
+) -> None:
+    session.add(
+        AuditEntry(
+            user_id=user_id,
+            action=action,
+            target_type=target_type,
+            target_id=None if target_id is None else str(target_id),
+            details=details,
+        )
+    )
+
+
+def fresh_gallery() -> Any:
+    """The gallery, with what workers wrote applied (at most once a second per process)."""
+    gallery = services().gallery
+    state = current_app.extensions.setdefault("cqaface_refreshed", [0.0])
+    if time.monotonic() - state[0] >= REFRESH_EVERY_S:
+        with _refresh_lock:
+            if time.monotonic() - state[0] >= REFRESH_EVERY_S:
+                gallery.refresh()
+                state[0] = time.monotonic()
+    return gallery
+
+
+def parse_k(value: Any, default: int = 5) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_parameter", "k must be an integer", {"k": value}) from None
+    if not 1 <= k <= 100:
+        raise ApiError(400, "bad_parameter", "k must lie between 1 and 100", {"k": k})
+    return k
+
+
+def parse_mask(value: Any) -> str:
+    mask = value or "auto"
+    if mask not in MASK_MODES:
+        raise ApiError(400, "bad_parameter", f"mask must be one of {', '.join(MASK_MODES)}")
+    return mask
+
+
+def parse_threshold(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_parameter", "threshold must be a number") from None
+    if not -1.0 <= threshold <= 1.0:
+        raise ApiError(400, "bad_parameter", "threshold is a cosine: between -1 and 1")
+    return threshold
+
+
+@dataclass
+class ProbeResult:
+    sha256: str
+    image: np.ndarray
+    faces: list[EncodedFace]
+    answers: list[FaceAnswer]
+
+
+def search_probe(data: bytes, *, k: int, mask: str, threshold: float | None) -> ProbeResult:
+    """Every face of a probe photo with its top-k and decision; FaceInputError on bad input."""
+    gallery = fresh_gallery()
+    searcher = services().searcher
+    image = load_image(data, max_bytes=settings.max_photo_bytes())
+    encoder = gallery.encoder
+    encoded = encoder.encode(encoder.faces(image, "all"), mask)
+    answers = searcher.identify_encoded(encoded, k)
+    if threshold is not None:
+        answers = [_with_threshold(a, threshold) for a in answers]
+    return ProbeResult(hashlib.sha256(data).hexdigest(), image, encoded, answers)
+
+
+def _with_threshold(answer: FaceAnswer, threshold: float) -> FaceAnswer:
+    best: Match | None = answer.matches[0] if answer.matches else None
+    decision = Decision(best if best is not None and best.score >= threshold else None, threshold)
+    return FaceAnswer(
+        answer.box, answer.masked, answer.mask_probability, answer.quality, answer.matches, decision
+    )
+
+
+def answer_json(answer: FaceAnswer) -> dict[str, Any]:
+    record = answer.to_json()
+    record["part_qualities"] = record.pop("quality")
+    record["threshold"] = round(answer.decision.threshold, 5)
+    return record
+
+
+def top_answer(answers: list[FaceAnswer]) -> Any:
+    if not answers:
+        return None
+    return answers[0].decision.to_json()
+
+
+# ----- subjects -----------------------------------------------------------------------------
+
+
+def subject_page(
+    session: Session, *, q: str | None, page: int, per_page: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of subjects (by name or external id containing ``q``), with photo counts."""
+    where = []
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        where.append(
+            or_(
+                Subject.name.ilike(pattern, escape="\\"),
+                Subject.external_id.ilike(pattern, escape="\\"),
+            )
+        )
+    total = session.scalar(select(func.count()).select_from(Subject).where(*where)) or 0
+    images = (
+        select(Image.subject_id, func.count(Image.id).label("n"))
+        .group_by(Image.subject_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Subject, func.coalesce(images.c.n, 0))
+        .outerjoin(images, images.c.subject_id == Subject.id)
+        .where(*where)
+        .order_by(Subject.name, Subject.id)
+        .offset((page - 1) * per_page)
+        .limit(per_page)
+    ).all()
+    return [subject_json(s, images=int(n)) for s, n in rows], int(total)
+
+
+def subject_json(subject: Subject, *, images: int | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "id": subject.id,
+        "name": subject.name,
+        "external_id": subject.external_id,
+        "created_at": subject.created_at.isoformat() if subject.created_at else None,
+    }
+    if images is not None:
+        record["image_count"] = images
+    return record
+
+
+def subject_detail(session: Session, subject_id: int) -> dict[str, Any] | None:
+    subject = session.scalars(
+        select(Subject)
+        .where(Subject.id == subject_id)
+        .options(selectinload(Subject.images).selectinload(Image.faces))
+    ).first()
+    if subject is None:
+        return None
+    record = subject_json(subject, images=len(subject.images))
+    record["images"] = [
+        {
+            "id": image.id,
+            "sha256": image.sha256,
+            "source": image.source,
+            "width": image.width,
+            "height": image.height,
+            "created_at": image.created_at.isoformat() if image.created_at else None,
+            "faces": [
+                {
+                    "id": face.id,
+                    "box": [round(float(v), 2) for v in face.box],
+                    "masked": face.masked,
+                    "detection_score": round(float(face.detection_score), 4),
+                    "part_qualities": [round(float(q), 4) for q in face.part_qualities],
+                }
+                for face in image.faces
+            ],
+        }
+        for image in sorted(subject.images, key=lambda i: i.id)
+    ]
+    record["templates"] = [
+        {
+            "kind": t.kind.value,
+            "model_version": t.model_version,
+            "face_count": t.face_count,
+            "version": t.version,
+            "updated_at": t.updated_at.isoformat() if t.updated_at else None,
+        }
+        for t in session.scalars(
+            select(Template).where(Template.subject_id == subject_id).order_by(Template.id)
+        )
+    ]
+    return record
+
+
+def first_face_ids(session: Session, subject_ids: list[int]) -> dict[int, int]:
+    """One face id per subject (its first), to show a gallery photo next to a candidate."""
+    if not subject_ids:
+        return {}
+    rows = session.execute(
+        select(Image.subject_id, func.min(Face.id))
+        .join(Face, Face.image_id == Image.id)
+        .where(Image.subject_id.in_(subject_ids))
+        .group_by(Image.subject_id)
+    ).all()
+    return {int(s): int(f) for s, f in rows}
