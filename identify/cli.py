@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from embedder import cli as embedder_cli
-from identify import cli_identify
+from identify import cli_identify, cli_web
 from trainer import cli as trainer_cli
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer_cli.register(commands)
     trainer_cli.register_eval(commands)
     cli_identify.register(commands)
+    cli_web.register(commands)
     trainer_cli.register_mask(commands)
     trainer_cli.register_ablate(commands)
     return parser

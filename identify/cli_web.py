@@ -1,0 +1,159 @@
+"""`cqaface serve`, `cqaface admin create-user` and `cqaface apikey create|revoke|list`: the web
+server and the first accounts (there are no default users, passwords or keys anywhere)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("serve", help="run the web UI and JSON API (gunicorn)")
+    p.add_argument("--host", help="listen address (default: CQAFACE_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: CQAFACE_PORT or 8000)")
+    p.add_argument("--threads", type=int, default=8, help="request threads (one process)")
+    p.add_argument("--no-preload", action="store_true", help="load the model on first use")
+    p.set_defaults(handler=serve)
+
+    admin = commands.add_parser("admin", help="web users")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    p = admin_commands.add_parser("create-user", help="create a user (password from a prompt)")
+    p.add_argument("--email", required=True)
+    p.add_argument("--role", required=True, choices=("admin", "operator", "analyst"))
+    p.add_argument("--name", default="")
+    p.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    p.set_defaults(handler=create_user)
+
+    keys = commands.add_parser("apikey", help="API keys")
+    key_commands = keys.add_subparsers(dest="apikey_command", required=True, metavar="ACTION")
+    p = key_commands.add_parser("create", help="create a key and print it (shown only once)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--scopes", required=True, help="comma-separated: identify,enrol,admin")
+    p.add_argument(
+        "--user",
+        help="e-mail of the key's owner (default: a service user named after the key, whose "
+        "role is the least one allowing the scopes)",
+    )
+    p.set_defaults(handler=create_apikey)
+    p = key_commands.add_parser("revoke", help="revoke a key by its prefix")
+    p.add_argument("prefix")
+    p.set_defaults(handler=revoke_apikey)
+    p = key_commands.add_parser("list", help="keys (prefix, name, owner, scopes; never the key)")
+    p.set_defaults(handler=list_apikeys)
+
+
+def _sessions():  # type: ignore[no-untyped-def]
+    from identify.db import make_engine, session_factory
+
+    return session_factory(make_engine())
+
+
+def create_user(args: argparse.Namespace) -> int:
+    from identify import auth
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("cqaface admin create-user: the passwords differ", file=sys.stderr)
+            return 2
+    with _sessions()() as session, session.begin():
+        user = auth.create_user(session, args.email, args.role, password, args.name)
+        print(json.dumps({"id": user.id, "email": user.email, "role": user.role.value}))
+    return 0
+
+
+def create_apikey(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from identify import auth
+    from identify.models import Role, User
+
+    scopes = auth.parse_scopes(args.scopes)
+    with _sessions()() as session, session.begin():
+        if args.user:
+            user = session.scalars(select(User).where(User.email == args.user.lower())).first()
+            if user is None:
+                raise LookupError(f"no user {args.user}")
+        else:
+            role = next(
+                r
+                for r in (Role.ANALYST, Role.OPERATOR, Role.ADMIN)
+                if scopes <= auth.ROLE_SCOPES[r]
+            )
+            email = f"apikey-{args.name}@service.local".lower().replace(" ", "-")
+            user = session.scalars(select(User).where(User.email == email)).first()
+            if user is None:
+                user = auth.create_user(session, email, role, None, name=args.name)
+            elif not scopes <= auth.ROLE_SCOPES[Role(user.role)]:
+                user.role = role
+        key = auth.create_key(session, user, args.name, scopes)
+    print(key)
+    return 0
+
+
+def revoke_apikey(args: argparse.Namespace) -> int:
+    from identify import auth
+
+    with _sessions()() as session, session.begin():
+        if not auth.revoke_key(session, args.prefix):
+            raise LookupError(f"no API key with prefix {args.prefix}")
+    return 0
+
+
+def list_apikeys(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from identify.models import ApiKey
+
+    with _sessions()() as session:
+        for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            print(
+                json.dumps(
+                    {
+                        "prefix": key.prefix,
+                        "name": key.name,
+                        "user": key.user.email,
+                        "scopes": key.scopes.split(","),
+                        "created_at": key.created_at.isoformat(),
+                        "last_used_at": key.last_used_at and key.last_used_at.isoformat(),
+                        "revoked": key.revoked_at is not None,
+                    }
+                )
+            )
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from identify import settings
+
+    host = args.host or settings.host()
+    port = args.port if args.port is not None else settings.port()
+    preload = not args.no_preload
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", 1)  # one process: one model in memory, one index
+            self.cfg.set("threads", max(1, args.threads))
+            self.cfg.set("timeout", 300)
+            self.cfg.set("accesslog", "-")
+
+        def load(self):  # type: ignore[no-untyped-def]
+            from identify.app import create_app, services
+
+            app = create_app()
+            if preload:
+                with app.app_context():
+                    services().gallery  # noqa: B018  (load the model, open the indexes)
+            return app
+
+    Server().run()
+    return 0
