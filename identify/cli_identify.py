@@ -29,6 +29,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
     p.set_defaults(handler=index_rebuild)
 
+    p = commands.add_parser("backup", help="write the gallery database to a portable zip")
+    p.add_argument("output", type=Path)
+    p.set_defaults(handler=backup)
+    p = commands.add_parser(
+        "restore", help="load a backup into an empty, migrated database; rebuild the indexes"
+    )
+    p.add_argument("backup", type=Path)
+    p.set_defaults(handler=restore)
+
     p = commands.add_parser("reembed", help="re-embed the stored faces with a (new) model")
     p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -148,6 +157,35 @@ def index_rebuild(args: argparse.Namespace) -> int:
                     "path": str(opened.path),
                 }
             )
+    return 0
+
+
+def backup(args: argparse.Namespace) -> int:
+    from identify.backup import backup as write
+    from identify.db import make_engine
+
+    _emit(write(make_engine(), args.output).to_json())
+    return 0
+
+
+def restore(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from identify import settings
+    from identify.backup import restore as load
+    from identify.db import make_engine, session_factory
+    from identify.index_store import rebuild_index
+    from identify.models import Template
+
+    engine = make_engine()
+    report = load(engine, args.backup)
+    with session_factory(engine)() as session:
+        rows = session.execute(
+            select(Template.model_version, Template.kind, Template.dim).distinct()
+        )
+        for model_version, kind, dim in rows:
+            rebuild_index(session, model_version, kind, dim=dim, directory=settings.index_dir())
+    _emit(report.to_json())
     return 0
 
 
