@@ -111,9 +111,9 @@ class ProbeResult:
 
 def search_probe(data: bytes, *, k: int, mask: str, threshold: float | None) -> ProbeResult:
     """Every face of a probe photo with its top-k and decision; FaceInputError on bad input."""
+    image = load_image(data, max_bytes=settings.max_photo_bytes())  # bad input: before the model
     gallery = fresh_gallery()
     searcher = services().searcher
-    image = load_image(data, max_bytes=settings.max_photo_bytes())
     encoder = gallery.encoder
     encoded = encoder.encode(encoder.faces(image, "all"), mask)
     answers = searcher.identify_encoded(encoded, k)

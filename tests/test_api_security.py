@@ -1,0 +1,252 @@
+"""The API refuses what it must: missing, wrong, revoked and under-scoped keys on every route,
+rate limits, oversized bodies, decompression bombs, non-images and zip-slip archives; each
+refusal is the one JSON error shape with the right status, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from web_helpers import add_key, bearer, bomb_png, make_app, png_bytes, zip_of
+
+from identify.api import PUBLIC, documented_routes
+
+
+@pytest.fixture
+def app(database_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
+    return make_app(database_url, tmp_path, MAX_CONTENT_LENGTH=2 * 2**20)
+
+
+def _api_routes(app) -> list[tuple[str, str, str, str | None]]:
+    """(method, url with ids filled, OpenAPI path, scope) of every /api/v1 route."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1"):
+            continue
+        view = app.view_functions[rule.endpoint]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            url = rule.rule
+            spec_path = rule.rule.removeprefix("/api/v1")
+            for argument in rule.arguments:
+                url = url.replace(f"<int:{argument}>", "1")
+                spec_path = spec_path.replace(f"<int:{argument}>", f"{{{argument}}}")
+            scope = None if rule.endpoint in PUBLIC else getattr(view, "scope", "?")
+            routes.append((method, url, spec_path, scope))
+    return routes
+
+
+def _assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.data[:500]
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"])
+    assert "Traceback" not in response.get_data(as_text=True)
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(app):
+    routes = {(m, p) for m, _, p, _ in _api_routes(app)}
+    assert routes == documented_routes()
+    response = app.test_client().get("/api/v1/openapi.json")
+    assert response.status_code == 200 and response.get_json()["openapi"].startswith("3.1")
+
+
+def test_every_protected_route_refuses_missing_wrong_revoked_and_under_scoped_keys(app):
+    from identify import auth
+    from identify.web_common import db
+
+    client = app.test_client()
+    lacking = {
+        "identify": add_key(app, "ops@x.org", "operator", "enrol"),
+        "enrol": add_key(app, "analyst@x.org", "analyst", "identify"),
+        "admin": add_key(app, "ops@x.org", "operator", "identify,enrol"),
+    }
+    revoked = add_key(app, "admin@x.org", "admin", "identify,enrol,admin")
+    with app.app_context(), db() as session:
+        auth.revoke_key(session, revoked.split("_")[1])
+    protected = [r for r in _api_routes(app) if r[3] is not None]
+    assert len(protected) >= 14
+    for method, url, _, scope in protected:
+        assert scope in lacking, f"{method} {url} declares no scope"
+        _assert_error(client.open(url, method=method), 401, "unauthorized")
+        wrong = "cqf_000000000000_not-a-key"
+        _assert_error(client.open(url, method=method, headers=bearer(wrong)), 401)
+        _assert_error(client.open(url, method=method, headers={"X-API-Key": "garbage"}), 401)
+        _assert_error(client.open(url, method=method, headers=bearer(revoked)), 401)
+        response = client.open(url, method=method, headers=bearer(lacking[scope]))
+        _assert_error(response, 403, "forbidden")
+
+
+def test_public_routes_need_no_key(app):
+    client = app.test_client()
+    health = client.get("/api/v1/health")
+    assert health.status_code == 200 and health.get_json()["database"]["ok"] is True
+    assert client.get("/api/v1/openapi.json").status_code == 200
+
+
+def test_a_keys_scopes_shrink_with_its_users_role(app):
+    from sqlalchemy import update
+
+    from identify.models import Role, User
+    from identify.web_common import db
+
+    key = add_key(app, "boss@x.org", "admin", "identify,enrol,admin")
+    client = app.test_client()
+    assert client.get("/api/v1/audit", headers=bearer(key)).status_code == 200
+    with app.app_context(), db() as session:
+        session.execute(update(User).values(role=Role.ANALYST))
+    _assert_error(client.get("/api/v1/audit", headers=bearer(key)), 403)
+    _assert_error(client.delete("/api/v1/subjects/1", headers=bearer(key)), 403)
+    assert client.get("/api/v1/subjects", headers=bearer(key)).status_code == 200
+    with app.app_context(), db() as session:
+        session.execute(update(User).values(disabled=True))
+    _assert_error(client.get("/api/v1/subjects", headers=bearer(key)), 401)
+
+
+def test_an_analyst_cannot_hold_enrol_or_admin_keys(app):
+    from identify.auth import AuthError
+
+    with pytest.raises(AuthError):
+        add_key(app, "a@x.org", "analyst", "identify,enrol")
+
+
+def test_keys_are_stored_hashed(app):
+    from sqlalchemy import select
+
+    from identify.models import ApiKey
+    from identify.web_common import db
+
+    key = add_key(app, "a@x.org", "admin", "admin")
+    with app.app_context(), db() as session:
+        stored = session.scalars(select(ApiKey)).one()
+        assert key not in (stored.key_hash, stored.prefix) and len(stored.key_hash) == 64
+        assert key.split("_")[2] not in stored.key_hash
+
+
+def test_rate_limit_answers_429_with_retry_after(database_url, tmp_path):
+    app = make_app(database_url, tmp_path, RATE_LIMIT=3)
+    key = add_key(app, "a@x.org", "analyst", "identify")
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/api/v1/subjects", headers=bearer(key)).status_code == 200
+    response = client.get("/api/v1/subjects", headers=bearer(key))
+    _assert_error(response, 429, "rate_limited")
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    other = add_key(app, "b@x.org", "analyst", "identify")  # another key has its own budget
+    assert client.get("/api/v1/subjects", headers=bearer(other)).status_code == 200
+
+
+def test_oversized_bodies_get_413_before_being_stored(app):
+    key = add_key(app, "a@x.org", "admin", "identify,enrol,admin")
+    client = app.test_client()
+    big = b"\0" * (3 * 2**20)
+    response = client.post(
+        "/api/v1/identify",
+        data={"image": (__import__("io").BytesIO(big), "x.jpg")},
+        headers=bearer(key),
+    )
+    _assert_error(response, 413, "too_large")
+    response = client.post(
+        "/api/v1/enrolments",
+        data={"archive": (__import__("io").BytesIO(big), "a.zip")},
+        headers=bearer(key),
+    )
+    _assert_error(response, 413)
+    assert client.get("/api/v1/jobs", headers=bearer(key)).get_json()["total"] == 0
+
+
+def _upload(data: bytes, name: str):
+    import io
+
+    return (io.BytesIO(data), name)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        (bomb_png(), 413, "image_too_large"),
+        (b"%PDF-1.4 not a photo at all" * 10, 415, "not_an_image"),
+        (png_bytes(200, 200)[:-30], 415, "unreadable_image"),
+    ],
+    ids=["decompression-bomb", "not-an-image", "truncated-png"],
+)
+def test_bad_probe_photos_are_refused_cleanly(app, payload, status, code):
+    key = add_key(app, "a@x.org", "analyst", "identify")
+    client = app.test_client()
+    response = client.post(
+        "/api/v1/identify", data={"image": _upload(payload, "probe.png")}, headers=bearer(key)
+    )
+    _assert_error(response, status, code)
+
+
+def test_bad_requests_get_400(app):
+    key = add_key(app, "a@x.org", "admin", "identify,enrol,admin")
+    client = app.test_client()
+    h = bearer(key)
+    _assert_error(client.post("/api/v1/identify", headers=h), 400, "missing_image")
+    _assert_error(client.post("/api/v1/identify", json={"image": "@@@"}, headers=h), 400)
+    _assert_error(client.post("/api/v1/identify", json={"image": "", "k": 1}, headers=h), 400)
+    image = {"image": _upload(png_bytes(), "a.png"), "k": "many"}
+    _assert_error(client.post("/api/v1/identify", data=image, headers=h), 400, "bad_parameter")
+    image = {"image": _upload(png_bytes(), "a.png"), "mask": "maybe"}
+    _assert_error(client.post("/api/v1/identify", data=image, headers=h), 400, "bad_parameter")
+    _assert_error(client.post("/api/v1/subjects", json={"name": "  "}, headers=h), 400)
+    _assert_error(client.get("/api/v1/subjects?page=0", headers=h), 400)
+    _assert_error(client.get("/api/v1/audit?since=yesterday", headers=h), 400)
+    _assert_error(client.get("/api/v1/subjects/999", headers=h), 404, "not_found")
+    _assert_error(client.get("/api/v1/no-such-thing", headers=h), 404)
+    _assert_error(client.put("/api/v1/subjects", headers=h), 405)
+
+
+def test_conflicting_external_id_gets_409(app):
+    key = add_key(app, "a@x.org", "operator", "identify,enrol")
+    client = app.test_client()
+    body = {"name": "Ada", "external_id": "E-1"}
+    assert client.post("/api/v1/subjects", json=body, headers=bearer(key)).status_code == 201
+    _assert_error(client.post("/api/v1/subjects", json=body, headers=bearer(key)), 409)
+
+
+@pytest.mark.parametrize(
+    ("members", "status", "code"),
+    [
+        ({"../evil/1.png": png_bytes(), "ok/1.png": png_bytes()}, 400, "zip_slip"),
+        ({"/etc/cqaface-evil.png": png_bytes()}, 400, "zip_slip"),
+        ({"readme.txt": b"no photos here"}, 422, "empty_source"),
+    ],
+    ids=["dot-dot", "absolute", "no-photos"],
+)
+def test_bad_archives_are_refused_and_start_no_job(app, members, status, code, tmp_path):
+    key = add_key(app, "a@x.org", "operator", "identify,enrol")
+    client = app.test_client()
+    response = client.post(
+        "/api/v1/enrolments",
+        data={"archive": _upload(zip_of(members), "people.zip")},
+        headers=bearer(key),
+    )
+    _assert_error(response, status, code)
+    assert client.get("/api/v1/jobs", headers=bearer(key)).get_json()["total"] == 0
+    assert not (tmp_path / "evil").exists()
+    uploads = tmp_path / "data" / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir()), "partial extraction left behind"
+
+
+def test_not_a_zip_gets_415(app):
+    key = add_key(app, "a@x.org", "operator", "identify,enrol")
+    response = app.test_client().post(
+        "/api/v1/enrolments",
+        data={"archive": _upload(b"plain text, not a zip", "people.zip")},
+        headers=bearer(key),
+    )
+    _assert_error(response, 415, "not_a_zip")
+
+
+def test_folder_imports_outside_the_import_roots_are_refused(app, tmp_path, monkeypatch):
+    allowed = tmp_path / "imports"
+    allowed.mkdir()
+    monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(allowed))
+    key = add_key(app, "a@x.org", "operator", "identify,enrol")
+    response = app.test_client().post(
+        "/api/v1/enrolments", json={"folder": "/etc"}, headers=bearer(key)
+    )
+    _assert_error(response, 403, "outside_import_roots")

@@ -1,0 +1,78 @@
+"""Helpers of the web tests: an app on a migrated database, users and API keys."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+from PIL import Image as PILImage
+
+from identify import auth
+from identify.app import create_app
+from identify.web_common import db
+
+
+def make_app(database_url: str, tmp_path: Path, **config):
+    settings = {
+        "DATABASE_URL": database_url,
+        "INDEX_DIR": str(tmp_path / "index"),
+        "SECRET_KEY": "test-secret-key-for-signing-only",
+        "BROKER_URL": None,
+        "TESTING": True,
+    }
+    settings.update(config)
+    return create_app(settings)
+
+
+def add_user(app, email: str, role: str, password: str | None = "a long enough password") -> int:
+    with app.app_context(), db() as session:
+        return auth.create_user(session, email, role, password).id
+
+
+def add_key(app, email: str, role: str, scopes: str) -> str:
+    """A key of a (new or existing) user with ``role``."""
+    from sqlalchemy import select
+
+    from identify.models import User
+
+    with app.app_context(), db() as session:
+        user = session.scalars(select(User).where(User.email == email)).first()
+        if user is None:
+            user = auth.create_user(session, email, role, None)
+        return auth.create_key(session, user, f"key of {email}", auth.parse_scopes(scopes))
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def png_bytes(width: int = 64, height: int = 64) -> bytes:
+    out = io.BytesIO()
+    PILImage.new("RGB", (width, height), (120, 130, 140)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def bomb_png(side: int = 100_000) -> bytes:
+    """A small PNG whose header claims side x side pixels (10 G by default), with a highly
+    compressed stream of zero rows: what a decompression bomb looks like to a decoder."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (side + 1) * 64, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
