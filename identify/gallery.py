@@ -92,6 +92,18 @@ class EnrolResult:
     face_ids: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Prepared:
+    """A photo read and detected, waiting for its faces to be embedded."""
+
+    subject: int | str
+    name: str
+    data: bytes
+    sha: str
+    image: np.ndarray
+    faces: list[Any]
+
+
 def status_of(error: FaceInputError) -> ItemStatus:
     return _STATUS_OF_CODE.get(error.code, ItemStatus.FAILED)
 
@@ -278,6 +290,71 @@ class Gallery:
         Idempotent: a photo whose content was enrolled before adds nothing and reports
         ``duplicate``. Bad input never raises: the result's status says why it was refused.
         """
+        return self.enrol_many([(subject, source, source_name)])[0]
+
+    def enrol_many(
+        self, photos: list[tuple[int | str, bytes | str | os.PathLike[str], str | None]]
+    ) -> list[EnrolResult]:
+        """:meth:`enrol` for several (subject, source, source name) photos, their faces
+        embedded in one batch (bulk enrolment's path: one forward pass for many photos)."""
+        prepared = [self._prepare(*photo) for photo in photos]
+        ready = [p for p in prepared if isinstance(p, _Prepared)]
+        if ready and self.encoder is None:
+            raise RuntimeError("this gallery has no encoder: use add_image with vectors")
+        faces = [face for p in ready for face in p.faces]
+        encoded = self.encoder.encode(faces, settings.enrol_mask()) if faces else []
+        masked_vectors = (
+            list(
+                self.encoder.masked_copies(
+                    [e.face.crop for e in encoded],
+                    [p.sha for p in ready for _ in p.faces],
+                )
+            )
+            if self.masked_templates and encoded
+            else [None] * len(encoded)
+        )
+        results = []
+        position = 0
+        for item in prepared:
+            if not isinstance(item, _Prepared):
+                results.append(item)
+                continue
+            mine = slice(position, position + len(item.faces))
+            position = mine.stop
+            records = [
+                FaceRecord(
+                    box=e.face.box,
+                    landmarks=e.face.landmarks,
+                    score=e.face.score,
+                    vector=e.vector,
+                    quality=e.quality,
+                    masked=e.masked,
+                    masked_vector=m,
+                    crop_png=png_bytes(e.face.crop) if self.keep == "crops" else None,
+                )
+                for e, m in zip(encoded[mine], masked_vectors[mine], strict=True)
+            ]
+            results.append(
+                self.add_image(
+                    item.subject,
+                    sha256=item.sha,
+                    size_bytes=len(item.data),
+                    source=item.name,
+                    width=int(item.image.shape[1]),
+                    height=int(item.image.shape[0]),
+                    faces=records,
+                    content=item.data if self.keep == "images" else None,
+                )
+            )
+        return results
+
+    def _prepare(
+        self,
+        subject: int | str,
+        source: bytes | str | os.PathLike[str],
+        source_name: str | None,
+    ) -> _Prepared | EnrolResult:
+        """Read, hash, decode and detect one photo: its faces to embed, or why not."""
         name = source_name or (str(source) if not isinstance(source, bytes) else "<bytes>")
         limit = settings.max_photo_bytes()
         try:
@@ -301,35 +378,7 @@ class Gallery:
             faces = self.encoder.faces(image, settings.enrol_policy())
         except FaceInputError as error:
             return EnrolResult(name, status_of(error), str(error))
-        encoded = self.encoder.encode(faces, settings.enrol_mask())
-        masked_vectors = (
-            self.encoder.masked_copies([f.face.crop for f in encoded], [sha] * len(encoded))
-            if self.masked_templates
-            else [None] * len(encoded)
-        )
-        records = [
-            FaceRecord(
-                box=e.face.box,
-                landmarks=e.face.landmarks,
-                score=e.face.score,
-                vector=e.vector,
-                quality=e.quality,
-                masked=e.masked,
-                masked_vector=m,
-                crop_png=png_bytes(e.face.crop) if self.keep == "crops" else None,
-            )
-            for e, m in zip(encoded, masked_vectors, strict=True)
-        ]
-        return self.add_image(
-            subject,
-            sha256=sha,
-            size_bytes=len(data),
-            source=name,
-            width=int(image.shape[1]),
-            height=int(image.shape[0]),
-            faces=records,
-            content=data if self.keep == "images" else None,
-        )
+        return _Prepared(subject, name, data, sha, image, faces)
 
     def _duplicate(self, name: str, image: Image) -> EnrolResult:
         return EnrolResult(

@@ -84,3 +84,35 @@ def test_an_interrupted_job_resumes_where_it_stopped(gallery, folder):
 def test_an_unknown_job_is_a_lookup_error(gallery):
     with pytest.raises(LookupError):
         job_progress(gallery, 12345)
+
+
+def test_enrol_many_embeds_a_batch_like_one_by_one_and_reports_bad_photos(
+    gallery, folder, encoder, database_url, tmp_path
+):
+    photos = [
+        ("s1", folder / "s1" / "1.pgm", None),
+        ("s1", folder / "s1" / "3.jpg", None),  # truncated
+        ("s2", folder / "s2" / "1.pgm", None),
+        ("s2", folder / "s2" / "1.pgm", "again"),  # the same content twice in one batch
+    ]
+    results = gallery.enrol_many(photos)
+    assert [r.status for r in results] == [
+        ItemStatus.ENROLLED,
+        ItemStatus.UNREADABLE,
+        ItemStatus.ENROLLED,
+        ItemStatus.DUPLICATE,
+    ]
+    engine = make_engine(f"sqlite:///{tmp_path / 'single.db'}")
+    from identify import migrate
+
+    migrate.upgrade(str(engine.url))
+    single = Gallery.for_encoder(
+        engine, encoder, index_dir=tmp_path / "single", keep="none", masked_templates=False
+    )
+    for subject, path, _ in photos[::2]:
+        single.enrol(subject, path)
+    for result, subject_id in ((results[0], 1), (results[2], 2)):
+        assert gallery.template(result.subject_id) == pytest.approx(
+            single.template(subject_id), abs=1e-4
+        )
+    engine.dispose()
