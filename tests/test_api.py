@@ -1,0 +1,225 @@
+"""The JSON API on the real model and real databases (SQLite and PostgreSQL): subjects and
+photos in, probes identified and verified, renames and deletions audited, health and metrics."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from web_helpers import add_key, bearer, make_app
+
+SUBJECTS = ("s1", "s2", "s3", "s4", "s5")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request, tmp_path_factory, orl_dir):
+    """An app whose gallery holds photos 1-3 of five ORL subjects, and an admin key."""
+    from identify import migrate
+
+    tmp = tmp_path_factory.mktemp("api")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'gallery.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database")()
+    migrate.upgrade(url)
+    app = make_app(url, tmp)
+    key = add_key(app, "admin@x.org", "admin", "identify,enrol,admin")
+    client = app.test_client()
+    ids = {}
+    for name in SUBJECTS:
+        response = client.post("/api/v1/subjects", json={"name": name}, headers=bearer(key))
+        assert response.status_code == 201
+        ids[name] = response.get_json()["id"]
+        photos = [
+            (io.BytesIO((orl_dir / name / f"{i}.pgm").read_bytes()), f"{i}.pgm") for i in (1, 2, 3)
+        ]
+        response = client.post(
+            f"/api/v1/subjects/{ids[name]}/images", data={"image": photos}, headers=bearer(key)
+        )
+        assert response.status_code == 201, response.get_json()
+        statuses = [r["status"] for r in response.get_json()["results"]]
+        assert statuses.count("enrolled") >= 2, statuses
+    return app, key, ids
+
+
+def _probe(orl_dir, name: str, i: int):
+    return (io.BytesIO((orl_dir / name / f"{i}.pgm").read_bytes()), f"{name}-{i}.pgm")
+
+
+def test_identify_answers_every_face_with_top_k_and_a_decision(served, orl_dir):
+    app, key, _ = served
+    client = app.test_client()
+    response = client.post(
+        "/api/v1/identify",
+        data={"image": _probe(orl_dir, "s2", 7), "k": "3", "mask": "no"},
+        headers=bearer(key),
+    )
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["k"] == 3 and body["mask"] == "no" and len(body["probe_sha256"]) == 64
+    (face,) = body["faces"]
+    assert len(face["box"]) == 4 and face["masked"] is False
+    assert len(face["part_qualities"]) >= 1
+    scores = [m["score"] for m in face["matches"]]
+    assert 1 <= len(scores) <= 3 and scores == sorted(scores, reverse=True)
+    assert {m["name"] for m in face["matches"]} <= set(SUBJECTS)
+    decision = face["decision"]
+    assert decision == "unknown" or decision["subject_id"] == face["matches"][0]["subject_id"]
+    assert isinstance(face["threshold"], float)
+    # A threshold of the caller's: -1 accepts the Rank-1 answer, 1 refuses everything.
+    accepted = client.post(
+        "/api/v1/identify",
+        data={"image": _probe(orl_dir, "s2", 7), "threshold": "-1"},
+        headers=bearer(key),
+    ).get_json()["faces"][0]
+    assert accepted["decision"]["subject_id"] == accepted["matches"][0]["subject_id"]
+    assert accepted["threshold"] == -1
+    refused = client.post(
+        "/api/v1/identify",
+        json={
+            "image": base64.b64encode((orl_dir / "s2" / "7.pgm").read_bytes()).decode(),
+            "threshold": 1.0,
+        },
+        headers=bearer(key),
+    ).get_json()["faces"][0]
+    assert refused["decision"] == "unknown" and refused["threshold"] == 1.0
+
+
+def test_held_back_photos_find_their_subject_at_rank_1(served, orl_dir):
+    app, key, ids = served
+    client = app.test_client()
+    hits = 0
+    for name in SUBJECTS:
+        face = client.post(
+            "/api/v1/identify", data={"image": _probe(orl_dir, name, 8)}, headers=bearer(key)
+        ).get_json()["faces"][0]
+        hits += face["matches"][0]["subject_id"] == ids[name]
+    assert hits >= 4, f"Rank-1 {hits}/5 among 5 subjects"
+
+
+def test_verify_scores_the_same_person_above_another(served, orl_dir):
+    app, key, ids = served
+    client = app.test_client()
+
+    def verify(probe: str, subject: str) -> dict:
+        response = client.post(
+            "/api/v1/verify",
+            data={"image": _probe(orl_dir, probe, 9), "subject_id": str(ids[subject])},
+            headers=bearer(key),
+        )
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    people = ("s1", "s3", "s5")
+    scores = {(p, s): verify(p, s)["score"] for p in people for s in people}
+    same = [scores[p, p] for p in people]
+    other = [scores[p, s] for p in people for s in people if p != s]
+    assert sum(same) / len(same) > sum(other) / len(other), scores
+    assert set(verify("s1", "s1")) >= {"subject_id", "score", "threshold", "same", "masked"}
+    missing = client.post(
+        "/api/v1/verify",
+        data={"image": _probe(orl_dir, "s3", 9), "subject_id": "99999"},
+        headers=bearer(key),
+    )
+    assert missing.status_code == 404
+
+
+def test_subjects_list_search_get_rename_and_audit(served):
+    app, key, ids = served
+    client = app.test_client()
+    page = client.get("/api/v1/subjects?per_page=2", headers=bearer(key)).get_json()
+    assert page["total"] >= len(SUBJECTS) and len(page["items"]) == 2
+    found = client.get("/api/v1/subjects?q=s4", headers=bearer(key)).get_json()
+    assert [s["name"] for s in found["items"]] == ["s4"]
+    detail = client.get(f"/api/v1/subjects/{ids['s4']}", headers=bearer(key)).get_json()
+    assert detail["image_count"] == len(detail["images"]) >= 2
+    assert all(len(image["faces"]) == 1 for image in detail["images"])
+    assert {t["kind"] for t in detail["templates"]} >= {"normal"}
+    renamed = client.patch(
+        f"/api/v1/subjects/{ids['s4']}", json={"name": "Subject Four"}, headers=bearer(key)
+    )
+    assert renamed.status_code == 200 and renamed.get_json()["name"] == "Subject Four"
+    log = client.get("/api/v1/audit?action=rename_subject", headers=bearer(key)).get_json()
+    assert log["items"][0]["details"] == {"old": "s4", "new": "Subject Four"}
+    assert log["items"][0]["user"] == "admin@x.org"
+    searches = client.get("/api/v1/audit?action=identify", headers=bearer(key)).get_json()
+    assert searches["total"] >= 1
+    assert len(searches["items"][0]["details"]["probe_sha256"]) == 64
+
+
+def test_duplicate_photo_gets_409_and_images_can_be_deleted(served, orl_dir):
+    app, key, ids = served
+    client = app.test_client()
+    again = client.post(
+        f"/api/v1/subjects/{ids['s5']}/images",
+        data={"image": [_probe(orl_dir, "s5", 1)]},
+        headers=bearer(key),
+    )
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "duplicate"
+    detail = client.get(f"/api/v1/subjects/{ids['s5']}", headers=bearer(key)).get_json()
+    image_id = detail["images"][0]["id"]
+    assert (
+        client.delete(
+            f"/api/v1/subjects/{ids['s1']}/images/{image_id}", headers=bearer(key)
+        ).status_code
+        == 404
+    )  # not this subject's image
+    response = client.delete(f"/api/v1/subjects/{ids['s5']}/images/{image_id}", headers=bearer(key))
+    assert response.status_code == 204
+    after = client.get(f"/api/v1/subjects/{ids['s5']}", headers=bearer(key)).get_json()
+    assert image_id not in [i["id"] for i in after["images"]]
+
+
+def test_deleted_subject_is_no_longer_an_answer(served, orl_dir):
+    app, key, _ = served
+    client = app.test_client()
+    subject = client.post("/api/v1/subjects", json={"name": "temp"}, headers=bearer(key))
+    temp = subject.get_json()["id"]
+    client.post(
+        f"/api/v1/subjects/{temp}/images",
+        data={"image": [_probe(orl_dir, "s9", 1), _probe(orl_dir, "s9", 2)]},
+        headers=bearer(key),
+    )
+    before = client.post(
+        "/api/v1/identify", data={"image": _probe(orl_dir, "s9", 1)}, headers=bearer(key)
+    ).get_json()["faces"][0]
+    assert before["matches"][0]["subject_id"] == temp
+    assert client.delete(f"/api/v1/subjects/{temp}", headers=bearer(key)).status_code == 204
+    assert client.delete(f"/api/v1/subjects/{temp}", headers=bearer(key)).status_code == 404
+    after = client.post(
+        "/api/v1/identify", data={"image": _probe(orl_dir, "s9", 1)}, headers=bearer(key)
+    ).get_json()["faces"][0]
+    assert temp not in [m["subject_id"] for m in after["matches"]]
+    log = client.get("/api/v1/audit?action=delete_subject", headers=bearer(key)).get_json()
+    assert log["items"][0]["target_id"] == str(temp)
+
+
+def test_no_face_gets_422(served):
+    from web_helpers import png_bytes
+
+    app, key, _ = served
+    response = app.test_client().post(
+        "/api/v1/identify",
+        data={"image": (io.BytesIO(png_bytes(200, 200)), "wall.png")},
+        headers=bearer(key),
+    )
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "no_face"
+
+
+def test_health_and_metrics_describe_the_running_service(served):
+    app, key, _ = served
+    client = app.test_client()
+    health = client.get("/api/v1/health").get_json()
+    assert health["status"] == "ok" and health["database"]["ok"]
+    assert health["index"]["loaded"] and health["index"]["templates"] >= 4
+    assert health["model_version"].startswith("cqaface-")
+    metrics = client.get("/api/v1/metrics", headers=bearer(key))
+    text = metrics.get_data(as_text=True)
+    assert metrics.status_code == 200 and metrics.mimetype == "text/plain"
+    assert (
+        'cqaface_http_requests_total{method="POST",endpoint="/api/v1/identify",status="200"}'
+        in text
+    )
+    assert "cqaface_http_request_duration_seconds_bucket" in text
+    assert "cqaface_gallery_subjects " in text and "cqaface_queue_depth " in text
