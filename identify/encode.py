@@ -24,6 +24,7 @@ class EncodedFace:
     quality: np.ndarray  # (b,) part qualities
     masked: bool
     mask_probability: float | None  # None: the model has no mask classifier, or the caller said
+    attention: np.ndarray | None = None  # (b, h, w) maps in [0, 1] over the aligned crop
 
 
 class FaceEncoder:
@@ -68,6 +69,7 @@ class FaceEncoder:
                 quality=np.asarray(result.quality[i], np.float32),
                 masked=bool(flags[i]),
                 mask_probability=None if probability is None else float(probability[i]),
+                attention=_attention(result, i),
             )
             for i, face in enumerate(faces)
         ]
@@ -80,6 +82,13 @@ class FaceEncoder:
             for crop, seed in zip(crops, seeds, strict=True)
         ]
         return np.asarray(self.embedder.embed(masked).vectors, np.float32)
+
+
+def _attention(embeddings: Any, i: int) -> np.ndarray | None:
+    maps = getattr(embeddings, "attention", None)
+    if maps is None or len(maps) <= i or np.ndim(maps[i]) != 3:
+        return None
+    return np.asarray(maps[i], np.float32)
 
 
 def mask_threshold(embedder: Any) -> float:
