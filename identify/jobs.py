@@ -1,122 +1,459 @@
-"""Bulk enrolment as a job: every photo of a folder becomes a job item, processed one by one
-with its outcome (status and reason) written back, so that progress can be watched and a job
-interrupted by a dying worker resumes where it stopped. The workers' tasks call these."""
+"""Bulk enrolment as a job: every photo becomes a job item whose outcome (status and reason) is
+written back, so that progress can be read at any time from the database, and a job cut short
+(a worker killed, a task delivered twice) ends with every photo enrolled exactly once.
+
+Nothing here knows about Celery: the workers' tasks and the in-process runner both call
+:func:`process_items` on ranges of item ids, then :func:`finish_job`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
+from identify import settings
+from identify.db import session_factory
 from identify.gallery import EnrolResult, Gallery, photos_by_subject
-from identify.models import EnrolmentJob, ItemStatus, JobItem, JobStatus, utcnow
+from identify.models import (
+    EnrolmentJob,
+    Image,
+    ItemStatus,
+    JobItem,
+    JobKind,
+    JobStatus,
+    utcnow,
+)
+
+# Errors of the moment (the database restarting, a connection dropped): retry the task.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    ConnectionError,
+    TimeoutError,
+)
+FAILED_SHOWN = 100  # non-enrolled items listed by a progress report
+_TERMINAL_JOB = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+Target = Gallery | Engine
+
+
+def _sessions(target: Target) -> sessionmaker[Session]:
+    return target.sessions if isinstance(target, Gallery) else session_factory(target)
 
 
 @dataclass
 class JobProgress:
+    """Where a job stands; :meth:`to_json` is what the API and the PROGRESS state carry."""
+
     job_id: int
     status: JobStatus
     total: int
     counts: dict[str, int]  # item status -> number of items
+    kind: str = JobKind.FOLDER.value
+    source: str = ""
+    task_id: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    rate_per_s: float | None = None
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def done(self) -> int:
         return self.total - self.counts.get(ItemStatus.PENDING.value, 0)
 
-    def to_json(self) -> dict[str, object]:
+    @property
+    def eta_s(self) -> float | None:
+        if self.status in _TERMINAL_JOB:
+            return 0.0 if self.status == JobStatus.DONE else None
+        if not self.rate_per_s:
+            return None
+        return round((self.total - self.done) / self.rate_per_s, 1)
+
+    def to_json(self) -> dict[str, Any]:
+        def when(moment: datetime | None) -> str | None:
+            return None if moment is None else _aware(moment).isoformat()
+
         return {
-            "job_id": self.job_id,
+            "id": self.job_id,
             "status": self.status.value,
+            "kind": self.kind,
+            "source": self.source,
+            "task_id": self.task_id,
             "total": self.total,
             "done": self.done,
             "counts": self.counts,
+            "rate_per_s": self.rate_per_s,
+            "eta_s": self.eta_s,
+            "created_at": when(self.created_at),
+            "started_at": when(self.started_at),
+            "finished_at": when(self.finished_at),
+            "error": self.error,
+            "failed": self.failed,
         }
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def create_job(
-    gallery: Gallery, root: str | os.PathLike[str], *, user_id: int | None = None
+    target: Target,
+    photos: Iterable[tuple[str, str | os.PathLike[str]]] | str | os.PathLike[str],
+    *,
+    source: str | None = None,
+    kind: JobKind | str = JobKind.FOLDER,
+    user_id: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> int:
-    """A queued job with one pending item per photo of `root/<subject>/<photo>`."""
-    photos = list(photos_by_subject(root))
-    with gallery.sessions() as session, session.begin():
-        job = EnrolmentJob(source=str(root), total_items=len(photos), created_by=user_id)
+    """A queued job with one pending item per (subject name, photo path); a folder (path)
+    stands for its `<subject>/<photo>` photos. A path listed twice is one item."""
+    if isinstance(photos, str | os.PathLike):
+        source = source or str(photos)
+        photos = photos_by_subject(photos)
+    unique = {str(path): str(subject) for subject, path in photos}
+    with _sessions(target)() as session, session.begin():
+        job = EnrolmentJob(
+            source=(source or "")[:1024],
+            kind=JobKind(kind),
+            total_items=len(unique),
+            created_by=user_id,
+            options=options,
+        )
         session.add(job)
         session.flush()
-        session.add_all(
-            JobItem(job_id=job.id, path=str(path), subject_name=name) for name, path in photos
-        )
+        rows = [
+            {
+                "job_id": job.id,
+                "path": path,
+                "subject_name": subject[:255],
+                "status": ItemStatus.PENDING,
+                "attempts": 0,
+                "updated_at": utcnow(),
+            }
+            for path, subject in unique.items()
+        ]
+        for start in range(0, len(rows), 5000):
+            session.execute(insert(JobItem), rows[start : start + 5000])
         return job.id
+
+
+def start_job(target: Target, job_id: int, *, task_id: str | None = None) -> bool:
+    """Mark a job running (False when it was cancelled: nothing more is to be done)."""
+    with _sessions(target)() as session, session.begin():
+        job = session.get(EnrolmentJob, job_id, with_for_update=True)
+        if job is None:
+            raise LookupError(f"no enrolment job {job_id}")
+        if job.status == JobStatus.CANCELLED:
+            return False
+        job.status = JobStatus.RUNNING
+        job.error = None
+        job.finished_at = None
+        job.started_at = job.started_at or utcnow()
+        job.task_id = task_id or job.task_id
+        return True
+
+
+def pending_ranges(target: Target, job_id: int, chunk: int) -> list[tuple[int, int]]:
+    """The job's pending items as (first id, last id) ranges of at most ``chunk`` items: one
+    task each, so that a task's arguments stay small whatever the job's size."""
+    with _sessions(target)() as session:
+        ids = session.scalars(
+            select(JobItem.id)
+            .where(JobItem.job_id == job_id, JobItem.status == ItemStatus.PENDING)
+            .order_by(JobItem.id)
+        ).all()
+    return [(ids[k], ids[min(k + chunk, len(ids)) - 1]) for k in range(0, len(ids), chunk)]
+
+
+def process_items(
+    gallery: Gallery,
+    job_id: int,
+    first_id: int,
+    last_id: int,
+    *,
+    batch: int | None = None,
+    on_item: Callable[[EnrolResult], None] | None = None,
+) -> int:
+    """Enrol the pending items of ``[first_id, last_id]``, ``batch`` photos embedded at once;
+    returns how many were recorded. Safe to run twice, even concurrently: an item is written
+    once (pending -> final), and enrolment is idempotent by content hash.
+
+    Every try of an item is counted first: an item tried before (its worker died, or it
+    raised) is retried alone, and after CQAFACE_ITEM_ATTEMPTS tries it ends `failed`.
+    Transient errors (database, network) propagate, for the task to retry with backoff."""
+    batch = batch or settings.enrol_batch()
+    most = settings.item_attempts()
+    sessions = _sessions(gallery)
+    recorded = 0
+    while True:
+        with sessions() as session:
+            status = session.scalar(select(EnrolmentJob.status).where(EnrolmentJob.id == job_id))
+            if status is None or status == JobStatus.CANCELLED:
+                return recorded
+            items = session.execute(
+                select(JobItem.id, JobItem.subject_name, JobItem.path, JobItem.attempts)
+                .where(
+                    JobItem.job_id == job_id,
+                    JobItem.status == ItemStatus.PENDING,
+                    JobItem.id.between(first_id, last_id),
+                )
+                .order_by(JobItem.id)
+                .limit(batch)
+            ).all()
+        if not items:
+            return recorded
+        tried = [item for item in items if item.attempts > 0]
+        group = tried[:1] or items
+        exhausted = [item for item in group if item.attempts >= most]
+        for item in exhausted:
+            recorded += _give_up(sessions, item.id, item.attempts)
+        group = [item for item in group if item.attempts < most]
+        if not group:
+            continue
+        _count_attempt(sessions, [item.id for item in group])
+        try:
+            results = gallery.enrol_many([(i.subject_name, i.path, i.path) for i in group])
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as error:  # a bug or a library failure: retried alone, then failed
+            _note_error(sessions, [item.id for item in group], error)
+            continue
+        for item, result in zip(group, results, strict=True):
+            if _record(sessions, item.id, item.path, result):
+                recorded += 1
+                if on_item:
+                    on_item(result)
+
+
+def _count_attempt(sessions: sessionmaker[Session], item_ids: list[int]) -> None:
+    with sessions() as session, session.begin():
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id.in_(item_ids), JobItem.status == ItemStatus.PENDING)
+            .values(attempts=JobItem.attempts + 1, started_at=utcnow())
+        )
+
+
+def _note_error(sessions: sessionmaker[Session], item_ids: list[int], error: Exception) -> None:
+    with sessions() as session, session.begin():
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id.in_(item_ids), JobItem.status == ItemStatus.PENDING)
+            .values(reason=f"{type(error).__name__}: {error}"[:2000])
+        )
+
+
+def _give_up(sessions: sessionmaker[Session], item_id: int, attempts: int) -> int:
+    with sessions() as session, session.begin():
+        last = session.scalar(select(JobItem.reason).where(JobItem.id == item_id))
+        why = last or "the worker stopped while processing it"
+        return session.execute(
+            update(JobItem)
+            .where(JobItem.id == item_id, JobItem.status == ItemStatus.PENDING)
+            .values(
+                status=ItemStatus.FAILED,
+                reason=f"failed after {attempts} attempts: {why}"[:2000],
+                finished_at=utcnow(),
+            )
+        ).rowcount
+
+
+def _record(sessions: sessionmaker[Session], item_id: int, path: str, result: EnrolResult) -> bool:
+    """Write an item's outcome once (False if another delivery of the task wrote it first)."""
+    status, reason = result.status, result.reason
+    with sessions() as session, session.begin():
+        if status == ItemStatus.DUPLICATE and result.image_id is not None:
+            # This item's own earlier try enrolled the photo, then died before recording it:
+            # the image came from this path and no other item claims it.
+            source = session.scalar(select(Image.source).where(Image.id == result.image_id))
+            claimed = session.scalar(
+                select(func.count())
+                .select_from(JobItem)
+                .where(
+                    JobItem.image_id == result.image_id,
+                    JobItem.status == ItemStatus.ENROLLED,
+                    JobItem.id != item_id,
+                )
+            )
+            if source == path and not claimed:
+                status, reason = ItemStatus.ENROLLED, "enrolled by an earlier try of this item"
+        return bool(
+            session.execute(
+                update(JobItem)
+                .where(JobItem.id == item_id, JobItem.status == ItemStatus.PENDING)
+                .values(
+                    status=status,
+                    reason=reason,
+                    subject_id=result.subject_id,
+                    image_id=result.image_id,
+                    finished_at=utcnow(),
+                )
+            ).rowcount
+        )
+
+
+def finish_job(target: Target, job_id: int) -> bool:
+    """Mark a running job done once no item is pending; True for the one caller that did
+    it (who then saves the indexes and removes the job's files)."""
+    with _sessions(target)() as session, session.begin():
+        pending = session.scalar(
+            select(func.count())
+            .select_from(JobItem)
+            .where(JobItem.job_id == job_id, JobItem.status == ItemStatus.PENDING)
+        )
+        if pending:
+            return False
+        return bool(
+            session.execute(
+                update(EnrolmentJob)
+                .where(EnrolmentJob.id == job_id, EnrolmentJob.status == JobStatus.RUNNING)
+                .values(status=JobStatus.DONE, finished_at=utcnow(), updated_at=utcnow())
+            ).rowcount
+        )
+
+
+def fail_job(target: Target, job_id: int, error: str) -> None:
+    with _sessions(target)() as session, session.begin():
+        session.execute(
+            update(EnrolmentJob)
+            .where(EnrolmentJob.id == job_id, EnrolmentJob.status.not_in(_TERMINAL_JOB))
+            .values(status=JobStatus.FAILED, error=error[:4000], finished_at=utcnow())
+        )
+
+
+def cancel_job(target: Target, job_id: int) -> bool:
+    """Stop a queued or running job: its pending items stay pending, workers skip them."""
+    with _sessions(target)() as session, session.begin():
+        if session.get(EnrolmentJob, job_id) is None:
+            raise LookupError(f"no enrolment job {job_id}")
+        cancelled = session.execute(
+            update(EnrolmentJob)
+            .where(
+                EnrolmentJob.id == job_id,
+                EnrolmentJob.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+            )
+            .values(status=JobStatus.CANCELLED, finished_at=utcnow())
+        ).rowcount
+    if cancelled:
+        remove_job_files(target, job_id)
+    return bool(cancelled)
+
+
+def remove_job_files(target: Target, job_id: int) -> None:
+    """Delete the job's extracted upload (only ever under DATA_DIR/uploads)."""
+    with _sessions(target)() as session:
+        options = session.scalar(select(EnrolmentJob.options).where(EnrolmentJob.id == job_id))
+    work_dir = (options or {}).get("work_dir")
+    if not work_dir:
+        return
+    uploads = (settings.data_dir() / "uploads").resolve()
+    path = Path(work_dir).resolve()
+    if uploads in path.parents:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_job(
     gallery: Gallery,
     job_id: int,
     *,
-    batch: int = 100,
+    batch: int | None = None,
     progress: Callable[[EnrolResult], None] | None = None,
 ) -> JobProgress:
-    """Process the job's pending items in order; safe to call again after a crash (items
-    already done are not redone, and enrolment itself is idempotent)."""
-    _set_status(gallery, job_id, JobStatus.RUNNING)
-    try:
-        while True:
-            with gallery.sessions() as session:
-                items = session.execute(
-                    select(JobItem.id, JobItem.subject_name, JobItem.path)
-                    .where(JobItem.job_id == job_id, JobItem.status == ItemStatus.PENDING)
-                    .order_by(JobItem.id)
-                    .limit(batch)
-                ).all()
-            if not items:
-                break
-            for item_id, subject_name, path in items:
-                result = gallery.enrol(subject_name, path, source_name=path)
-                _record(gallery, item_id, result)
-                if progress:
-                    progress(result)
-    except Exception as error:
-        _set_status(gallery, job_id, JobStatus.FAILED, error=f"{type(error).__name__}: {error}")
-        raise
-    _set_status(gallery, job_id, JobStatus.DONE)
-    gallery.save_indexes()
+    """Run a job in this process (the embedded mode: no broker); safe to call again after a
+    crash: items already done are not redone."""
+    if start_job(gallery, job_id):
+        try:
+            for first, last in pending_ranges(gallery, job_id, settings.enrol_chunk()):
+                process_items(gallery, job_id, first, last, batch=batch, on_item=progress)
+        except Exception as error:
+            fail_job(gallery, job_id, f"{type(error).__name__}: {error}")
+            raise
+        if finish_job(gallery, job_id):
+            gallery.save_indexes()
+            remove_job_files(gallery, job_id)
     return job_progress(gallery, job_id)
 
 
-def job_progress(gallery: Gallery, job_id: int) -> JobProgress:
-    """Where a job stands: its status and how many items ended in each status."""
-    with gallery.sessions() as session:
+def job_progress(target: Target, job_id: int) -> JobProgress:
+    """Where a job stands: status, items per status, rate since it started, and the items
+    that were not enrolled (the first FAILED_SHOWN) with their reasons."""
+    with _sessions(target)() as session:
         job = session.get(EnrolmentJob, job_id)
         if job is None:
             raise LookupError(f"no enrolment job {job_id}")
-        counts = session.execute(
-            select(JobItem.status, func.count())
-            .where(JobItem.job_id == job_id)
-            .group_by(JobItem.status)
+        counts = {
+            s.value: int(n)
+            for s, n in session.execute(
+                select(JobItem.status, func.count())
+                .where(JobItem.job_id == job_id)
+                .group_by(JobItem.status)
+            ).all()
+        }
+        last = session.scalar(select(func.max(JobItem.finished_at)).where(JobItem.job_id == job_id))
+        failed = session.execute(
+            select(JobItem.path, JobItem.subject_name, JobItem.status, JobItem.reason)
+            .where(
+                JobItem.job_id == job_id,
+                JobItem.status.not_in((ItemStatus.PENDING, ItemStatus.ENROLLED)),
+            )
+            .order_by(JobItem.id)
+            .limit(FAILED_SHOWN)
         ).all()
-        return JobProgress(
-            job_id, job.status, job.total_items, {s.value: int(n) for s, n in counts}
+        progress = JobProgress(
+            job_id,
+            job.status,
+            job.total_items,
+            counts,
+            kind=JobKind(job.kind).value,
+            source=job.source,
+            task_id=job.task_id,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            error=job.error,
+            failed=[
+                {"path": p, "subject": s, "status": st.value, "reason": r} for p, s, st, r in failed
+            ],
         )
+    if job.started_at is not None and progress.done:
+        end = job.finished_at or (last if job.status in _TERMINAL_JOB else None) or utcnow()
+        elapsed = (_aware(end) - _aware(job.started_at)).total_seconds()
+        progress.rate_per_s = round(progress.done / elapsed, 2) if elapsed > 0 else None
+    return progress
 
 
-def _record(gallery: Gallery, item_id: int, result: EnrolResult) -> None:
-    with gallery.sessions() as session, session.begin():
-        item = session.get(JobItem, item_id)
-        if item is None:  # the job was deleted meanwhile
-            return
-        item.status = result.status
-        item.reason = result.reason
-        item.subject_id = result.subject_id
-        item.image_id = result.image_id
-
-
-def _set_status(gallery: Gallery, job_id: int, status: JobStatus, error: str | None = None) -> None:
-    with gallery.sessions() as session, session.begin():
-        job = session.get(EnrolmentJob, job_id)
-        if job is None:
-            raise LookupError(f"no enrolment job {job_id}")
-        job.status = status
-        job.error = error
-        if status in (JobStatus.DONE, JobStatus.FAILED):
-            job.finished_at = utcnow()
+def stalled_jobs(target: Target, idle_seconds: float) -> list[int]:
+    """Running jobs with pending items and no item finished for ``idle_seconds``: their tasks
+    may have been lost (a broker restarted without persistence)."""
+    now = utcnow()
+    with _sessions(target)() as session:
+        rows = session.execute(
+            select(
+                EnrolmentJob.id,
+                EnrolmentJob.started_at,
+                func.max(JobItem.finished_at),
+                func.count().filter(JobItem.status == ItemStatus.PENDING),
+            )
+            .join(JobItem, JobItem.job_id == EnrolmentJob.id)
+            .where(EnrolmentJob.status == JobStatus.RUNNING)
+            .group_by(EnrolmentJob.id, EnrolmentJob.started_at)
+        ).all()
+    stalled = []
+    for job_id, started, last, pending in rows:
+        moment = last or started
+        if pending and moment is not None and (now - _aware(moment)).total_seconds() > idle_seconds:
+            stalled.append(int(job_id))
+    return stalled

@@ -15,7 +15,7 @@ from embedder.model import build_model
 from identify.db import make_engine
 from identify.encode import FaceEncoder
 from identify.gallery import Gallery
-from identify.jobs import create_job, job_progress, run_job
+from identify.jobs import cancel_job, create_job, job_progress, run_job
 from identify.models import ItemStatus, JobItem, JobStatus
 
 
@@ -78,6 +78,8 @@ def test_an_interrupted_job_resumes_where_it_stopped(gallery, folder):
     progress = run_job(gallery, job_id, progress=redone.append)
     assert len(redone) == 2  # only what was pending
     assert progress.done == 5 and progress.counts.get("pending", 0) == 0
+    # The photos that the dead worker enrolled count as this job's, not as duplicates.
+    assert progress.counts == {"enrolled": 4, "unreadable": 1}
     assert len(gallery.index()) == 2  # nothing enrolled twice
 
 
@@ -116,3 +118,34 @@ def test_enrol_many_embeds_a_batch_like_one_by_one_and_reports_bad_photos(
             single.template(subject_id), abs=1e-4
         )
     engine.dispose()
+
+
+def test_a_photo_that_killed_its_worker_too_often_ends_failed(gallery, folder, monkeypatch):
+    monkeypatch.setenv("CQAFACE_ITEM_ATTEMPTS", "3")
+    job_id = create_job(gallery, folder)
+    with gallery.sessions() as session, session.begin():
+        first = session.scalars(select(JobItem).where(JobItem.job_id == job_id)).first()
+        first.attempts = 3  # three workers died on it
+    progress = run_job(gallery, job_id)
+    assert progress.status == JobStatus.DONE and progress.counts["failed"] == 1
+    assert progress.to_json()["failed"][0]["reason"] == (
+        "failed after 3 attempts: the worker stopped while processing it"
+    )
+
+
+def test_progress_is_a_json_report_with_rate_and_reasons(gallery, folder):
+    job_id = create_job(gallery, [("s1", folder / "s1" / "1.pgm"), ("s1", folder / "s1" / "3.jpg")])
+    report = run_job(gallery, job_id).to_json()
+    assert report["id"] == job_id and report["status"] == "done" and report["kind"] == "folder"
+    assert (report["total"], report["done"], report["eta_s"]) == (2, 2, 0.0)
+    assert report["rate_per_s"] > 0 and report["started_at"] <= report["finished_at"]
+    [bad] = report["failed"]
+    assert bad["status"] == "unreadable" and bad["subject"] == "s1" and bad["reason"]
+
+
+def test_a_cancelled_job_is_not_run(gallery, folder):
+    job_id = create_job(gallery, folder)
+    assert cancel_job(gallery, job_id)
+    progress = run_job(gallery, job_id)
+    assert progress.status == JobStatus.CANCELLED and progress.done == 0
+    assert not cancel_job(gallery, job_id)  # already over
