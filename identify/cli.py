@@ -8,6 +8,7 @@ import sys
 from embedder import cli as embedder_cli
 from identify import cli_identify, cli_web
 from trainer import cli as trainer_cli
+from workers import cli as workers_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer_cli.register_eval(commands)
     cli_identify.register(commands)
     cli_web.register(commands)
+    workers_cli.register(commands)
     trainer_cli.register_mask(commands)
     trainer_cli.register_ablate(commands)
     return parser

@@ -166,6 +166,14 @@ def start_job(target: Target, job_id: int, *, task_id: str | None = None) -> boo
         return True
 
 
+def assign_task(target: Target, job_id: int, task_id: str) -> None:
+    """Record the id of the task that runs the job (its PROGRESS state is published there)."""
+    with _sessions(target)() as session, session.begin():
+        session.execute(
+            update(EnrolmentJob).where(EnrolmentJob.id == job_id).values(task_id=task_id)
+        )
+
+
 def pending_ranges(target: Target, job_id: int, chunk: int) -> list[tuple[int, int]]:
     """The job's pending items as (first id, last id) ranges of at most ``chunk`` items: one
     task each, so that a task's arguments stay small whatever the job's size."""
@@ -436,20 +444,24 @@ def job_progress(target: Target, job_id: int) -> JobProgress:
 
 
 def stalled_jobs(target: Target, idle_seconds: float) -> list[int]:
-    """Running jobs with pending items and no item finished for ``idle_seconds``: their tasks
-    may have been lost (a broker restarted without persistence)."""
+    """Running jobs with pending items and no item finished for ``idle_seconds``, and jobs
+    handed to a task that has not started them for as long: their tasks may have been lost
+    (a broker restarted without persistence)."""
     now = utcnow()
     with _sessions(target)() as session:
         rows = session.execute(
             select(
                 EnrolmentJob.id,
-                EnrolmentJob.started_at,
+                func.coalesce(EnrolmentJob.started_at, EnrolmentJob.created_at),
                 func.max(JobItem.finished_at),
                 func.count().filter(JobItem.status == ItemStatus.PENDING),
             )
             .join(JobItem, JobItem.job_id == EnrolmentJob.id)
-            .where(EnrolmentJob.status == JobStatus.RUNNING)
-            .group_by(EnrolmentJob.id, EnrolmentJob.started_at)
+            .where(
+                (EnrolmentJob.status == JobStatus.RUNNING)
+                | ((EnrolmentJob.status == JobStatus.QUEUED) & EnrolmentJob.task_id.is_not(None))
+            )
+            .group_by(EnrolmentJob.id, EnrolmentJob.started_at, EnrolmentJob.created_at)
         ).all()
     stalled = []
     for job_id, started, last, pending in rows:

@@ -1,10 +1,50 @@
 """The Celery app, made from the Flask app (Flask's documented pattern): every task runs inside
-the app context, so tasks reach the same configuration and services as the web app."""
+the app context, so tasks reach the same configuration and services as the web app.
+
+Delivery is at least once and made safe: a task is acknowledged only when it ends
+(acks_late), given back when its worker dies (task_reject_on_worker_lost), taken one at a
+time (prefetch 1), and the tasks are idempotent (items written once, photos by content hash).
+Redis redelivers a task that was taken but never acknowledged after the visibility timeout,
+which therefore exceeds the longest task.
+"""
 
 from __future__ import annotations
 
 from celery import Celery, Task
+from celery.signals import worker_process_init
 from flask import Flask
+
+from identify import settings
+
+
+def celery_config(broker: str | None, backend: str | None) -> dict[str, object]:
+    queue = settings.queue()
+    return {
+        "broker_url": broker or "memory://",
+        "result_backend": backend or broker,
+        "task_always_eager": broker is None,  # no broker: tasks run in-process
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": queue,
+        "task_routes": {"cqaface.*": {"queue": queue}},
+        # The queue name also prefixes every broker key: deployments sharing a Redis server
+        # (and tests) never see each other's tasks or unacknowledged messages.
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout(),
+            "global_keyprefix": f"{queue}:",
+        },
+        "task_time_limit": settings.task_time_limit(),
+        "task_track_started": True,
+        "result_expires": 7 * 24 * 3600,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # a broker restart: wait for it, for ever
+        "worker_concurrency": settings.worker_concurrency(),
+        "worker_hijack_root_logger": False,
+    }
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -13,18 +53,20 @@ def celery_init_app(app: Flask) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
-    broker = app.config.get("BROKER_URL")
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(
-        {
-            "broker_url": broker or "memory://",
-            "result_backend": broker,
-            "task_always_eager": broker is None,  # embedded mode: no broker, tasks in-process
-            "task_acks_late": True,
-            "task_reject_on_worker_lost": True,
-            "worker_prefetch_multiplier": 1,
-        }
+        celery_config(app.config.get("BROKER_URL"), app.config.get("RESULT_BACKEND"))
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+@worker_process_init.connect
+def _one_thread_per_process(**_: object) -> None:
+    """Each worker process embeds on one thread: N processes on N cores beat N threads each
+    fighting over the same cores."""
+    if settings.worker_concurrency() > 1:
+        import torch
+
+        torch.set_num_threads(1)

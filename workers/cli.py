@@ -1,0 +1,192 @@
+"""`cqaface worker`, `cqaface enrol SOURCE` and `cqaface job show|list|cancel`. Handlers
+import their heavy modules lazily: `cqaface --help` loads neither torch nor Celery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("worker", help="start a Celery worker (needs CQAFACE_BROKER_URL)")
+    p.add_argument("--concurrency", type=int, help="processes (CQAFACE_WORKER_CONCURRENCY)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(handler=worker)
+
+    p = commands.add_parser(
+        "enrol", help="enrol a folder, a zip or a list of photos as a job, with a progress bar"
+    )
+    p.add_argument(
+        "source",
+        type=Path,
+        help="a folder SUBJECT/PHOTO, a .zip of the same, or a .csv/.jsonl of subject,path",
+    )
+    p.add_argument("--detach", action="store_true", help="print the job id and return")
+    p.set_defaults(handler=enrol)
+
+    job = commands.add_parser("job", help="enrolment jobs")
+    job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
+    p = job_commands.add_parser("show", help="a job's progress (JSON)")
+    p.add_argument("job_id", type=int)
+    p.set_defaults(handler=job_show)
+    p = job_commands.add_parser("list", help="the latest jobs (JSON lines)")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(handler=job_list)
+    p = job_commands.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id", type=int)
+    p.set_defaults(handler=job_cancel)
+
+
+def _app() -> Any:
+    from identify import migrate
+    from identify.app import create_app
+
+    app = create_app()
+    if migrate.current(app.extensions["cqaface"].engine) is None:
+        raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
+    return app
+
+
+def worker(args: argparse.Namespace) -> int:
+    from identify import settings
+
+    if settings.broker_url() is None:
+        print("cqaface worker: no broker: set CQAFACE_BROKER_URL (redis://...)", file=sys.stderr)
+        return 2
+    app = _app()
+    import workers.tasks  # noqa: F401 - registers the tasks
+
+    threading.Thread(target=_watchdog, args=(app,), name="watchdog", daemon=True).start()
+    concurrency = args.concurrency or settings.worker_concurrency()
+    app.extensions["celery"].worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            f"--queues={settings.queue()}",
+            f"--loglevel={args.loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+    return 0
+
+
+def _watchdog(app: Any) -> None:
+    """Dispatch again the jobs whose tasks were lost (see redispatch_stalled), forever. Its own
+    short-lived engine: the pool processes forked from this one must not share connections."""
+    import logging
+
+    from identify import settings
+    from identify.db import make_engine
+    from workers.enrolment import redispatch_stalled
+
+    period = max(2.0, settings.job_stall_seconds() / 3)
+    while True:
+        time.sleep(period)
+        engine = make_engine(app.config["DATABASE_URL"])
+        try:
+            redispatch_stalled(app, engine)
+        except Exception as error:  # the broker or the database away: try again later
+            logging.getLogger(__name__).warning("watchdog: %s", error)
+        finally:
+            engine.dispose()
+
+
+def enrol(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from identify import jobs
+    from workers import enrolment
+    from workers.sources import SourceError, folder_items, list_items, zip_items
+
+    app = _app()
+    engine = app.extensions["cqaface"].engine
+    broker = app.config.get("BROKER_URL")
+    if args.detach and not broker:
+        print(
+            "cqaface enrol: --detach needs a broker (CQAFACE_BROKER_URL): without one the job "
+            "runs in this process and would stop with it",
+            file=sys.stderr,
+        )
+        return 2
+    source: Path = args.source
+    options = None
+    try:
+        if source.is_dir():
+            kind, items = "folder", folder_items(source, restricted=False)
+        elif source.suffix.lower() == ".zip":
+            work_dir = enrolment.new_upload_dir()
+            options = {"work_dir": str(work_dir)}
+            kind, items = "zip", zip_items(source, work_dir)
+        else:
+            kind, items = "files", list_items(source, restricted=False)
+    except SourceError as error:
+        print(f"cqaface enrol: {error.code}: {error.message}", file=sys.stderr)
+        return 2
+    job_id = enrolment.create_job(
+        engine, items, source=str(source.resolve()), kind=kind, options=options
+    )
+    if args.detach:
+        enrolment.submit(job_id, app)
+        print(json.dumps({"job_id": job_id, "total": len(items)}))
+        return 0
+    bar = tqdm(total=len(items), unit="photo", file=sys.stderr, desc=f"job {job_id}")
+    if broker:
+        enrolment.submit(job_id, app)
+        while True:
+            report = jobs.job_progress(engine, job_id)
+            bar.update(report.done - bar.n)
+            if report.status.value in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.5)
+    else:
+        with app.app_context():
+            jobs.run_job(
+                app.extensions["cqaface"].gallery, job_id, progress=lambda _: bar.update(1)
+            )
+    bar.close()
+    report = enrolment.progress(engine, job_id)
+    print(json.dumps(report))
+    return 0 if report["status"] == "done" else 1
+
+
+def job_show(args: argparse.Namespace) -> int:
+    from workers.enrolment import progress
+
+    print(json.dumps(progress(_app().extensions["cqaface"].engine, args.job_id)))
+    return 0
+
+
+def job_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from identify.models import EnrolmentJob
+    from workers.enrolment import progress
+
+    engine = _app().extensions["cqaface"].engine
+    from identify.db import session_factory
+
+    with session_factory(engine)() as session:
+        ids = session.scalars(
+            select(EnrolmentJob.id).order_by(EnrolmentJob.id.desc()).limit(args.limit)
+        ).all()
+    for job_id in ids:
+        report = progress(engine, job_id)
+        report.pop("failed")
+        print(json.dumps(report))
+    return 0
+
+
+def job_cancel(args: argparse.Namespace) -> int:
+    from workers.enrolment import cancel
+
+    cancelled = cancel(args.job_id, _app().extensions["cqaface"].engine)
+    print(json.dumps({"job_id": args.job_id, "cancelled": cancelled}))
+    return 0

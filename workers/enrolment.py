@@ -1,0 +1,93 @@
+"""Bulk enrolment jobs as the web app and the CLI see them: make a job of a source's items,
+hand it to the workers (or, with no broker, to a thread of this process), read its progress,
+cancel it. The work itself is identify.jobs, run by workers.tasks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Engine
+
+from identify import jobs, settings
+from identify.gallery import Gallery
+from identify.jobs import create_job
+
+__all__ = ["cancel", "create_job", "new_upload_dir", "progress", "redispatch_stalled", "submit"]
+
+log = logging.getLogger(__name__)
+_threads: dict[int, threading.Thread] = {}
+
+
+def new_upload_dir() -> Path:
+    """A fresh folder under DATA_DIR/uploads for an archive's photos (removed with its job)."""
+    path = settings.data_dir() / "uploads" / uuid.uuid4().hex
+    path.mkdir(parents=True)
+    return path
+
+
+def submit(job_id: int, app: Flask | None = None) -> None:
+    """Start a job: a `cqaface.enrol_job` task when a broker is configured, else a background
+    thread of this process (the embedded mode: the caller gets its job id back at once)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config.get("BROKER_URL"):
+        task_id = uuid.uuid4().hex
+        jobs.assign_task(app.extensions["cqaface"].engine, job_id, task_id)
+        app.extensions["celery"].send_task("cqaface.enrol_job", args=[job_id], task_id=task_id)
+        return
+    thread = threading.Thread(
+        target=_run_embedded, args=(app, job_id), name=f"enrolment-job-{job_id}", daemon=True
+    )
+    _threads[job_id] = thread
+    thread.start()
+
+
+def _run_embedded(app: Flask, job_id: int) -> None:
+    with app.app_context():
+        try:
+            jobs.run_job(app.extensions["cqaface"].gallery, job_id)
+        except Exception:
+            log.exception("enrolment job %s failed", job_id)
+        finally:
+            _threads.pop(job_id, None)
+
+
+def wait(job_id: int, timeout: float | None = None) -> None:
+    """Wait for an embedded job's thread (tests, and a clean shutdown)."""
+    thread = _threads.get(job_id)
+    if thread is not None:
+        thread.join(timeout)
+
+
+def progress(target: Gallery | Engine, job_id: int) -> dict[str, Any]:
+    """The job's report: {id, status, kind, source, total, done, counts, rate_per_s, eta_s,
+    created_at, started_at, finished_at, failed: [{path, subject, status, reason}]}."""
+    return jobs.job_progress(target, job_id).to_json()
+
+
+def cancel(job_id: int, target: Gallery | Engine | None = None) -> bool:
+    """Cancel a queued or running job (its tasks then skip its pending items)."""
+    return jobs.cancel_job(target or current_app.extensions["cqaface"].engine, job_id)
+
+
+def redispatch_stalled(app: Flask, engine: Engine) -> list[int]:
+    """Send again the running jobs that made no progress for CQAFACE_JOB_STALL_S while the
+    queue is empty: their tasks were lost (a Redis restart without persistence). Run by each
+    worker's watchdog; harmless when two do it, the tasks being idempotent."""
+    celery = app.extensions["celery"]
+    with celery.connection_for_write() as connection:
+        waiting = connection.default_channel.queue_declare(
+            settings.queue(), passive=True
+        ).message_count
+    if waiting:
+        return []
+    stalled = jobs.stalled_jobs(engine, settings.job_stall_seconds())
+    for job_id in stalled:
+        log.warning("enrolment job %s made no progress: dispatching it again", job_id)
+        task_id = jobs.job_progress(engine, job_id).task_id
+        celery.send_task("cqaface.enrol_job", args=[job_id], task_id=task_id)
+    return stalled

@@ -1,0 +1,120 @@
+"""The workers' tasks. An enrolment job is one `cqaface.enrol_job` task that splits the job's
+pending items into id ranges, one `cqaface.enrol_chunk` task each; the chunk that finds nothing
+left pending marks the job done, saves the indexes and removes the job's files.
+
+Transient errors (database or broker gone for a moment) retry with exponential backoff, a
+bounded number of times; bad photos are never an error (they end as item statuses). A job's
+progress is in the database, and mirrored as the PROGRESS state of the job's task id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task, shared_task
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from identify import jobs, settings
+from identify.app import services
+
+log = logging.getLogger(__name__)
+
+RETRY = {
+    "autoretry_for": (*jobs.TRANSIENT_ERRORS, BrokerError, RedisError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": settings.task_retries(),
+}
+_PROGRESS_EVERY_S = 2.0
+
+
+@shared_task(bind=True, name="cqaface.enrol_job", ignore_result=True, **RETRY)
+def enrol_job(self: Task, job_id: int) -> None:
+    """Dispatch a job's pending items as chunk tasks (again after a crash: the chunks are
+    idempotent, so a range sent twice costs a little time and changes nothing)."""
+    engine = services().engine
+    if not jobs.start_job(engine, job_id):
+        return
+    ranges = jobs.pending_ranges(engine, job_id, settings.enrol_chunk())
+    for first, last in ranges:
+        enrol_chunk.apply_async((job_id, first, last))
+    if not ranges:
+        _finish(job_id)
+
+
+@shared_task(bind=True, name="cqaface.enrol_chunk", ignore_result=True, **RETRY)
+def enrol_chunk(self: Task, job_id: int, first_id: int, last_id: int) -> int:
+    gallery = services().gallery
+    reported = [time.monotonic()]
+
+    def on_item(_: object) -> None:
+        if time.monotonic() - reported[0] >= _PROGRESS_EVERY_S:
+            reported[0] = time.monotonic()
+            _publish(self, job_id)
+
+    done = jobs.process_items(gallery, job_id, first_id, last_id, on_item=on_item)
+    if not _finish(job_id):
+        _publish(self, job_id)
+    return done
+
+
+def _finish(job_id: int) -> bool:
+    gallery = services().gallery
+    if not jobs.finish_job(gallery.engine, job_id):
+        return False
+    gallery.save_indexes()
+    jobs.remove_job_files(gallery.engine, job_id)
+    report = jobs.job_progress(gallery.engine, job_id).to_json()
+    if report["task_id"]:
+        _store(report["task_id"], report, "SUCCESS")
+    log.info("enrolment job %s done: %s", job_id, report["counts"])
+    return True
+
+
+def _publish(task: Task, job_id: int) -> None:
+    report = jobs.job_progress(services().engine, job_id).to_json()
+    if report["task_id"] and report["status"] == "running":
+        _store(report["task_id"], report, "PROGRESS")
+
+
+def _store(task_id: str, meta: dict[str, Any], state: str) -> None:
+    """Best effort: the database holds the truth; a result backend that is away for a moment
+    must not fail the work."""
+    from celery import current_app
+
+    try:
+        current_app.backend.store_result(task_id, meta, state)
+    except Exception as error:  # the backend's errors vary by transport
+        log.warning("could not publish progress of task %s: %s", task_id, error)
+
+
+@shared_task(bind=True, name="cqaface.rebuild_index", **RETRY)
+def rebuild_index(self: Task) -> dict[str, int]:
+    """Rebuild the current model's indexes from the database and save them."""
+    from identify.index_store import rebuild_index as rebuild
+    from identify.models import TemplateKind
+
+    gallery = services().gallery
+    sizes = {}
+    with gallery.sessions() as session:
+        for kind in TemplateKind:
+            opened = rebuild(
+                session, gallery.model_version, kind, dim=gallery.dim, directory=gallery.index_dir
+            )
+            sizes[kind.value] = len(opened.index)
+    return sizes
+
+
+@shared_task(bind=True, name="cqaface.reembed", **RETRY)
+def reembed(self: Task, batch_size: int = 64) -> dict[str, Any]:
+    """Embed every stored face with the served model (resumable), then build its indexes."""
+    from identify.reembed import reembed as run
+
+    gallery = services().gallery
+    return run(
+        gallery.engine, gallery.encoder, batch_size=batch_size, directory=gallery.index_dir
+    ).to_json()
