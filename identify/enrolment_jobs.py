@@ -5,12 +5,10 @@ the workers' (workers.sources, workers.enrolment)."""
 from __future__ import annotations
 
 import shutil
-import uuid
 from typing import IO, Any
 
 from sqlalchemy import func, select
 
-from identify import settings
 from identify.app import services
 from identify.http_errors import ApiError
 from identify.models import EnrolmentJob, User
@@ -36,9 +34,9 @@ def _source_error(error: Exception) -> ApiError:
 def start_zip(stream: IO[bytes], filename: str, user_id: int | None) -> int:
     """Extract an uploaded archive (safely) and start a job enrolling it."""
     from workers import sources
+    from workers.enrolment import new_upload_dir
 
-    work_dir = settings.data_dir() / "uploads" / uuid.uuid4().hex
-    work_dir.mkdir(parents=True)
+    work_dir = new_upload_dir()
     try:
         items = sources.zip_items(stream, work_dir)
     except sources.SourceError as error:
@@ -65,23 +63,15 @@ def _start(items: list, *, source: str, kind: str, user_id: int | None, **extra:
     from workers import enrolment
 
     options = {"work_dir": str(extra["work_dir"])} if "work_dir" in extra else None
-    job_id = _create(enrolment, items, source=source, kind=kind, user_id=user_id, options=options)
+    job_id = enrolment.create_job(
+        services().engine, items, source=source, kind=kind, user_id=user_id, options=options
+    )
     with db() as session:
         audit(
             session, user_id, "enrolment", "job", job_id, kind=kind, source=source, items=len(items)
         )
     enrolment.submit(job_id)
     return job_id
-
-
-def _create(enrolment: Any, items: list, **kwargs: Any) -> int:
-    import inspect
-
-    accepted = inspect.signature(enrolment.create_job).parameters
-    kwargs = {k: v for k, v in kwargs.items() if k in accepted or v is not None}
-    if "options" in kwargs and "options" not in accepted:
-        kwargs.pop("options")
-    return enrolment.create_job(services().engine, items, **kwargs)
 
 
 def progress(job_id: int) -> dict[str, Any]:

@@ -223,3 +223,79 @@ def test_health_and_metrics_describe_the_running_service(served):
     )
     assert "cqaface_http_request_duration_seconds_bucket" in text
     assert "cqaface_gallery_subjects " in text and "cqaface_queue_depth " in text
+
+
+def test_a_zip_enrolment_job_runs_and_reports_its_failures(served, orl_dir):
+    import time
+
+    from web_helpers import zip_of
+
+    app, key, _ = served
+    client = app.test_client()
+    members = {
+        f"s{n}/{i}.pgm": (orl_dir / f"s{n}" / f"{i}.pgm").read_bytes()
+        for n in (11, 12)
+        for i in (1, 2)
+    }
+    members["s12/broken.png"] = b"this is no photo"
+    response = client.post(
+        "/api/v1/enrolments",
+        data={"archive": (io.BytesIO(zip_of(members)), "two people.zip")},
+        headers=bearer(key),
+    )
+    assert response.status_code == 202, response.get_json()
+    job_id = response.get_json()["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).get_json()
+        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert job["status"] == "done" and job["total"] == 5 and job["done"] == 5
+    assert job["counts"].get("enrolled") == 4
+    (failed,) = job["failed"]
+    assert failed["path"].endswith("broken.png") and failed["subject"] == "s12" and failed["reason"]
+    listed = client.get("/api/v1/jobs", headers=bearer(key)).get_json()
+    assert listed["items"][0]["id"] == job_id
+    names = {
+        s["name"]
+        for s in client.get("/api/v1/subjects?q=s1", headers=bearer(key)).get_json()["items"]
+    }
+    assert {"s11", "s12"} <= names
+    log = client.get("/api/v1/audit?action=enrolment", headers=bearer(key)).get_json()
+    assert log["items"][0]["target_id"] == str(job_id)
+
+
+def test_the_ui_search_shows_rank_1_candidates_overlay_and_is_audited(served, orl_dir):
+    import re
+
+    from web_helpers import add_user
+
+    app, key, ids = served
+    email = f"analyst-{len(ids)}-{id(app)}@x.org"
+    add_user(app, email, "analyst", "a long enough password")
+    client = app.test_client()
+    token = re.search(
+        r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(as_text=True)
+    )[1]
+    client.post(
+        "/login", data={"email": email, "password": "a long enough password", "csrf_token": token}
+    )
+    token = re.search(
+        r'name="csrf_token" value="([^"]+)"', client.get("/search").get_data(as_text=True)
+    )[1]
+    page = client.post(
+        "/search",
+        data={"csrf_token": token, "mask": "yes", "k": "3", "image": _probe(orl_dir, "s1", 10)},
+    )
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert 'id="attention-overlay" src="data:image/png;base64,' in text
+    assert 'id="rank1-1"' in text and 'id="masked-1"' in text  # the caller said: masked
+    assert text.count('class="branch"') >= 2 and "Top 3 candidates" in text
+    assert "/faces/" in text  # candidates' gallery photos
+    face_url = re.search(r'src="(/faces/\d+\.png)"', text)[1]
+    photo = client.get(face_url)
+    assert photo.status_code == 200 and photo.data[:4] == b"\x89PNG"
+    log = client.get("/api/v1/audit?action=identify", headers=bearer(key)).get_json()
+    assert log["items"][0]["user"] == email and log["items"][0]["details"]["via"] == "ui"
