@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
+from kombu.exceptions import ChannelError
 from sqlalchemy import Engine
 
 from identify import jobs, settings
@@ -80,9 +81,12 @@ def redispatch_stalled(app: Flask, engine: Engine) -> list[int]:
     worker's watchdog; harmless when two do it, the tasks being idempotent."""
     celery = app.extensions["celery"]
     with celery.connection_for_write() as connection:
-        waiting = connection.default_channel.queue_declare(
-            settings.queue(), passive=True
-        ).message_count
+        try:
+            waiting = connection.default_channel.queue_declare(
+                settings.queue(), passive=True
+            ).message_count
+        except ChannelError:  # Redis drops an empty queue's list: "no such queue"
+            waiting = 0
     if waiting:
         return []
     stalled = jobs.stalled_jobs(engine, settings.job_stall_seconds())
