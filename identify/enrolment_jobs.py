@@ -4,6 +4,7 @@ the workers' (workers.sources, workers.enrolment)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from typing import IO, Any
 
@@ -14,6 +15,7 @@ from identify.http_errors import ApiError
 from identify.models import EnrolmentJob, User
 from identify.web_common import audit, db
 
+_UPLOAD_PATH = re.compile(r"^.*/uploads/[0-9a-f]{32}/")
 # workers.sources.SourceError codes -> HTTP status.
 SOURCE_STATUS = {
     "not_a_folder": 400,
@@ -78,9 +80,13 @@ def progress(job_id: int) -> dict[str, Any]:
     from workers import enrolment
 
     try:
-        return _jsonable(enrolment.progress(services().engine, job_id))
+        report = _jsonable(enrolment.progress(services().engine, job_id))
     except LookupError:
         raise ApiError(404, "not_found", f"no enrolment job {job_id}") from None
+    for item in report.get("failed") or []:  # paths inside the archive, not on the server
+        item["path"] = _UPLOAD_PATH.sub("", str(item.get("path", "")))
+    report.pop("options", None)
+    return report
 
 
 def cancel(job_id: int, user_id: int | None) -> None:

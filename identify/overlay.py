@@ -14,6 +14,7 @@ from embedder.align import warp_to_photo
 from identify.encode import EncodedFace
 
 MAX_SIDE = 720
+MIN_SIDE = 320
 
 
 def data_uri(rgb: np.ndarray) -> str:
@@ -62,6 +63,10 @@ def photo_overlay(image: np.ndarray, faces: list[EncodedFace]) -> str:
     if scale < 1:
         size = (int(picture.shape[1] * scale), int(picture.shape[0] * scale))
         picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    elif max(picture.shape[:2]) < MIN_SIDE:  # small photos (ORL's 92x112) shown larger
+        scale = MIN_SIDE / max(picture.shape[:2])
+        size = (int(picture.shape[1] * scale), int(picture.shape[0] * scale))
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_CUBIC)
     return data_uri(picture)
 
 

@@ -254,7 +254,7 @@ def test_a_zip_enrolment_job_runs_and_reports_its_failures(served, orl_dir):
     assert job["status"] == "done" and job["total"] == 5 and job["done"] == 5
     assert job["counts"].get("enrolled") == 4
     (failed,) = job["failed"]
-    assert failed["path"].endswith("broken.png") and failed["subject"] == "s12" and failed["reason"]
+    assert failed["path"] == "s12/broken.png" and failed["subject"] == "s12" and failed["reason"]
     listed = client.get("/api/v1/jobs", headers=bearer(key)).get_json()
     assert listed["items"][0]["id"] == job_id
     names = {
