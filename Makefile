@@ -10,7 +10,7 @@ DEMO_PHOTOS ?= $(wordlist 1,2,$(sort $(wildcard $(word 1,$(DEMO_PEOPLE))*.jpg)))
 	$(firstword $(sort $(wildcard $(word 2,$(DEMO_PEOPLE))*.jpg)))
 RUNS ?= var
 
-.PHONY: setup lint format test demo bench-embedder bench-train bench-search clean
+.PHONY: setup browser lint format test demo bench-embedder bench-train bench-search clean
 
 # torch first and pinned (a CPU build on local disk); then the project, which admits that torch;
 # then the MTCNN weights' wheel without its ancient pins (its code is never imported).
@@ -21,7 +21,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps facenet-pytorch==2.6.0
 	touch $@
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's Chromium and its driver for the browser tests of the web UI (tests/test_browser.py);
+# without them those tests are skipped with the reason.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		SUDO=$$( [ "$$(id -u)" -ne 0 ] && command -v sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver \
+		|| echo "could not install chromium: the browser tests will be skipped"; \
+	fi
 
 lint: setup
 	$(BIN)/ruff check .
