@@ -265,9 +265,12 @@ def create_subject() -> tuple[Response, int]:
         raise ApiError(400, "bad_parameter", "external_id is a string of at most 255 characters")
     try:
         with db() as session:
-            if external_id is not None and session.scalars(
-                select(Subject).where(Subject.external_id == external_id)
-            ).first():
+            if (
+                external_id is not None
+                and session.scalars(
+                    select(Subject).where(Subject.external_id == external_id)
+                ).first()
+            ):
                 raise ApiError(409, "conflict", f"external_id {external_id!r} is taken")
             subject = Subject(name=name, external_id=external_id, details={})
             session.add(subject)
@@ -518,5 +521,3 @@ def documented_routes() -> set[tuple[str, str]]:
     """(method, OpenAPI path) for every operation of openapi.json (for its test)."""
     spec = json.loads(OPENAPI_PATH.read_text())
     return {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if m != "parameters"}
-
-
