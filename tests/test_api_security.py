@@ -250,3 +250,21 @@ def test_folder_imports_outside_the_import_roots_are_refused(app, tmp_path, monk
         "/api/v1/enrolments", json={"folder": "/etc"}, headers=bearer(key)
     )
     _assert_error(response, 403, "outside_import_roots")
+
+
+def test_unexpected_failures_answer_500_without_a_traceback(tmp_path):
+    """A database without the tables (never migrated): every query fails inside the app."""
+    app = make_app(f"sqlite:///{tmp_path / 'unmigrated.db'}", tmp_path)
+    client = app.test_client()
+    response = client.get("/api/v1/subjects", headers=bearer("cqf_0123456789ab_secret"))
+    body = _assert_error(response, 500, "internal")
+    assert body["error"]["message"] == "internal server error"
+    assert "sqlite" not in response.get_data(as_text=True).lower()
+    login = client.get("/login").get_data(as_text=True)
+    token = login.split('name="csrf_token" value="')[1].split('"')[0]
+    page = client.post(
+        "/login", data={"email": "a@x.org", "password": "x" * 12, "csrf_token": token}
+    )
+    text = page.get_data(as_text=True)
+    assert page.status_code == 500 and page.mimetype == "text/html"
+    assert "Traceback" not in text and "sqlite" not in text.lower()
