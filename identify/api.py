@@ -9,7 +9,7 @@ import binascii
 import functools
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -486,9 +486,9 @@ def audit_page(
             except ValueError:
                 raise ApiError(400, "bad_parameter", f"not an ISO date: {value!r}") from None
             if moment.tzinfo is None:
-                from datetime import UTC
-
                 moment = moment.replace(tzinfo=UTC)
+            if op == "le" and len(value) == 10:  # a date: up to the end of that day
+                moment += timedelta(days=1) - timedelta(microseconds=1)
             where.append(AuditEntry.at >= moment if op == "ge" else AuditEntry.at <= moment)
     total = session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0
     rows = session.scalars(

@@ -213,6 +213,13 @@ def test_rename_and_delete_with_confirmation_are_audited(app):
     assert "ops@x.org" in log and "Ada Lovelace" in log
     log = admin.get("/audit?user=ops@x.org").get_data(as_text=True)
     assert "rename_subject" in log and "delete_subject" in log
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()
+    log = admin.get(f"/audit?action=delete_subject&since={today}&until={today}")
+    assert "Ada Lovelace" in log.get_data(as_text=True)
+    log = admin.get(f"/audit?action=delete_subject&until={today - timedelta(days=1)}")
+    assert "Ada Lovelace" not in log.get_data(as_text=True)
     with app.app_context(), db() as session:
         actions = [e.action for e in session.query(AuditEntry).order_by(AuditEntry.id)]
     assert {"login", "rename_subject", "delete_subject"} <= set(actions)

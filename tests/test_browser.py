@@ -140,6 +140,11 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     )
     _shot(driver, "04-search")
 
+    driver.get(f"{site}/")
+    assert driver.find_element(By.ID, "gallery-size").text == "3"
+    assert "three people.zip" in driver.find_element(By.CSS_SELECTOR, "table.jobs").text
+    _shot(driver, "04b-dashboard")
+
     # Delete a subject, with its confirmation page.
     driver.get(f"{site}/subjects?q=s3")
     driver.find_element(By.CLASS_NAME, "subject-name").click()
@@ -151,6 +156,16 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     names = [e.text for e in driver.find_elements(By.CLASS_NAME, "subject-name")]
     assert names == ["s1", "s2"]
     _shot(driver, "06-deleted")
+
+    driver.get(f"{site}/audit")
+    log = driver.find_element(By.CSS_SELECTOR, "table.audit").text
+    for action in ("delete_subject", "identify", "enrolment", "login"):
+        assert action in log, log
+    Select(driver.find_element(By.NAME, "action")).select_by_value("delete_subject")
+    driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    rows = driver.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")
+    assert len(rows) == 1 and "s3" in rows[0].text and "admin@example.org" in rows[0].text
+    _shot(driver, "07-audit")
     # No script error and no CSP violation; the one network error is the refused password.
     logs = driver.get_log("browser")
     errors = [e for e in logs if e["level"] == "SEVERE" and "(UNAUTHORIZED)" not in e["message"]]
