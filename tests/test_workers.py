@@ -318,3 +318,21 @@ def test_redis_stopped_and_restarted_mid_job_the_job_completes(
     finally:
         redis_server.kill()
         redis_server.wait(30)
+
+
+def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatch):
+    monkeypatch.setenv("CQAFACE_QUEUE", "site-a")
+    monkeypatch.setenv("CQAFACE_VISIBILITY_TIMEOUT", "7200")
+    from workers.celery_app import celery_config
+
+    config = celery_config("redis://127.0.0.1:6379/0", None)
+    assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
+    assert config["worker_prefetch_multiplier"] == 1 and config["accept_content"] == ["json"]
+    assert config["result_backend"] == "redis://127.0.0.1:6379/0"
+    assert config["broker_transport_options"] == {
+        "visibility_timeout": 7200,
+        "global_keyprefix": "site-a:",
+    }
+    assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"]
+    assert config["task_default_queue"] == "site-a" and not config["task_always_eager"]
+    assert celery_config(None, None)["task_always_eager"]  # no broker: in-process
