@@ -223,3 +223,16 @@ def test_rename_and_delete_with_confirmation_are_audited(app):
     with app.app_context(), db() as session:
         actions = [e.action for e in session.query(AuditEntry).order_by(AuditEntry.id)]
     assert {"login", "rename_subject", "delete_subject"} <= set(actions)
+
+
+def test_folder_imports_must_lie_under_the_import_roots(app, tmp_path, monkeypatch):
+    roots = tmp_path / "imports"
+    (roots / "batch").mkdir(parents=True)
+    monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(roots))
+    client, token = _login(app, "ops@x.org")
+    for folder in ("/etc", str(roots / ".." / "data"), str(roots / "batch" / ".." / "..")):
+        response = client.post("/enrol", data={"csrf_token": token, "folder": folder})
+        assert response.status_code == 403, folder
+        assert "import roots" in response.get_data(as_text=True)
+    response = client.post("/enrol", data={"csrf_token": token, "folder": str(roots / "batch")})
+    assert response.status_code == 422  # inside the roots, but holds no photo

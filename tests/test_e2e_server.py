@@ -10,7 +10,16 @@ import time
 import zipfile
 
 import pytest
-from server_process import Process, cli, request, require_redis, stack_env, start_server
+from server_process import (
+    CQAFACE,
+    REDIS_URL,
+    Process,
+    cli,
+    request,
+    require_redis,
+    stack_env,
+    start_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +34,21 @@ def stack(postgres_database, tmp_path_factory):
     migrate.upgrade(url)
     env = stack_env(url, tmp)
     key = cli(env, "apikey", "create", "--name", "e2e", "--scopes", "identify,enrol,admin").strip()
-    worker = Process([*__import__("server_process").CQAFACE, "worker"], env, tmp / "worker.log")
+    worker = Process([*CQAFACE, "worker"], env, tmp / "worker.log")
     server, base = start_server(env, tmp)
     yield base, key, worker, server
     server.stop()
     worker.stop()
+    _remove_redis_keys(env["CQAFACE_QUEUE"])
+
+
+def _remove_redis_keys(queue: str) -> None:
+    """This run's broker and result keys only (all carry its queue's unique prefix)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    for name in client.scan_iter(match=f"{queue}:*", count=1000):
+        client.delete(name)
 
 
 def _orl_zip(orl_dir, photos) -> bytes:
