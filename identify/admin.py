@@ -11,6 +11,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     g,
     jsonify,
@@ -104,13 +105,22 @@ def _int_arg(name: str, default: int) -> int:
 def login() -> str | BaseResponse:
     error = None
     if request.method == "POST":
-        with db() as s:
-            user = auth.check_login(
-                s, request.form.get("email", ""), request.form.get("password", "")
+        email = request.form.get("email", "")[:320]
+        wait = current_app.extensions["cqaface_login_limit"].hit(f"login:{request.remote_addr}")
+        if wait is not None:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many sign-in attempts: try again in {wait} s",
+                headers={"Retry-After": str(wait)},
             )
+        with db() as s:
+            user = auth.check_login(s, email, request.form.get("password", ""))
             if user is not None:
                 audit(s, user.id, "login", "user", user.id)
                 user_id = user.id
+            else:
+                audit(s, None, "login_failed", "user", None, email=email)
         if user is not None:
             session.clear()  # a new session: no fixation, a new CSRF token
             session["uid"] = user_id

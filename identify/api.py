@@ -137,6 +137,15 @@ def _image_bytes(field: str = "image") -> bytes:
         upload = request.files.get(field)
         if upload is None:
             raise ApiError(400, "missing_image", f"the multipart field {field!r} is required")
+        upload.stream.seek(0, 2)  # its size, before reading it into memory
+        size = upload.stream.tell()
+        upload.stream.seek(0)
+        if size > settings.max_photo_bytes():
+            raise ApiError(
+                413,
+                "image_too_large",
+                f"the image is larger than {settings.max_photo_bytes()} bytes",
+            )
         data = upload.read()
     if not data:
         raise ApiError(400, "empty_file", "the image is empty")

@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+from identify import settings
+
 
 class RateLimiter:
     def __init__(self, per_minute: int, redis_url: str | None = None) -> None:
@@ -27,7 +29,7 @@ class RateLimiter:
         window = int(now // 60)
         retry = max(1, 60 - int(now % 60))
         if self._redis is not None:
-            name = f"cqaface:ratelimit:{key}:{window}"
+            name = f"{settings.queue()}:ratelimit:{key}:{window}"  # per deployment
             try:
                 pipe = self._redis.pipeline()
                 pipe.incr(name)

@@ -24,6 +24,10 @@ def init_web(app: Flask) -> None:
     app.extensions["cqaface_ratelimit"] = RateLimiter(
         int(app.config["RATE_LIMIT"]), app.config.get("BROKER_URL")
     )
+    app.config.setdefault("LOGIN_RATE_LIMIT", 20)  # sign-in attempts a minute per address
+    app.extensions["cqaface_login_limit"] = RateLimiter(
+        int(app.config["LOGIN_RATE_LIMIT"]), app.config.get("BROKER_URL")
+    )
     http_errors.register(app)
 
     from identify.admin import admin

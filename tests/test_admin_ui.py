@@ -236,3 +236,17 @@ def test_folder_imports_must_lie_under_the_import_roots(app, tmp_path, monkeypat
         assert "import roots" in response.get_data(as_text=True)
     response = client.post("/enrol", data={"csrf_token": token, "folder": str(roots / "batch")})
     assert response.status_code == 422  # inside the roots, but holds no photo
+
+
+def test_sign_in_attempts_are_limited_and_failures_audited(database_url, tmp_path):
+    app = make_app(database_url, tmp_path, LOGIN_RATE_LIMIT=3)
+    add_user(app, "admin@x.org", "admin", PASSWORD)
+    client = app.test_client()
+    token = _token(client.get("/login").get_data(as_text=True))
+    wrong = {"email": "admin@x.org", "password": "guess guess guess", "csrf_token": token}
+    assert [client.post("/login", data=wrong).status_code for _ in range(3)] == [401] * 3
+    response = client.post("/login", data={**wrong, "password": PASSWORD})
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+    with app.app_context(), db() as session:
+        failed = session.query(AuditEntry).filter_by(action="login_failed").all()
+    assert len(failed) == 3 and failed[0].details == {"email": "admin@x.org"}
