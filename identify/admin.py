@@ -36,6 +36,7 @@ from identify.web_common import (
     fresh_gallery,
     parse_k,
     parse_mask,
+    read_upload,
     search_probe,
     subject_detail,
     subject_page,
@@ -171,7 +172,7 @@ def search() -> str:
     mask = parse_mask(request.form.get("mask"))
     k = parse_k(request.form.get("k"))
     upload = request.files.get("image")
-    data = upload.read() if upload is not None else b""
+    data = read_upload(upload) if upload is not None else b""
     if not data:
         raise ApiError(400, "missing_image", "choose a photo to search with")
     try:

@@ -30,6 +30,7 @@ from identify.web_common import (
     parse_k,
     parse_mask,
     parse_threshold,
+    read_upload,
     search_probe,
     subject_detail,
     subject_json,
@@ -137,16 +138,7 @@ def _image_bytes(field: str = "image") -> bytes:
         upload = request.files.get(field)
         if upload is None:
             raise ApiError(400, "missing_image", f"the multipart field {field!r} is required")
-        upload.stream.seek(0, 2)  # its size, before reading it into memory
-        size = upload.stream.tell()
-        upload.stream.seek(0)
-        if size > settings.max_photo_bytes():
-            raise ApiError(
-                413,
-                "image_too_large",
-                f"the image is larger than {settings.max_photo_bytes()} bytes",
-            )
-        data = upload.read()
+        data = read_upload(upload)
     if not data:
         raise ApiError(400, "empty_file", "the image is empty")
     limit = settings.max_photo_bytes()

@@ -70,6 +70,17 @@ def fresh_gallery() -> Any:
     return gallery
 
 
+def read_upload(upload: Any) -> bytes:
+    """An uploaded photo's bytes; its size is checked before it is read into memory."""
+    limit = settings.max_photo_bytes()
+    upload.stream.seek(0, 2)
+    size = upload.stream.tell()
+    upload.stream.seek(0)
+    if size > limit:
+        raise ApiError(413, "image_too_large", f"the image is larger than {limit} bytes")
+    return upload.read()
+
+
 def parse_k(value: Any, default: int = 5) -> int:
     if value in (None, ""):
         return default

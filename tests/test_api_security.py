@@ -268,3 +268,24 @@ def test_unexpected_failures_answer_500_without_a_traceback(tmp_path):
     text = page.get_data(as_text=True)
     assert page.status_code == 500 and page.mimetype == "text/html"
     assert "Traceback" not in text and "sqlite" not in text.lower()
+
+
+def test_photos_over_the_photo_limit_get_413_under_the_body_limit(app, monkeypatch):
+    monkeypatch.setenv("CQAFACE_MAX_PHOTO_BYTES", "1000")
+    key = add_key(app, "a@x.org", "admin", "identify,enrol,admin")
+    client = app.test_client()
+    photo = png_bytes(400, 400) + b"\0" * 2000
+    response = client.post(
+        "/api/v1/identify", data={"image": _upload(photo, "big.png")}, headers=bearer(key)
+    )
+    _assert_error(response, 413, "image_too_large")
+    response = client.post("/api/v1/subjects", json={"name": "Ada"}, headers=bearer(key))
+    subject_id = response.get_json()["id"]
+    response = client.post(
+        f"/api/v1/subjects/{subject_id}/images",
+        data={"image": _upload(photo, "big.png")},
+        headers=bearer(key),
+    )
+    _assert_error(response, 413, "image_too_large")
+    detail = client.get(f"/api/v1/subjects/{subject_id}", headers=bearer(key)).get_json()
+    assert detail["images"] == []
