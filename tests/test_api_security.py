@@ -289,3 +289,27 @@ def test_photos_over_the_photo_limit_get_413_under_the_body_limit(app, monkeypat
     _assert_error(response, 413, "image_too_large")
     detail = client.get(f"/api/v1/subjects/{subject_id}", headers=bearer(key)).get_json()
     assert detail["images"] == []
+
+
+def test_a_queued_job_can_be_cancelled_and_the_cancel_is_audited(app, tmp_path):
+    from workers import enrolment
+
+    key = add_key(app, "ops@x.org", "operator", "identify,enrol")
+    photo = tmp_path / "ada.png"
+    photo.write_bytes(png_bytes())
+    with app.app_context():
+        from identify.app import services
+
+        job_id = enrolment.create_job(
+            services().engine, [("Ada", photo)], source="test", kind="files", user_id=None
+        )
+    client = app.test_client()
+    response = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=bearer(key))
+    assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).get_json()
+    assert job["status"] == "cancelled" and job["total"] == 1
+    _assert_error(client.post("/api/v1/jobs/999/cancel", headers=bearer(key)), 404)
+    _assert_error(client.get("/api/v1/jobs/999", headers=bearer(key)), 404)
+    admin = add_key(app, "admin@x.org", "admin", "admin")
+    log = client.get("/api/v1/audit?action=cancel_job", headers=bearer(admin)).get_json()
+    assert log["items"][0]["user"] == "ops@x.org" and log["items"][0]["target_id"] == str(job_id)
