@@ -59,6 +59,13 @@ def celery_init_app(app: Flask) -> Celery:
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
+
+    @worker_process_init.connect(weak=False)
+    def _own_connections(**_: object) -> None:
+        """A forked pool process must never use its parent's database connections (two
+        processes on one socket read each other's results): drop them without closing."""
+        app.extensions["cqaface"].engine.dispose(close=False)
+
     return celery_app
 
 

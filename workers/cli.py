@@ -59,6 +59,7 @@ def worker(args: argparse.Namespace) -> int:
         print("cqaface worker: no broker: set CQAFACE_BROKER_URL (redis://...)", file=sys.stderr)
         return 2
     app = _app()
+    app.extensions["cqaface"].engine.dispose()  # no connection of ours goes into the forks
     import workers.tasks  # noqa: F401 - registers the tasks
 
     threading.Thread(target=_watchdog, args=(app,), name="watchdog", daemon=True).start()
