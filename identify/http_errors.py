@@ -3,10 +3,12 @@ status, and plain HTML pages for the web UI; never a traceback in either."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from embedder.errors import FaceInputError
@@ -98,7 +100,37 @@ def register(app: Flask) -> None:
             message = f"the request body is larger than the limit of {limit} bytes"
         return error_response(ApiError(status, _HTTP_CODES.get(status, "http_error"), message))
 
+    @app.errorhandler(DBAPIError)
+    def _database_error(error: DBAPIError) -> Response:
+        if not error.connection_invalidated and not _is_outage(error):
+            return _unexpected(error)
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, error.orig)
+        return error_response(
+            ApiError(
+                503,
+                "unavailable",
+                "the database is unavailable; try again shortly",
+                headers={"Retry-After": "5"},
+            )
+        )
+
+    @app.errorhandler(OSError)
+    def _storage_error(error: OSError) -> Response:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _unexpected(error)
+        log.error("no space left on %s %s: %s", request.method, request.path, error)
+        return error_response(
+            ApiError(507, "insufficient_storage", "the server has no space left for this upload")
+        )
+
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal", "internal server error"))
+
+
+def _is_outage(error: DBAPIError) -> bool:
+    """A lost or refused connection (the server restarting), as opposed to a bad query."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(error, OperationalError | InterfaceError)

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -155,7 +156,14 @@ def _extract(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> 
                 if written > member.file_size:
                     raise SourceError("zip_bomb", f"member {member.filename!r} exceeds its size")
                 out.write(block)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError) as error:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+        EOFError,
+        zlib.error,
+    ) as error:
+        # A broken archive is the sender's error; an OSError (a full disk) is the server's.
         raise SourceError("not_a_zip", f"cannot extract {member.filename!r}: {error}") from None
     return target
 
