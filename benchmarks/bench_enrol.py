@@ -3,8 +3,10 @@ at a time, and batched as the workers do), next to the full path (job rows -> Re
 worker processes -> database rows and templates -> saved index) with 1 and 2 worker
 processes. The target: the queue and the database add at most 15% to the standalone cost.
 
-Model loading is kept out of every figure: each worker first runs a warm-up job. Masked
-templates are off (CQAFACE_MASKED_TEMPLATES=0) so that both sides embed each face once.
+Model loading is kept out of every figure (each worker first runs a warm-up job), and the four
+set-ups are timed in interleaved rounds on the same photos (the machine's load drifts; the
+medians are reported). Masked templates are off (CQAFACE_MASKED_TEMPLATES=0) so that both sides
+embed each face once; jobs go in chunks of 10 photos so that 2 processes share a round.
 
     .venv/bin/python benchmarks/bench_enrol.py --out var/bench-enrol.json
 """
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,15 +42,21 @@ def photos(n: int) -> list[tuple[str, Path]]:
     return chosen
 
 
-def standalone(items: list[tuple[str, Path]], batch: int) -> float:
-    """photos/s of read + decode + detect + align + embed in this process."""
-    from embedder.errors import FaceInputError
+def load_encoder(first: Path):
     from embedder.imageio import load_image
     from embedder.inference import Embedder
     from identify.encode import FaceEncoder
 
     encoder = FaceEncoder(Embedder.load(None))
-    encoder.encode(encoder.faces(load_image(items[0][1].read_bytes()), "largest"), "no")
+    encoder.encode(encoder.faces(load_image(first.read_bytes()), "largest"), "no")  # warm
+    return encoder
+
+
+def standalone(encoder, items: list[tuple[str, Path]], batch: int) -> float:
+    """photos/s of read + decode + detect + align + embed in this process."""
+    from embedder.errors import FaceInputError
+    from embedder.imageio import load_image
+
     start = time.perf_counter()
     for k in range(0, len(items), batch):
         faces = []
@@ -58,100 +67,121 @@ def standalone(items: list[tuple[str, Path]], batch: int) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
-def full_path(items: list[tuple[str, Path]], warmup: list[tuple[str, Path]], workers: int) -> float:
-    """photos/s from submitting a job to its end (done, index saved), with ``workers``
-    worker processes that have already loaded the model."""
-    from sqlalchemy import create_engine, text
+class FullPath:
+    """A gallery database of its own, a queue of its own, and ``workers`` worker processes
+    that have loaded the model; :meth:`rate` times one job from submit to done."""
 
-    from identify import migrate
-    from identify.app import create_app
-    from workers import enrolment
+    def __init__(self, workers: int) -> None:
+        from sqlalchemy import create_engine, text
 
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"cqaface_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-enrol-"))
-    env = {
-        "CQAFACE_DATABASE_URL": url,
-        "CQAFACE_BROKER_URL": REDIS,
-        "CQAFACE_QUEUE": f"cqaface-bench-{uuid.uuid4().hex[:8]}",
-        "CQAFACE_DATA_DIR": str(tmp),
-        "CQAFACE_MASKED_TEMPLATES": "0",
-        "CQAFACE_WORKER_CONCURRENCY": str(workers),
-        "CQAFACE_ENROL_CHUNK": "25",  # the warm-up's 50 photos: one chunk per process
-    }
-    os.environ.update(env)
-    worker = None
-    try:
+        from identify import migrate
+        from identify.app import create_app
+
+        self.admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        self.name = f"cqaface_bench_{uuid.uuid4().hex[:10]}"
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{self.name}"'))
+        url = self.admin.url.set(database=self.name).render_as_string(hide_password=False)
+        tmp = Path(tempfile.mkdtemp(prefix="bench-enrol-"))
+        self.env = {
+            "CQAFACE_DATABASE_URL": url,
+            "CQAFACE_BROKER_URL": REDIS,
+            "CQAFACE_QUEUE": f"cqaface-bench-{uuid.uuid4().hex[:8]}",
+            "CQAFACE_DATA_DIR": str(tmp),
+            "CQAFACE_MASKED_TEMPLATES": "0",
+            "CQAFACE_WORKER_CONCURRENCY": str(workers),
+            "CQAFACE_ENROL_CHUNK": "10",
+        }
+        os.environ.update(self.env)  # this app's queue and database
         migrate.upgrade(url)
-        app = create_app()
-        engine = app.extensions["cqaface"].engine
-        worker = subprocess.Popen(
+        self.app = create_app()
+        self.engine = self.app.extensions["cqaface"].engine
+        self.worker = subprocess.Popen(
             [str(Path(sys.executable).parent / "cqaface"), "worker", "--loglevel", "WARNING"],
-            env={**os.environ, **env},
+            env={**os.environ, **self.env},
             cwd=ROOT,
             start_new_session=True,
             stdout=open(tmp / "worker.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
         )
 
-        def run(job_items: list[tuple[str, Path]]) -> float:
-            job_id = enrolment.create_job(engine, job_items, source="bench", kind="files")
-            start = time.perf_counter()
-            enrolment.submit(job_id, app)
-            while enrolment.progress(engine, job_id)["status"] not in ("done", "failed"):
-                time.sleep(0.05)
-            return time.perf_counter() - start
+    def rate(self, items: list[tuple[str, Path]]) -> float:
+        from workers import enrolment
 
-        run(warmup)  # each process loads the model
-        return len(items) / run(items)
-    finally:
-        if worker is not None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(60)
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        job_id = enrolment.create_job(self.engine, items, source="bench", kind="files")
+        start = time.perf_counter()
+        enrolment.submit(job_id, self.app)
+        while enrolment.progress(self.engine, job_id)["status"] not in ("done", "failed"):
+            time.sleep(0.05)
+        return len(items) / (time.perf_counter() - start)
+
+    def close(self) -> None:
         import redis
+        from sqlalchemy import text
 
+        os.killpg(self.worker.pid, signal.SIGTERM)
+        self.worker.wait(60)
+        self.engine.dispose()
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
         client = redis.Redis.from_url(REDIS)
-        keys = list(client.scan_iter(f"{env['CQAFACE_QUEUE']}:*"))
+        keys = list(client.scan_iter(f"{self.env['CQAFACE_QUEUE']}:*"))
         if keys:
             client.delete(*keys)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--photos", type=int, default=240)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-enrol.json")
     args = parser.parse_args()
     os.environ["CQAFACE_MASKED_TEMPLATES"] = "0"
     items = photos(args.photos)
     warmup = [(f"warmup-{p.parent.name}", p) for p in sorted((DATA / "orl").glob("s[1-5]/*"))]
-    figures = {
-        "photos": len(items),
-        "standalone_one_by_one": standalone(items, 1),
-        "standalone_batched_16": standalone(items, 16),
-        "full_path_1_worker": full_path(items, warmup, 1),
-        "full_path_2_workers": full_path(items, warmup, 2),
+    encoder = load_encoder(items[0][1])
+    stacks = {1: FullPath(1), 2: FullPath(2)}
+    keys = ("standalone_one_by_one", "standalone_batched_16", "full_path_1", "full_path_2")
+    rates: dict[str, list[float]] = {key: [] for key in keys}
+    try:
+        for stack in stacks.values():
+            stack.rate(warmup)  # each process loads the model
+        size = len(items) // args.rounds
+        for r in range(args.rounds):  # interleaved: the machine's load drifts
+            part = items[r * size : (r + 1) * size]
+            rates["standalone_one_by_one"].append(standalone(encoder, part, 1))
+            rates["standalone_batched_16"].append(standalone(encoder, part, 16))
+            rates["full_path_1"].append(stacks[1].rate(part))
+            rates["full_path_2"].append(stacks[2].rate(part))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates.items()))
+    finally:
+        for stack in stacks.values():
+            stack.close()
+    figures: dict[str, object] = {
+        "photos": size * args.rounds,
+        "rounds": args.rounds,
+        "chunk": 10,
+        "photos_per_s": {key: statistics.median(v) for key, v in rates.items()},
+        "per_round": rates,
     }
-    figures["overhead_1_worker"] = (
-        figures["standalone_batched_16"] / figures["full_path_1_worker"] - 1
-    )
+    overheads = [
+        s / f - 1 for s, f in zip(rates["standalone_batched_16"], rates["full_path_1"], strict=True)
+    ]
+    figures["overhead_1_worker_median"] = statistics.median(overheads)
     rows = [
         ("standalone detect+align+embed, one photo at a time", "standalone_one_by_one"),
         ("standalone detect+align+embed, embedding batched by 16", "standalone_batched_16"),
-        ("full path: queue -> 1 worker process -> DB -> index", "full_path_1_worker"),
-        ("full path: queue -> 2 worker processes -> DB -> index", "full_path_2_workers"),
+        ("full path: queue -> 1 worker process -> DB -> index", "full_path_1"),
+        ("full path: queue -> 2 worker processes -> DB -> index", "full_path_2"),
     ]
-    print(f"{len(items)} celeba photos, photos/s")
+    print(f"{figures['photos']} celeba photos in {args.rounds} interleaved rounds, median photos/s")
     for label, key in rows:
-        print(f"  {label:58s} {figures[key]:7.2f}")
-    overhead = figures["overhead_1_worker"]
-    print(f"  queue + DB overhead, 1 worker vs batched standalone: {overhead:+.1%}")
+        print(f"  {label:58s} {figures['photos_per_s'][key]:7.2f}")
+    overhead = figures["overhead_1_worker_median"]
+    print(
+        f"  queue + DB overhead, 1 worker vs batched standalone (median of rounds): {overhead:+.1%}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from identify import jobs, settings
 from identify.app import services
+from identify.gallery import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,39 @@ def enrol_job(self: Task, job_id: int) -> None:
         _finish(job_id)
 
 
+_writers: dict[int, Gallery] = {}
+
+
+def _writer() -> Gallery:
+    """This process's gallery for enrolment. A worker writes and never searches, so it opens
+    no index: a million templates held in every worker process would be gigabytes each."""
+    held = services()
+    gallery = _writers.get(id(held))
+    if gallery is None:
+        from embedder.inference import Embedder
+        from identify.encode import FaceEncoder
+
+        encoder = FaceEncoder(Embedder.load(held.model_path))
+        gallery = Gallery.for_encoder(held.engine, encoder, index_dir=held.index_dir)
+        _writers[id(held)] = gallery
+    return gallery
+
+
+def _save_indexes(gallery: Gallery) -> None:
+    """Bring the index files up to the database: opening an index whose file is stale
+    rebuilds it from the database and writes it back. The gallery that opens them lives only
+    for this, and the memory goes with it."""
+    Gallery(
+        gallery.engine,
+        model_version=gallery.model_version,
+        dim=gallery.dim,
+        index_dir=gallery.index_dir,
+    ).open_indexes()
+
+
 @shared_task(bind=True, name="cqaface.enrol_chunk", ignore_result=True, **RETRY)
 def enrol_chunk(self: Task, job_id: int, first_id: int, last_id: int) -> int:
-    gallery = services().gallery
+    gallery = _writer()
     reported = [time.monotonic()]
 
     def on_item(_: object) -> None:
@@ -63,10 +94,10 @@ def enrol_chunk(self: Task, job_id: int, first_id: int, last_id: int) -> int:
 
 
 def _finish(job_id: int) -> bool:
-    gallery = services().gallery
+    gallery = _writer()
     if not jobs.finish_job(gallery.engine, job_id):
         return False
-    gallery.save_indexes()
+    _save_indexes(gallery)
     jobs.remove_job_files(gallery.engine, job_id)
     report = jobs.job_progress(gallery.engine, job_id).to_json()
     if report["task_id"]:
@@ -98,7 +129,7 @@ def rebuild_index(self: Task) -> dict[str, int]:
     from identify.index_store import rebuild_index as rebuild
     from identify.models import TemplateKind
 
-    gallery = services().gallery
+    gallery = _writer()
     sizes = {}
     with gallery.sessions() as session:
         for kind in TemplateKind:
@@ -114,7 +145,7 @@ def reembed(self: Task, batch_size: int = 64) -> dict[str, Any]:
     """Embed every stored face with the served model (resumable), then build its indexes."""
     from identify.reembed import reembed as run
 
-    gallery = services().gallery
+    gallery = _writer()
     return run(
         gallery.engine, gallery.encoder, batch_size=batch_size, directory=gallery.index_dir
     ).to_json()
