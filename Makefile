@@ -4,10 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED_DATA ?= ../shared/data
-# Two photos of one person and one of another: the embedder should score the first pair higher.
-DEMO_PEOPLE := $(sort $(dir $(wildcard $(SHARED_DATA)/celeba-photos/*/*.jpg)))
-DEMO_PHOTOS ?= $(wordlist 1,2,$(sort $(wildcard $(word 1,$(DEMO_PEOPLE))*.jpg))) \
-	$(firstword $(sort $(wildcard $(word 2,$(DEMO_PEOPLE))*.jpg)))
+# The demo's gallery: a folder per person (its photos); one photo of each is held back as a probe.
+DEMO_GALLERY ?= $(SHARED_DATA)/celeba-photos
+DEMO_SUBJECTS ?= 30
+DEMO_PORT ?= 8000
 RUNS ?= var
 
 .PHONY: setup browser lint format test demo bench-embedder bench-train bench-search bench-enrol clean
@@ -44,15 +44,20 @@ format: setup
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The embedded default: a SQLite file and indexes under $(RUNS)/demo, tasks in-process, faiss-cpu.
+demo: export CQAFACE_DATA_DIR := $(abspath $(RUNS))/demo
+demo: export CQAFACE_DATABASE_URL :=
+demo: export CQAFACE_BROKER_URL :=
 demo: setup
-	@test -n "$(strip $(DEMO_PHOTOS))" || { echo "no demo photos: set DEMO_PHOTOS='a.jpg b.jpg'"; exit 2; }
-	$(BIN)/cqaface detect $(DEMO_PHOTOS) --crops $(RUNS)/demo-crops
-	@if [ -n "$$CQAFACE_MODEL" ] || [ -f embedder/weights/cqaface.pt ]; then \
-		$(BIN)/cqaface embed $(DEMO_PHOTOS) --summary; \
-	else \
-		echo "No trained model is shipped yet: skipping the embedding step."; \
-		echo "Train one with '$(BIN)/cqaface train cpu_celeba_compact' and set CQAFACE_MODEL."; \
-	fi
+	@test -d "$(DEMO_GALLERY)" || { echo "no gallery: set DEMO_GALLERY=<a folder per person>"; exit 2; }
+	$(BIN)/python -m identify.demo prepare "$(DEMO_GALLERY)" "$$CQAFACE_DATA_DIR" --subjects $(DEMO_SUBJECTS)
+	$(BIN)/cqaface db upgrade
+	$(BIN)/cqaface enrol "$$CQAFACE_DATA_DIR/gallery.csv"
+	$(BIN)/cqaface identify --k 3 $$(cat "$$CQAFACE_DATA_DIR/probes.txt") \
+		| $(BIN)/python -m identify.demo report "$$CQAFACE_DATA_DIR"
+	@echo; $(BIN)/python -m identify.demo login
+	@echo "admin UI and API: http://127.0.0.1:$(DEMO_PORT)/ (Ctrl-C stops it)"
+	$(BIN)/cqaface serve --host 127.0.0.1 --port $(DEMO_PORT)
 
 bench-embedder: setup
 	$(BIN)/python benchmarks/bench_embedder.py --out $(RUNS)/bench-embedder.json

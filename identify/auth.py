@@ -83,6 +83,12 @@ def create_user(
     return user
 
 
+def set_password(user: User, password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AuthError(f"passwords have at least {MIN_PASSWORD} characters")
+    user.password_hash = generate_password_hash(password)
+
+
 def check_login(session: Session, email: str, password: str) -> User | None:
     """The enabled user with this e-mail and password, else None."""
     user = session.scalars(select(User).where(User.email == email.strip().lower())).first()
