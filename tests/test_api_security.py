@@ -313,3 +313,11 @@ def test_a_queued_job_can_be_cancelled_and_the_cancel_is_audited(app, tmp_path):
     admin = add_key(app, "admin@x.org", "admin", "admin")
     log = client.get("/api/v1/audit?action=cancel_job", headers=bearer(admin)).get_json()
     assert log["items"][0]["user"] == "ops@x.org" and log["items"][0]["target_id"] == str(job_id)
+
+
+def test_health_answers_503_when_redis_is_unreachable(database_url, tmp_path):
+    app = make_app(database_url, tmp_path, BROKER_URL="redis://127.0.0.1:1/0")
+    response = app.test_client().get("/api/v1/health")
+    body = response.get_json()
+    assert response.status_code == 503 and body["status"] == "degraded"
+    assert body["database"]["ok"] is True and body["redis"]["ok"] is False
