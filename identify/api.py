@@ -261,7 +261,8 @@ def list_subjects() -> Response:
 def create_subject() -> tuple[Response, int]:
     body = _json_body() or dict(request.form.items())
     name = _name(body.get("name"))
-    external_id = body.get("external_id") or None
+    external_id = body.get("external_id")
+    external_id = None if external_id == "" else external_id
     if external_id is not None and (not isinstance(external_id, str) or len(external_id) > 255):
         raise ApiError(400, "bad_parameter", "external_id is a string of at most 255 characters")
     try:
