@@ -11,6 +11,7 @@ this test starts on a free port.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -336,3 +337,30 @@ def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatc
     assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"]
     assert config["task_default_queue"] == "site-a" and not config["task_always_eager"]
     assert celery_config(None, None)["task_always_eager"]  # no broker: in-process
+
+
+def test_cli_enrol_through_the_workers_waits_or_detaches(shared_stack, orl_dir, tmp_path):
+    folder = tmp_path / "photos"
+    for person in ("s39", "s40"):
+        shutil.copytree(orl_dir / person, folder / person)
+    env = {**os.environ, **shared_stack.env}
+
+    def cqaface(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(CQAFACE), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+
+    out = cqaface("enrol", "--detach", str(folder / "s39"))  # photos, not subject folders
+    assert out.returncode == 2 and "empty_source" in out.stderr
+    out = cqaface("enrol", "--detach", str(folder))
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["job_id"]
+    report = shared_stack.wait(job_id)
+    assert report["total"] == 20 and report["status"] == "done"
+    shown = json.loads(cqaface("job", "show", str(job_id)).stdout)
+    assert shown["counts"] == report["counts"]
+    out = cqaface("enrol", str(folder))  # the same photos again, waiting with a progress bar
+    assert out.returncode == 0, out.stderr
+    again = json.loads(out.stdout.strip().splitlines()[-1])
+    assert again["status"] == "done" and again["counts"] == {"duplicate": 20}
+    assert "20/20" in out.stderr
