@@ -234,8 +234,8 @@ def secure_cookies() -> bool:
 
 
 def result_backend_url() -> str | None:
-    """CQAFACE_RESULT_BACKEND: where Celery keeps task states (PROGRESS); default the broker."""
-    return _get("CQAFACE_RESULT_BACKEND") or broker_url()
+    """CQAFACE_RESULT_BACKEND: where Celery keeps task states (PROGRESS); None: the broker."""
+    return _get("CQAFACE_RESULT_BACKEND")
 
 
 def queue() -> str:

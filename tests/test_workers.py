@@ -321,7 +321,8 @@ def test_redis_stopped_and_restarted_mid_job_the_job_completes(
         redis_server.wait(30)
 
 
-def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatch):
+def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatch, tmp_path):
+    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CQAFACE_QUEUE", "site-a")
     monkeypatch.setenv("CQAFACE_VISIBILITY_TIMEOUT", "7200")
     from workers.celery_app import celery_config
@@ -337,6 +338,9 @@ def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatc
     assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"]
     assert config["task_default_queue"] == "site-a" and not config["task_always_eager"]
     assert celery_config(None, None)["task_always_eager"]  # no broker: in-process
+    monkeypatch.setenv("CQAFACE_RESULT_BACKEND", "redis://127.0.0.1:6379/5")
+    app = create_app({"BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert app.extensions["celery"].conf.result_backend == "redis://127.0.0.1:6379/5"
 
 
 def test_cli_enrol_through_the_workers_waits_or_detaches(shared_stack, orl_dir, tmp_path):

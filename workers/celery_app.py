@@ -55,7 +55,10 @@ def celery_init_app(app: Flask) -> Celery:
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(
-        celery_config(app.config.get("BROKER_URL"), app.config.get("RESULT_BACKEND"))
+        celery_config(
+            app.config.get("BROKER_URL"),
+            app.config.get("RESULT_BACKEND") or settings.result_backend_url(),
+        )
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -64,6 +65,7 @@ def worker(args: argparse.Namespace) -> int:
 
     threading.Thread(target=_watchdog, args=(app,), name="watchdog", daemon=True).start()
     concurrency = args.concurrency or settings.worker_concurrency()
+    os.environ["CQAFACE_WORKER_CONCURRENCY"] = str(concurrency)  # seen by the pool processes
     app.extensions["celery"].worker_main(
         [
             "worker",
