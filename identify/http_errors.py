@@ -130,7 +130,19 @@ def register(app: Flask) -> None:
 
 
 def _is_outage(error: DBAPIError) -> bool:
-    """A lost or refused connection (the server restarting), as opposed to a bad query."""
+    """A lost, refused or busy connection (a server restarting, a locked SQLite file), as
+    opposed to a bad query or a missing table, which stay 500s."""
+    import sqlite3
+
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    return isinstance(error, OperationalError | InterfaceError)
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError | InterfaceError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate:  # PostgreSQL: connection exceptions (08) and server shutdown / start-up (57P)
+        return sqlstate.startswith(("08", "57P01", "57P02", "57P03"))
+    if isinstance(error.orig, sqlite3.Error):
+        return "locked" in str(error.orig) or "busy" in str(error.orig)
+    return True  # a driver error without a state: the connection itself failed
