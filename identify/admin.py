@@ -31,6 +31,7 @@ from identify.http_errors import ApiError, face_input_error
 from identify.models import Face, Image, Role, Subject, User
 from identify.web_common import (
     audit,
+    audit_search,
     db,
     first_face_ids,
     fresh_gallery,
@@ -40,7 +41,6 @@ from identify.web_common import (
     search_probe,
     subject_detail,
     subject_page,
-    top_answer,
 )
 
 admin = Blueprint(
@@ -180,17 +180,7 @@ def search() -> str:
     except FaceInputError as error:
         raise face_input_error(error) from None
     with db() as s:
-        audit(
-            s,
-            g.user.id,
-            "identify",
-            "probe",
-            result.sha256[:16],
-            via="ui",
-            probe_sha256=result.sha256,
-            faces=len(result.answers),
-            top=top_answer(result.answers),
-        )
+        audit_search(s, g.user.id, result, via="ui")
         faces_of = first_face_ids(s, [m.subject_id for a in result.answers for m in a.matches])
     faces = [
         {

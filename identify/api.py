@@ -25,6 +25,7 @@ from identify.models import AuditEntry, Image, ItemStatus, Subject
 from identify.web_common import (
     answer_json,
     audit,
+    audit_search,
     db,
     fresh_gallery,
     parse_k,
@@ -35,7 +36,6 @@ from identify.web_common import (
     subject_detail,
     subject_json,
     subject_page,
-    top_answer,
 )
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -183,17 +183,7 @@ def identify() -> Response:
     except FaceInputError as error:
         raise face_input_error(error) from None
     with db() as session:
-        audit(
-            session,
-            _user_id(),
-            "identify",
-            "probe",
-            result.sha256[:16],
-            via="api",
-            probe_sha256=result.sha256,
-            faces=len(result.answers),
-            top=top_answer(result.answers),
-        )
+        audit_search(session, _user_id(), result, via="api")
     return jsonify(
         probe_sha256=result.sha256,
         model_version=services().gallery.model_version,

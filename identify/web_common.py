@@ -154,6 +154,21 @@ def top_answer(answers: list[FaceAnswer]) -> Any:
     return answers[0].decision.to_json()
 
 
+def audit_search(session: Session, user_id: int | None, result: ProbeResult, via: str) -> None:
+    """Every search is audited: who, when, the probe's hash and the top answer."""
+    audit(
+        session,
+        user_id,
+        "identify",
+        "probe",
+        result.sha256[:16],
+        via=via,
+        probe_sha256=result.sha256,
+        faces=len(result.answers),
+        top=top_answer(result.answers),
+    )
+
+
 # ----- subjects -----------------------------------------------------------------------------
 
 
