@@ -239,11 +239,16 @@ def process_items(
         except Exception as error:  # a bug or a library failure: retried alone, then failed
             _note_error(sessions, [item.id for item in group], error)
             continue
-        for item, result in zip(group, results, strict=True):
-            if _record(sessions, item.id, item.path, result):
-                recorded += 1
-                if on_item:
-                    on_item(result)
+        with sessions() as session, session.begin():  # one commit for the group's outcomes
+            written = [
+                result
+                for item, result in zip(group, results, strict=True)
+                if _record(session, item.id, item.path, result)
+            ]
+        recorded += len(written)
+        if on_item:
+            for result in written:
+                on_item(result)
 
 
 def _count_attempt(sessions: sessionmaker[Session], item_ids: list[int]) -> None:
@@ -279,38 +284,37 @@ def _give_up(sessions: sessionmaker[Session], item_id: int, attempts: int) -> in
         ).rowcount
 
 
-def _record(sessions: sessionmaker[Session], item_id: int, path: str, result: EnrolResult) -> bool:
+def _record(session: Session, item_id: int, path: str, result: EnrolResult) -> bool:
     """Write an item's outcome once (False if another delivery of the task wrote it first)."""
     status, reason = result.status, result.reason
-    with sessions() as session, session.begin():
-        if status == ItemStatus.DUPLICATE and result.image_id is not None:
-            # This item's own earlier try enrolled the photo, then died before recording it:
-            # the image came from this path and no other item claims it.
-            source = session.scalar(select(Image.source).where(Image.id == result.image_id))
-            claimed = session.scalar(
-                select(func.count())
-                .select_from(JobItem)
-                .where(
-                    JobItem.image_id == result.image_id,
-                    JobItem.status == ItemStatus.ENROLLED,
-                    JobItem.id != item_id,
-                )
+    if status == ItemStatus.DUPLICATE and result.image_id is not None:
+        # This item's own earlier try enrolled the photo, then died before recording it:
+        # the image came from this path and no other item claims it.
+        source = session.scalar(select(Image.source).where(Image.id == result.image_id))
+        claimed = session.scalar(
+            select(func.count())
+            .select_from(JobItem)
+            .where(
+                JobItem.image_id == result.image_id,
+                JobItem.status == ItemStatus.ENROLLED,
+                JobItem.id != item_id,
             )
-            if source == path and not claimed:
-                status, reason = ItemStatus.ENROLLED, "enrolled by an earlier try of this item"
-        return bool(
-            session.execute(
-                update(JobItem)
-                .where(JobItem.id == item_id, JobItem.status == ItemStatus.PENDING)
-                .values(
-                    status=status,
-                    reason=reason,
-                    subject_id=result.subject_id,
-                    image_id=result.image_id,
-                    finished_at=utcnow(),
-                )
-            ).rowcount
         )
+        if source == path and not claimed:
+            status, reason = ItemStatus.ENROLLED, "enrolled by an earlier try of this item"
+    return bool(
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id == item_id, JobItem.status == ItemStatus.PENDING)
+            .values(
+                status=status,
+                reason=reason,
+                subject_id=result.subject_id,
+                image_id=result.image_id,
+                finished_at=utcnow(),
+            )
+        ).rowcount
+    )
 
 
 def finish_job(target: Target, job_id: int) -> bool:
