@@ -140,23 +140,22 @@ def _gallery(model: Path | None) -> Any:
 
 
 def index_rebuild(args: argparse.Namespace) -> int:
-    from identify.index_store import rebuild_index
-    from identify.models import TemplateKind
+    from identify.index_store import rebuild_indexes
 
     gallery = _gallery(args.model)
     with gallery.sessions() as session:
-        for kind in TemplateKind:
-            opened = rebuild_index(
-                session, gallery.model_version, kind, dim=gallery.dim, directory=gallery.index_dir
-            )
-            _emit(
-                {
-                    "kind": kind.value,
-                    "templates": len(opened.index),
-                    "index": opened.index.kind,
-                    "path": str(opened.path),
-                }
-            )
+        rebuilt = rebuild_indexes(
+            session, gallery.model_version, dim=gallery.dim, directory=gallery.index_dir
+        )
+    for kind, opened in rebuilt.items():
+        _emit(
+            {
+                "kind": kind.value,
+                "templates": len(opened.index),
+                "index": opened.index.kind,
+                "path": str(opened.path),
+            }
+        )
     return 0
 
 
@@ -174,17 +173,15 @@ def restore(args: argparse.Namespace) -> int:
     from identify import settings
     from identify.backup import restore as load
     from identify.db import make_engine, session_factory
-    from identify.index_store import rebuild_index
+    from identify.index_store import rebuild_indexes
     from identify.models import Template
 
     engine = make_engine()
     report = load(engine, args.backup)
     with session_factory(engine)() as session:
-        rows = session.execute(
-            select(Template.model_version, Template.kind, Template.dim).distinct()
-        )
-        for model_version, kind, dim in rows:
-            rebuild_index(session, model_version, kind, dim=dim, directory=settings.index_dir())
+        versions = session.execute(select(Template.model_version, Template.dim).distinct())
+        for model_version, dim in versions.all():
+            rebuild_indexes(session, model_version, dim=dim, directory=settings.index_dir())
     _emit(report.to_json())
     return 0
 

@@ -148,3 +148,18 @@ def rebuild_index(
         index = TemplateIndex(dim, **options)
     index.save(path, states.checksum)
     return OpenedIndex(index, path, states, "rebuilt")
+
+
+def rebuild_indexes(
+    session: Session,
+    model_version: str,
+    *,
+    dim: int = 512,
+    directory: Path | None = None,
+    **options: Any,
+) -> dict[TemplateKind, OpenedIndex]:
+    """:func:`rebuild_index` for every template kind of ``model_version``."""
+    return {
+        kind: rebuild_index(session, model_version, kind, dim=dim, directory=directory, **options)
+        for kind in TemplateKind
+    }

@@ -24,7 +24,7 @@ from identify import settings, templates
 from identify import vectors as vec
 from identify.db import session_factory
 from identify.encode import FaceEncoder
-from identify.index_store import OpenedIndex, rebuild_index
+from identify.index_store import OpenedIndex, rebuild_indexes
 from identify.models import Embedding, Face, Image, TemplateKind
 
 
@@ -84,14 +84,7 @@ def reembed(
     report.subjects = len(subject_ids)
     dim = int(encoder.embedder.config.embedding_size)
     with sessions() as session:
-        for kind in TemplateKind:
-            report.indexes[kind] = rebuild_index(
-                session,
-                version,
-                kind,
-                dim=dim,
-                **index_options,  # type: ignore[arg-type]
-            )
+        report.indexes = rebuild_indexes(session, version, dim=dim, **index_options)  # type: ignore[arg-type]
     report.seconds = time.perf_counter() - started
     return report
 

@@ -126,18 +126,14 @@ def _store(task_id: str, meta: dict[str, Any], state: str) -> None:
 @shared_task(bind=True, name="cqaface.rebuild_index", **RETRY)
 def rebuild_index(self: Task) -> dict[str, int]:
     """Rebuild the current model's indexes from the database and save them."""
-    from identify.index_store import rebuild_index as rebuild
-    from identify.models import TemplateKind
+    from identify.index_store import rebuild_indexes
 
     gallery = _writer()
-    sizes = {}
     with gallery.sessions() as session:
-        for kind in TemplateKind:
-            opened = rebuild(
-                session, gallery.model_version, kind, dim=gallery.dim, directory=gallery.index_dir
-            )
-            sizes[kind.value] = len(opened.index)
-    return sizes
+        rebuilt = rebuild_indexes(
+            session, gallery.model_version, dim=gallery.dim, directory=gallery.index_dir
+        )
+    return {kind.value: len(opened.index) for kind, opened in rebuilt.items()}
 
 
 @shared_task(bind=True, name="cqaface.reembed", **RETRY)
