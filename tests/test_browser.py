@@ -94,7 +94,8 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     driver.find_element(By.ID, "email").send_keys("admin@example.org")
     driver.find_element(By.ID, "password").send_keys("not the password")
     driver.find_element(By.ID, "sign-in").click()
-    assert "Wrong e-mail or password" in driver.find_element(By.ID, "login-error").text
+    error = _wait(driver, lambda d: d.find_elements(By.ID, "login-error"))[0]  # after the post
+    assert "Wrong e-mail or password" in error.text
     driver.find_element(By.ID, "email").clear()
     driver.find_element(By.ID, "email").send_keys("admin@example.org")
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
@@ -163,6 +164,7 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
         assert action in log, log
     Select(driver.find_element(By.NAME, "action")).select_by_value("delete_subject")
     driver.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    _wait(driver, lambda d: "action=delete_subject" in d.current_url)  # the filtered page
     rows = driver.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")
     assert len(rows) == 1 and "s3" in rows[0].text and "admin@example.org" in rows[0].text
     _shot(driver, "07-audit")
