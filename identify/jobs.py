@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -239,12 +239,7 @@ def process_items(
         except Exception as error:  # a bug or a library failure: retried alone, then failed
             _note_error(sessions, [item.id for item in group], error)
             continue
-        with sessions() as session, session.begin():  # one commit for the group's outcomes
-            written = [
-                result
-                for item, result in zip(group, results, strict=True)
-                if _record(session, item.id, item.path, result)
-            ]
+        written = _record(sessions, [(item.id, item.path) for item in group], results)
         recorded += len(written)
         if on_item:
             for result in written:
@@ -284,8 +279,38 @@ def _give_up(sessions: sessionmaker[Session], item_id: int, attempts: int) -> in
         ).rowcount
 
 
-def _record(session: Session, item_id: int, path: str, result: EnrolResult) -> bool:
-    """Write an item's outcome once (False if another delivery of the task wrote it first)."""
+def _record(
+    sessions: sessionmaker[Session], items: list[tuple[int, str]], results: list[EnrolResult]
+) -> list[EnrolResult]:
+    """Write the outcomes of (item id, path) items in one transaction, each item once: those
+    another delivery of the task wrote first are left alone (and not returned)."""
+    with sessions() as session, session.begin():
+        pending = set(
+            session.scalars(
+                select(JobItem.id)
+                .where(
+                    JobItem.id.in_([item_id for item_id, _ in items]),
+                    JobItem.status == ItemStatus.PENDING,
+                )
+                .with_for_update()
+            )
+        )
+        rows = [
+            _outcome(session, item_id, path, result)
+            for (item_id, path), result in zip(items, results, strict=True)
+            if item_id in pending
+        ]
+        if rows:
+            session.execute(
+                update(JobItem.__table__).where(JobItem.id == bindparam("item_id")), rows
+            )
+    return [
+        result for (item_id, _), result in zip(items, results, strict=True) if item_id in pending
+    ]
+
+
+def _outcome(session: Session, item_id: int, path: str, result: EnrolResult) -> dict[str, Any]:
+    """The column values that record ``result`` as the outcome of item ``item_id``."""
     status, reason = result.status, result.reason
     if status == ItemStatus.DUPLICATE and result.image_id is not None:
         # This item's own earlier try enrolled the photo, then died before recording it:
@@ -302,19 +327,14 @@ def _record(session: Session, item_id: int, path: str, result: EnrolResult) -> b
         )
         if source == path and not claimed:
             status, reason = ItemStatus.ENROLLED, "enrolled by an earlier try of this item"
-    return bool(
-        session.execute(
-            update(JobItem)
-            .where(JobItem.id == item_id, JobItem.status == ItemStatus.PENDING)
-            .values(
-                status=status,
-                reason=reason,
-                subject_id=result.subject_id,
-                image_id=result.image_id,
-                finished_at=utcnow(),
-            )
-        ).rowcount
-    )
+    return {
+        "item_id": item_id,
+        "status": status,
+        "reason": reason,
+        "subject_id": result.subject_id,
+        "image_id": result.image_id,
+        "finished_at": utcnow(),
+    }
 
 
 def finish_job(target: Target, job_id: int) -> bool:

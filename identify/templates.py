@@ -23,42 +23,42 @@ def contributes_to(face_masked: bool, embedding_kind: TemplateKind) -> TemplateK
     return TemplateKind.NORMAL
 
 
-def _locked_template(
-    session: Session, subject_id: int, model_version: str, kind: TemplateKind
-) -> Template | None:
-    query = select(Template).where(
-        Template.subject_id == subject_id,
-        Template.model_version == model_version,
-        Template.kind == kind,
-    )
-    return session.scalars(query.with_for_update()).one_or_none()
-
-
 def add_vectors(
     session: Session,
-    subject_id: int,
     model_version: str,
-    kind: TemplateKind,
-    vectors: np.ndarray,
-) -> Template:
-    """Add unit ``vectors`` (n, D) to the template: running sum += sum, count += n."""
-    vectors = np.atleast_2d(np.asarray(vectors, np.float64))
-    template = _locked_template(session, subject_id, model_version, kind)
-    if template is None:
-        total = vectors.sum(0)
-        template = Template(
-            subject_id=subject_id,
-            model_version=model_version,
-            kind=kind,
-            dim=vectors.shape[1],
-            face_count=0,
-            version=0,
+    contributions: dict[tuple[int, TemplateKind], list[np.ndarray]],
+) -> None:
+    """Add unit vectors to templates, (subject id, kind) -> vectors: running sum += their
+    sum, count += their number. One query locks the templates that exist, in id order."""
+    if not contributions:
+        return
+    subject_ids = sorted({subject_id for subject_id, _ in contributions})
+    held = {
+        (t.subject_id, t.kind): t
+        for t in session.scalars(
+            select(Template)
+            .where(Template.subject_id.in_(subject_ids), Template.model_version == model_version)
+            .order_by(Template.id)
+            .with_for_update()
         )
-        session.add(template)
-    else:
-        total = vec.from_bytes(template.total, template.dim, vec.SUM_DTYPE) + vectors.sum(0)
-    _set(template, total, template.face_count + len(vectors))
-    return template
+    }
+    for (subject_id, kind), vectors in contributions.items():
+        stacked = np.asarray(vectors, np.float64).reshape(len(vectors), -1)
+        template = held.get((subject_id, kind))
+        if template is None:
+            template = Template(
+                subject_id=subject_id,
+                model_version=model_version,
+                kind=kind,
+                dim=stacked.shape[1],
+                face_count=0,
+                version=0,
+            )
+            session.add(template)
+            total = stacked.sum(0)
+        else:
+            total = vec.from_bytes(template.total, template.dim, vec.SUM_DTYPE) + stacked.sum(0)
+        _set(template, total, template.face_count + len(stacked))
 
 
 def _set(template: Template, total: np.ndarray, count: int) -> None:

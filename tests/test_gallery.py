@@ -342,3 +342,79 @@ def test_concurrent_enrolments_of_one_subject_all_count_in_its_template(gallery)
     np.testing.assert_allclose(
         gallery.index().vectors([subject])[0][0], normalise(vectors.mean(0)), atol=1e-5
     )
+
+
+def test_a_batch_is_stored_at_once_with_its_duplicates_reported(gallery):
+    from identify.gallery import PhotoRecord
+
+    rng = np.random.default_rng(16)
+    a, b, c = unit(rng, 3)
+    before = add(gallery, "alice", "p0", face(a))
+
+    def photo(subject, tag, vector):
+        return PhotoRecord(subject, sha(tag), 100, [face(vector)], source=tag)
+
+    results = gallery.add_images(
+        [
+            photo("alice", "p1", near(a, rng)),
+            photo("bob", "p2", b),
+            photo("carol", "p1", c),  # the same content as the first: a duplicate
+            photo("bob", "p0", b),  # enrolled before, for alice
+            photo(before.subject_id, "p3", near(a, rng)),
+        ]
+    )
+    assert [r.status for r in results] == [
+        ItemStatus.ENROLLED,
+        ItemStatus.ENROLLED,
+        ItemStatus.DUPLICATE,
+        ItemStatus.DUPLICATE,
+        ItemStatus.ENROLLED,
+    ]
+    assert results[2].image_id == results[0].image_id
+    assert results[3].image_id == before.image_id
+    assert {results[0].subject_id, results[4].subject_id} == {before.subject_id}
+    assert gallery.names([results[1].subject_id]) == {results[1].subject_id: "bob"}
+    assert count(gallery, Subject) == 2 and count(gallery, Image) == 4
+    assert template(gallery, before.subject_id).face_count == 3
+    assert sorted(gallery.index().ids().tolist()) == sorted(
+        {before.subject_id, results[1].subject_id}
+    )
+
+
+def test_two_writers_enrolling_one_new_name_at_once_make_one_subject(
+    gallery, database_url, monkeypatch
+):
+    """Two workers whose chunks hold photos of the same new person must not each create it."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite galleries have one writing process (the embedded mode)")
+    from identify import templates
+
+    held, release = threading.Event(), threading.Event()
+    add_vectors = templates.add_vectors
+
+    def slow_first_writer(*args, **kwargs):
+        if threading.current_thread().name == "first":
+            held.set()  # the subject is created, its transaction still open
+            release.wait(10)
+        return add_vectors(*args, **kwargs)
+
+    monkeypatch.setattr(templates, "add_vectors", slow_first_writer)
+    rng = np.random.default_rng(17)
+    results = {}
+
+    def enrol(tag: str) -> None:
+        results[tag] = add(gallery, "zed", tag, face(unit(rng)))
+
+    first = threading.Thread(target=enrol, args=("a",), name="first")
+    second = threading.Thread(target=enrol, args=("b",), name="second")
+    first.start()
+    assert held.wait(10)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive(), "the second writer did not wait for the first"
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert results["a"].subject_id == results["b"].subject_id
+    assert count(gallery, Subject) == 1
+    assert template(gallery, results["a"].subject_id).face_count == 2
