@@ -79,24 +79,31 @@ def _save_indexes(gallery: Gallery) -> None:
 
 @shared_task(bind=True, name="cqaface.enrol_chunk", ignore_result=True, **RETRY)
 def enrol_chunk(self: Task, job_id: int, first_id: int, last_id: int) -> int:
-    gallery = _writer()
-    reported = [time.monotonic()]
-
-    def on_item(_: object) -> None:
-        if time.monotonic() - reported[0] >= _PROGRESS_EVERY_S:
-            reported[0] = time.monotonic()
-            _publish(self, job_id)
-
-    done = jobs.process_items(gallery, job_id, first_id, last_id, on_item=on_item)
+    done = jobs.process_items(
+        _writer(), job_id, first_id, last_id, on_item=lambda _: _publish_now_and_then(job_id)
+    )
     if not _finish(job_id):
-        _publish(self, job_id)
+        _publish_now_and_then(job_id)
     return done
+
+
+_published: dict[int, float] = {}  # job id -> when this process last published its progress
+
+
+def _publish_now_and_then(job_id: int) -> None:
+    """Publish a job's progress at most every _PROGRESS_EVERY_S from this process: the
+    report is several queries, too many to repeat after every photo or small chunk."""
+    now = time.monotonic()
+    if now - _published.get(job_id, -_PROGRESS_EVERY_S) >= _PROGRESS_EVERY_S:
+        _published[job_id] = now
+        _publish(job_id)
 
 
 def _finish(job_id: int) -> bool:
     gallery = _writer()
     if not jobs.finish_job(gallery.engine, job_id):
         return False
+    _published.pop(job_id, None)
     _save_indexes(gallery)
     jobs.remove_job_files(gallery.engine, job_id)
     report = jobs.job_progress(gallery.engine, job_id).to_json()
@@ -106,7 +113,7 @@ def _finish(job_id: int) -> bool:
     return True
 
 
-def _publish(task: Task, job_id: int) -> None:
+def _publish(job_id: int) -> None:
     report = jobs.job_progress(services().engine, job_id).to_json()
     if report["task_id"] and report["status"] == "running":
         _store(report["task_id"], report, "PROGRESS")
