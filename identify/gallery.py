@@ -557,17 +557,10 @@ class Gallery:
         ):
             if vector is None:
                 continue
-            unit = vec.normalise(np.asarray(vector, np.float32))
-            embeddings.append(
-                Embedding(
-                    model_version=self.model_version,
-                    kind=kind,
-                    dim=len(unit),
-                    vector=vec.to_bytes(unit),
-                )
-            )
+            row = Embedding.of(vector, model_version=self.model_version, kind=kind)
+            embeddings.append(row)
             target = templates.contributes_to(record.masked, kind)
-            contributions[(subject_id, target)].append(unit)
+            contributions[(subject_id, target)].append(vec.from_bytes(row.vector, row.dim))
         return Face(
             box=[float(v) for v in record.box],
             landmarks=np.asarray(record.landmarks, float).round(3).tolist(),

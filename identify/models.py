@@ -12,6 +12,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -28,6 +29,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from identify import vectors as vec
 
 # Deterministic constraint names: migrations can drop and alter them on every backend.
 NAMING = {
@@ -193,6 +196,12 @@ class Embedding(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     face: Mapped[Face] = relationship(back_populates="embeddings")
+
+    @classmethod
+    def of(cls, vector: np.ndarray, *, model_version: str, kind: TemplateKind) -> Embedding:
+        """The row of ``vector``, stored at unit length (its face is set by the caller)."""
+        unit = vec.normalise(np.asarray(vector, np.float32))
+        return cls(model_version=model_version, kind=kind, dim=len(unit), vector=vec.to_bytes(unit))
 
 
 class Template(Base):

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, undefer
 from embedder.align import align
 from embedder.imageio import load_image
 from identify import settings, templates
-from identify import vectors as vec
 from identify.db import session_factory
 from identify.encode import FaceEncoder
 from identify.index_store import OpenedIndex, rebuild_indexes
@@ -132,16 +131,9 @@ def _embed_batch(
         for kind, vector in ((TemplateKind.NORMAL, n), (TemplateKind.MASKED, m)):
             if vector is None:
                 continue
-            unit = vec.normalise(np.asarray(vector, np.float32))
-            session.add(
-                Embedding(
-                    face_id=face.id,
-                    model_version=encoder.model_version,
-                    kind=kind,
-                    dim=len(unit),
-                    vector=vec.to_bytes(unit),
-                )
-            )
+            row = Embedding.of(vector, model_version=encoder.model_version, kind=kind)
+            row.face_id = face.id
+            session.add(row)
     return len(faces)
 
 

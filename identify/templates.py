@@ -46,19 +46,26 @@ def add_vectors(
         stacked = np.asarray(vectors, np.float64).reshape(len(vectors), -1)
         template = held.get((subject_id, kind))
         if template is None:
-            template = Template(
-                subject_id=subject_id,
-                model_version=model_version,
-                kind=kind,
-                dim=stacked.shape[1],
-                face_count=0,
-                version=0,
-            )
-            session.add(template)
+            template = _new(session, subject_id, model_version, kind, stacked.shape[1])
             total = stacked.sum(0)
         else:
             total = vec.from_bytes(template.total, template.dim, vec.SUM_DTYPE) + stacked.sum(0)
         _set(template, total, template.face_count + len(stacked))
+
+
+def _new(
+    session: Session, subject_id: int, model_version: str, kind: TemplateKind, dim: int
+) -> Template:
+    template = Template(
+        subject_id=subject_id,
+        model_version=model_version,
+        kind=kind,
+        dim=dim,
+        face_count=0,
+        version=0,
+    )
+    session.add(template)
+    return template
 
 
 def _set(template: Template, total: np.ndarray, count: int) -> None:
@@ -109,13 +116,5 @@ def recompute(
         template = templates.get((subject_id, version, kind))
         stacked = np.asarray(rows, np.float64)
         if template is None:
-            template = Template(
-                subject_id=subject_id,
-                model_version=version,
-                kind=kind,
-                dim=stacked.shape[1],
-                face_count=0,
-                version=0,
-            )
-            session.add(template)
+            template = _new(session, subject_id, version, kind, stacked.shape[1])
         _set(template, stacked.sum(0), len(rows))
