@@ -557,10 +557,10 @@ class Gallery:
         ):
             if vector is None:
                 continue
-            row = Embedding.of(vector, model_version=self.model_version, kind=kind)
-            embeddings.append(row)
+            unit = vec.normalise(np.asarray(vector, np.float32))
+            embeddings.append(Embedding.of(unit, model_version=self.model_version, kind=kind))
             target = templates.contributes_to(record.masked, kind)
-            contributions[(subject_id, target)].append(vec.from_bytes(row.vector, row.dim))
+            contributions[(subject_id, target)].append(unit)
         return Face(
             box=[float(v) for v in record.box],
             landmarks=np.asarray(record.landmarks, float).round(3).tolist(),

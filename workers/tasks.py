@@ -31,6 +31,7 @@ RETRY = {
     "max_retries": settings.task_retries(),
 }
 _PROGRESS_EVERY_S = 2.0
+_FORGET_AFTER_S = 600.0  # a job idle this long in this process is finished or abandoned
 
 
 @shared_task(bind=True, name="cqaface.enrol_job", ignore_result=True, **RETRY)
@@ -94,9 +95,13 @@ def _publish_now_and_then(job_id: int) -> None:
     """Publish a job's progress at most every _PROGRESS_EVERY_S from this process: the
     report is several queries, too many to repeat after every photo or small chunk."""
     now = time.monotonic()
-    if now - _published.get(job_id, -_PROGRESS_EVERY_S) >= _PROGRESS_EVERY_S:
-        _published[job_id] = now
-        _publish(job_id)
+    if now - _published.get(job_id, -_PROGRESS_EVERY_S) < _PROGRESS_EVERY_S:
+        return
+    # Only the process that finishes a job forgets it there; the others forget it here.
+    for stale in [job for job, when in _published.items() if now - when > _FORGET_AFTER_S]:
+        del _published[stale]
+    _published[job_id] = now
+    _publish(job_id)
 
 
 def _finish(job_id: int) -> bool:
