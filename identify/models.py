@@ -198,9 +198,9 @@ class Embedding(Base):
     face: Mapped[Face] = relationship(back_populates="embeddings")
 
     @classmethod
-    def of(cls, vector: np.ndarray, *, model_version: str, kind: TemplateKind) -> Embedding:
-        """The row of ``vector``, stored at unit length (its face is set by the caller)."""
-        unit = vec.normalise(np.asarray(vector, np.float32))
+    def of(cls, unit: np.ndarray, *, model_version: str, kind: TemplateKind) -> Embedding:
+        """The row of a unit vector (normalised by the caller, which may need it for templates;
+        its face is set by the caller too)."""
         return cls(model_version=model_version, kind=kind, dim=len(unit), vector=vec.to_bytes(unit))
 
 

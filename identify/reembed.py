@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, undefer
 from embedder.align import align
 from embedder.imageio import load_image
 from identify import settings, templates
+from identify import vectors as vec
 from identify.db import session_factory
 from identify.encode import FaceEncoder
 from identify.index_store import OpenedIndex, rebuild_indexes
@@ -131,7 +132,8 @@ def _embed_batch(
         for kind, vector in ((TemplateKind.NORMAL, n), (TemplateKind.MASKED, m)):
             if vector is None:
                 continue
-            row = Embedding.of(vector, model_version=encoder.model_version, kind=kind)
+            unit = vec.normalise(np.asarray(vector, np.float32))
+            row = Embedding.of(unit, model_version=encoder.model_version, kind=kind)
             row.face_id = face.id
             session.add(row)
     return len(faces)
