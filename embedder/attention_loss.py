@@ -5,6 +5,8 @@ Both average a pairwise term over the b(b-1)/2 branch pairs and over the batch.
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import torch
 
 
@@ -13,9 +15,11 @@ def _pairwise_squared_diff(maps: torch.Tensor) -> torch.Tensor:
     b = maps.shape[1]
     if b < 2:
         raise ValueError("attention losses compare branches: need b >= 2 maps")
-    i, j = torch.triu_indices(b, b, offset=1, device=maps.device)
     flat = maps.flatten(2)
-    return (flat[:, i] - flat[:, j]).pow(2)
+    # Static slices, not an index tensor: with an index tensor, torch 2.13's inductor (CPU)
+    # writes the backward of a single pair (b=2) out of bounds on channels-last maps.
+    pairs = [flat[:, i] - flat[:, j] for i, j in combinations(range(b), 2)]
+    return torch.stack(pairs, dim=1).pow(2)
 
 
 def contrastive_attention_loss(
