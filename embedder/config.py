@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-Stem = Literal["r18", "r34", "r50", "r100", "mobilefacenet"]
+Stem = Literal["r18", "r34", "r50", "r100", "mobilefacenet", "mobilefacenet_y1"]
 Head = Literal["cqa", "global"]
 Diversity = Literal["cal", "hpda", "dropout", "none"]
 
-STEMS: tuple[str, ...] = ("r18", "r34", "r50", "r100", "mobilefacenet")
+STEMS: tuple[str, ...] = ("r18", "r34", "r50", "r100", "mobilefacenet", "mobilefacenet_y1")
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,12 @@ class CQAFace(nn.Module):
         self.bn = nn.BatchNorm1d(config.embedding_size)
 
     def forward(self, x: torch.Tensor) -> FaceOutput:
-        features = self.stem.forward_to(x, self.stage)
+        return self.forward_head(self.stem.forward_to(x, self.stage))
+
+    def forward_head(self, features: torch.Tensor) -> FaceOutput:
+        """The head alone, on the stem's map (stage 1 trains it on cached maps)."""
         if self.config.head == "global":
-            n = x.shape[0]
+            n = features.shape[0]
             h, w = features.shape[-2:]
             empty_maps = features.new_zeros((n, 0, h, w))
             return FaceOutput(self.head(features), empty_maps, features.new_zeros((n, 0)))

@@ -8,11 +8,44 @@ import torch
 from torch import nn
 
 
+class InputNorm(nn.Module):
+    """A fixed per-channel affine map from the pipeline's input scaling ((x - 127.5) / 127.5,
+    one preprocessing path for every model) to the one a pretrained stem was trained with."""
+
+    def __init__(self, scale: Sequence[float], shift: Sequence[float]) -> None:
+        super().__init__()
+        # Not persistent: the map belongs to the stem's code, not to its trained weights.
+        self.register_buffer("scale", torch.tensor(scale).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift).view(1, -1, 1, 1), persistent=False)
+
+    @classmethod
+    def scaled(cls, factor: float) -> InputNorm:
+        return cls([factor] * 3, [0.0] * 3)
+
+    @classmethod
+    def imagenet(cls) -> InputNorm:
+        """Pixels in [0, 1] normalised by ImageNet's mean and std (torchvision's convention)."""
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        # x = 2p - 1 for p in [0, 1]: (p - m) / s = x / (2s) + (0.5 - m) / s
+        shift = [(0.5 - m) / s for m, s in zip(mean, std, strict=True)]
+        return cls([1 / (2 * s) for s in std], shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
 class Stem(nn.Module):
     """A CNN as an ordered list of stages; `channels[i]` x `sizes[i]`^2 is stage i's output."""
 
-    def __init__(self, stages: Sequence[nn.Module], channels: Sequence[int], sizes: Sequence[int]):
+    def __init__(
+        self,
+        stages: Sequence[nn.Module],
+        channels: Sequence[int],
+        sizes: Sequence[int],
+        input_norm: InputNorm | None = None,
+    ):
         super().__init__()
+        self.input_norm = input_norm or nn.Identity()
         self.stages = nn.ModuleList(stages)
         self.channels = tuple(channels)
         self.sizes = tuple(sizes)
@@ -27,6 +60,7 @@ class Stem(nn.Module):
 
     def forward_to(self, x: torch.Tensor, stage_index: int) -> torch.Tensor:
         """Feature map after stage `stage_index` (0-based); later stages are not run."""
+        x = self.input_norm(x)
         for stage in self.stages[: stage_index + 1]:
             x = stage(x)
         return x
@@ -38,10 +72,12 @@ class Stem(nn.Module):
 
 def build_stem(name: str) -> Stem:
     from embedder.iresnet import LAYERS, IResNet
-    from embedder.mobilefacenet import MobileFaceNet
+    from embedder.mobilefacenet import MobileFaceNet, insightface_y1
 
     if name in LAYERS:
         return IResNet(name)
     if name == "mobilefacenet":
         return MobileFaceNet()
+    if name == "mobilefacenet_y1":
+        return insightface_y1()
     raise ValueError(f"unknown stem {name!r}")
