@@ -7,13 +7,15 @@ ablation is a different config, never a code fork.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-Stem = Literal["r18", "r34", "r50", "r100", "mobilefacenet", "mobilefacenet_y1"]
+Stem = Literal[
+    "r18", "r34", "r50", "r100", "mobilefacenet", "mobilefacenet_y1", "mobilefacenet_foamliu"
+]
 Head = Literal["cqa", "global"]
 Diversity = Literal["cal", "hpda", "dropout", "none"]
 
-STEMS: tuple[str, ...] = ("r18", "r34", "r50", "r100", "mobilefacenet", "mobilefacenet_y1")
+STEMS: tuple[str, ...] = get_args(Stem)
 
 
 @dataclass(frozen=True)

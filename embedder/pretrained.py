@@ -7,13 +7,14 @@ reference). The files are training data: a trained checkpoint carries every weig
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from embedder import mxnet_params
+from embedder import checkpoint, mxnet_params
 from embedder.config import ModelConfig
 from embedder.model import CQAFace
 
@@ -26,6 +27,9 @@ class PretrainedError(ValueError):
 NATIVE: dict[str, ModelConfig] = {
     "mobilefacenet_y1": ModelConfig(
         stem="mobilefacenet_y1", head="global", embedding_size=128, qan=False, diversity="none"
+    ),
+    "mobilefacenet_foamliu": ModelConfig(
+        stem="mobilefacenet_foamliu", head="global", embedding_size=128, qan=False, diversity="none"
     ),
 }
 
@@ -131,14 +135,108 @@ def y1_state(model: CQAFace, path: Path) -> dict[str, np.ndarray]:
     return state
 
 
-READERS = {".params": y1_state}
+# foamliu's MobileFaceNet (a PyTorch state_dict): (the stem's ConvBN, its conv, its BN) in
+# the order embedder/mobilefacenet_foamliu.py builds them.
+def _foamliu_blocks() -> Iterator[tuple[str, str, str]]:
+    yield "stages.0.0", "conv1.0.weight", "conv1.1"
+    yield "stages.0.1", "dw_conv.depthwise.weight", "dw_conv.bn1"
+    yield "stages.0.2", "dw_conv.pointwise.weight", "dw_conv.bn2"
+    # Inverted residuals: features.0-4 after the three layers above, 5-11, then 12-14.
+    for stage, first, features in (
+        (0, 3, range(0, 5)),
+        (1, 0, range(5, 12)),
+        (2, 0, range(12, 15)),
+    ):
+        for position, i in enumerate(features, first):
+            body, conv = f"stages.{stage}.{position}.body", f"features.{i}.conv"
+            yield f"{body}.0", f"{conv}.0.0.weight", f"{conv}.0.1"
+            yield f"{body}.1", f"{conv}.1.0.weight", f"{conv}.1.1"
+            yield f"{body}.2", f"{conv}.2.weight", f"{conv}.3"
+    yield "stages.2.3", "conv2.0.weight", "conv2.1"
+
+
+_BN = ("weight", "bias", "running_mean", "running_var")
+
+
+def _conv_bn(prefix: str, weight: str, bn: str) -> dict[str, str]:
+    """project ConvBN (conv at .0, BN at .1) -> foamliu's names."""
+    return {f"{prefix}.0.weight": weight} | {f"{prefix}.1.{p}": f"{bn}.{p}" for p in _BN}
+
+
+def _foamliu_mapping() -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for prefix, weight, bn in _foamliu_blocks():
+        mapping.update(_conv_bn(f"stem.{prefix}", weight, bn))
+    mapping.update(_conv_bn("head.0", "gdconv.depthwise.weight", "gdconv.bn"))
+    mapping["head.3.weight"] = "conv3.weight"
+    mapping.update({f"head.4.{p}": f"bn.{p}" for p in _BN})
+    return mapping
+
+
+def _read_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a plain PyTorch state_dict; anything else (a project checkpoint, another
+    format under a .pt name) is a PretrainedError."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load fails in many ways: pickle, zip, EOF, key errors
+        raise PretrainedError(
+            f"{path}: not a PyTorch state_dict (torch.load: {type(error).__name__})"
+        ) from None
+    if isinstance(data, dict) and data.get("format") == checkpoint.FORMAT:
+        raise PretrainedError(
+            f"{path}: a CQA-Face checkpoint, not a pretrained network "
+            "(it carries its own weights: load it with embedder.checkpoint)"
+        )
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise PretrainedError(f"{path}: not a PyTorch state_dict (a {type(data).__name__})")
+    return {name: value.numpy() for name, value in data.items()}
+
+
+def foamliu_state(model: CQAFace, path: Path) -> dict[str, np.ndarray]:
+    """The model's tensors that foamliu's MobileFaceNet `.pt` state_dict provides.
+
+    Every tensor of the file has its place (batch-norm counters aside), so that a different
+    network under the same name fails instead of loading in part. The 1x1 conv3's bias is
+    folded into the last batch norm's mean, as y1's fc1 bias is.
+    """
+    tensors = _read_state_dict(path)
+    mapping = _foamliu_mapping()
+    for name, source in mapping.items():
+        if source not in tensors:
+            raise PretrainedError(
+                f"{path}: no tensor {source!r} for {name} (not foamliu's MobileFaceNet?)"
+            )
+    used = set(mapping.values()) | {"conv3.bias"}
+    for source in tensors:
+        if source not in used and not source.endswith(".num_batches_tracked"):
+            raise PretrainedError(f"{path}: tensor {source!r} has no place in foamliu's network")
+    state = {name: tensors[source] for name, source in mapping.items()}
+    weight = state["head.3.weight"]
+    state["head.3.weight"] = weight.reshape(weight.shape[0], -1)  # 1x1 conv -> linear
+    state["head.4.running_mean"] = state["head.4.running_mean"] - tensors["conv3.bias"]
+    if model.config.head != "global":
+        state = {name: value for name, value in state.items() if name.startswith("stem.")}
+    return state
+
+
+class Reader(NamedTuple):
+    network: str  # what the reader takes a file of this suffix to be
+    stem: str  # the only stem with that network's layers
+    read: Callable[[CQAFace, Path], dict[str, np.ndarray]]
+
+
+READERS = {
+    ".params": Reader("insightface's MobileFaceNet y1", "mobilefacenet_y1", y1_state),
+    ".pt": Reader("foamliu's MobileFaceNet", "mobilefacenet_foamliu", foamliu_state),
+}
 
 
 def load_into(model: CQAFace, path: str | Path) -> list[str]:
     """Copies a pretrained file's weights into `model`; returns the names it set.
 
-    Every tensor the file provides must fit exactly: the first that does not is named with the
-    file, so that a wrong file or a wrong stem fails at once instead of training from noise.
+    The whole stem comes from the file, and every tensor the file provides must fit exactly:
+    the first that does not is named with the file, so that a wrong file or a wrong stem fails
+    at once instead of training from noise.
     """
     path = Path(path)
     if not path.is_file():
@@ -147,7 +245,12 @@ def load_into(model: CQAFace, path: str | Path) -> list[str]:
     if reader is None:
         known = ", ".join(sorted(READERS))
         raise PretrainedError(f"{path}: unknown pretrained format (known: {known})")
-    incoming = reader(model, path)
+    if model.config.stem != reader.stem:
+        raise PretrainedError(
+            f"{path}: a {path.suffix} file is read as {reader.network}, which fits the stem "
+            f"{reader.stem!r}, not {model.config.stem!r}"
+        )
+    incoming = reader.read(model, path)
     own = model.state_dict()
     for name, value in incoming.items():
         if name not in own:
@@ -157,6 +260,11 @@ def load_into(model: CQAFace, path: str | Path) -> list[str]:
                 f"{path}: {name} has shape {tuple(value.shape)} in the file, "
                 f"{tuple(own[name].shape)} in the model"
             )
+    unset = [
+        n for n in own if n.startswith("stem.") and n not in incoming and "num_batches" not in n
+    ]
+    if unset:
+        raise PretrainedError(f"{path}: gives no tensor for {unset[0]}")
     with torch.no_grad():
         for name, value in incoming.items():
             own[name].copy_(torch.as_tensor(np.ascontiguousarray(value)))

@@ -73,6 +73,7 @@ class Stem(nn.Module):
 def build_stem(name: str) -> Stem:
     from embedder.iresnet import LAYERS, IResNet
     from embedder.mobilefacenet import MobileFaceNet, insightface_y1
+    from embedder.mobilefacenet_foamliu import FoamliuMobileFaceNet
 
     if name in LAYERS:
         return IResNet(name)
@@ -80,4 +81,6 @@ def build_stem(name: str) -> Stem:
         return MobileFaceNet()
     if name == "mobilefacenet_y1":
         return insightface_y1()
+    if name == "mobilefacenet_foamliu":
+        return FoamliuMobileFaceNet()
     raise ValueError(f"unknown stem {name!r}")
