@@ -56,6 +56,11 @@ class TrainConfig:
     model: ModelConfig
     data: DataConfig
     batch_size: int = 256  # global, over all processes
+    # Each process's share of a global batch runs as this many forward/backward passes
+    # whose gradients add up before one optimiser step: batch norm sees
+    # batch_size / (world * micro_batches) faces per pass. Fits a large global batch into
+    # memory, and lets one process compute exactly what that many processes compute.
+    micro_batches: int = 1
     lr: float = 0.03
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -13,11 +13,25 @@ import torch
 
 
 class ResumableSampler(torch.utils.data.Sampler[int]):
-    def __init__(self, size: int, *, batch_size: int, world: int = 1, rank: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        size: int,
+        *,
+        batch_size: int,
+        world: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        micro_batches: int = 1,
+    ):
         if batch_size % world:
             raise ValueError(f"global batch {batch_size} does not split over {world} processes")
         self.size = size
         self.local_batch = batch_size // world
+        if micro_batches < 1 or self.local_batch % micro_batches:
+            raise ValueError(
+                f"local batch {self.local_batch} (global {batch_size} over {world} processes) "
+                f"does not split into {micro_batches} micro-batches"
+            )
         self.world, self.rank, self.seed = world, rank, seed
         self.epoch = 0
         self.start_batch = 0

@@ -2,8 +2,11 @@
 SGD with a per-iteration schedule, exact resume.
 
 Runs as one process, or as several under `torchrun` (gloo on CPU, NCCL on CUDA) with the
-global batch split over them. Logs samples/s, the loss and its parts, the learning rate and
-the ETA; checkpoints every N steps; at the end writes a serving checkpoint for `Embedder`.
+global batch split over them. Each process may run its share as several micro-batches whose
+gradients add up before the step; micro-batch j takes rows j::k, so one process with k
+micro-batches computes what k processes compute (batch norm included). Logs samples/s, the
+loss and its parts, the learning rate and the ETA; checkpoints every N steps; at the end
+writes a serving checkpoint for `Embedder`.
 """
 
 from __future__ import annotations
@@ -136,6 +139,12 @@ def train(
         distributed.teardown()
 
 
+def _rows(tensor: torch.Tensor | None, j: int, k: int) -> torch.Tensor | None:
+    """Rows j, j + k, j + 2k...: what rank j of k processes gets of the same global batch (the
+    sampler deals rank r the indices r::world), so micro-batches match processes exactly."""
+    return None if tensor is None else tensor[j::k]
+
+
 class _Run:
     def __init__(
         self,
@@ -160,8 +169,9 @@ class _Run:
             model, head, config.attention_lambda, distill, config.distill_weight
         ).to(ctx.device, memory_format=torch.channels_last)
         self.wrapped: nn.Module = self.trainee
+        self.ddp: DistributedDataParallel | None = None
         if ctx.world > 1:
-            self.wrapped = DistributedDataParallel(self.trainee)
+            self.wrapped = self.ddp = DistributedDataParallel(self.trainee)
         if config.compile:
             self.wrapped = torch.compile(self.wrapped)
         self.optimizer = torch.optim.SGD(
@@ -176,6 +186,7 @@ class _Run:
             world=ctx.world,
             rank=ctx.rank,
             seed=config.seed,
+            micro_batches=config.micro_batches,
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         if self.steps_per_epoch == 0:
@@ -242,27 +253,36 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images = images.to(self.ctx.device, non_blocking=True)
-        images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(self.ctx.device, non_blocking=True)
         targets = present = None
         if self.trainee.distill is not None:
             targets, present = (t.to(self.ctx.device) for t in self.teacher.batch(indices))
         self.wrapped.train()
-        with self.autocast():
-            loss, cls, aux, dist = self.wrapped(images, labels, targets, present)
-        loss.backward()  # bf16 autocast keeps float32's range: no loss scaling needed
+        k = self.config.micro_batches
+        parts = [
+            self._micro_step([_rows(t, j, k) for t in (images, labels, targets, present)], j, k)
+            for j in range(k)
+        ]
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(self.trainee.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self._last = {
-            "loss": loss.item(),
-            "cosface": cls.item(),
-            "attention": aux.item(),
-            "distill": dist.item(),
-            "lr": lr,
-        }
+        loss, cls, aux, dist = torch.stack(parts).mean(0).tolist()
+        self._last = {"loss": loss, "cosface": cls, "attention": aux, "distill": dist, "lr": lr}
+
+    def _micro_step(self, batch: list[torch.Tensor | None], j: int, k: int) -> torch.Tensor:
+        """Forward and backward of micro-batch j of k; gradients are all-reduced after the last
+        only. -> the loss and its parts (float64, for an exact mean over micro-batches)."""
+        images, labels, targets, present = batch
+        images = images.contiguous(memory_format=torch.channels_last)
+        last = j == k - 1
+        sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
+        with sync:
+            with self.autocast():
+                parts = self.wrapped(images, labels, targets, present)
+            (parts[0] / k).backward()  # bf16 autocast keeps float32's range: no loss scaling
+        return torch.stack([p.detach().double() for p in parts])
 
     def _after_step(self) -> None:
         c = self.config
