@@ -198,6 +198,7 @@ def test_many_threads_search_while_one_writes(kind):
 
 def test_a_waiting_writer_holds_back_new_readers():
     lock = RWLock()
+    lock._cond = waits = _CountingCondition()
     order: list[str] = []
     first_reader_in = threading.Event()
     release_first = threading.Event()
@@ -216,17 +217,38 @@ def test_a_waiting_writer_holds_back_new_readers():
         with lock.read():
             order.append("reader-2")
 
-    threads = [threading.Thread(target=first_reader)]
+    # Daemons: a failure must not leave pytest waiting on threads blocked in the lock.
+    threads = [threading.Thread(target=first_reader, daemon=True)]
     threads[0].start()
     first_reader_in.wait()
-    threads.append(threading.Thread(target=writer))
+    threads.append(threading.Thread(target=writer, daemon=True))
     threads[1].start()
-    time.sleep(0.05)  # the writer is now waiting for reader 1
-    threads.append(threading.Thread(target=late_reader))
+    _until(lambda: waits.count == 1)  # the writer is now waiting for reader 1
+    threads.append(threading.Thread(target=late_reader, daemon=True))
     threads[2].start()
-    time.sleep(0.05)
+    _until(lambda: waits.count == 2 or order)  # reader 2 waits too, or slipped in
     assert order == []  # reader 2 did not slip in ahead of the waiting writer
     release_first.set()
     for t in threads:
         t.join()
     assert order == ["reader-1 out", "writer", "reader-2"]
+
+
+class _CountingCondition(threading.Condition):
+    """Counts the times a thread went to wait on it: shows who is blocked, without sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__(threading.Lock())
+        self.count = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.count += 1  # under the condition's lock
+        return super().wait(timeout)
+
+
+def _until(condition, seconds: float = 60) -> None:
+    """Polls; the deadline only turns a hang into a failure."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)

@@ -7,10 +7,11 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 from PIL import Image as PILImage
 
-from identify import auth
+from identify import auth, ratelimit
 from identify.app import create_app
 from identify.web_common import db
 
@@ -25,6 +26,13 @@ def make_app(database_url: str, tmp_path: Path, **config):
     }
     settings.update(config)
     return create_app(settings)
+
+
+def hold_rate_limit_clock(monkeypatch, seconds_into_minute: int = 30) -> None:
+    """Stops the rate limiter's clock mid-minute. It counts in fixed one-minute windows, so on
+    a real clock a test's few requests can straddle a minute boundary and start a new count."""
+    moment = 60.0 * 29_000_000 + seconds_into_minute  # a minute in 2025
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: moment))
 
 
 def add_user(app, email: str, role: str, password: str | None = "a long enough password") -> int:
