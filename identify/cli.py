@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from embedder import cli as embedder_cli
 from identify import cli_identify, cli_web
 from trainer import cli as trainer_cli
 from workers import cli as workers_cli
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import DBAPIError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,17 +31,117 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from embedder.checkpoint import CheckpointError  # after parsing: `--help` needs no torch
+EXIT_USAGE = 2  # a bad argument or setting: an unsupported URL, a missing model file
+EXIT_UNREACHABLE = 3  # the database or the broker refused or dropped the connection
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a command; a bad setting or an unreachable service is one line on stderr and a
+    documented exit status (README, Command line), never a traceback."""
+    args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CheckpointError, NotADirectoryError, LookupError, ValueError) as error:
-        print(f"cqaface {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except _usage_errors() as error:
+        return _fail(args, _message(error), EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        line = _unreachable(error)
+        if line is None:
+            raise  # a bug: its traceback is what a report needs
+        return _fail(args, line, EXIT_UNREACHABLE)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Bad arguments and settings. CheckpointError only where a command loaded the checkpoint
+    module: importing it means importing torch, seconds that `db` or `job` have no use for."""
+    checkpoint = sys.modules.get("embedder.checkpoint")
+    model_errors = (checkpoint.CheckpointError,) if checkpoint is not None else ()
+    return (*model_errors, NotADirectoryError, LookupError, ValueError)
+
+
+def _fail(args: argparse.Namespace, message: str, status: int) -> int:
+    print(f"cqaface {args.command}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _message(error: Exception) -> str:
+    """The error's own message on one line. A library's explanation that it wraps (torch's
+    several paragraphs on a file that is not a checkpoint) is left out, unless it is the
+    operating system's short one (permission denied)."""
+    text, cause = str(error), error.__cause__
+    if cause is not None and not isinstance(cause, OSError) and text.endswith(str(cause)):
+        text = text[: len(text) - len(str(cause))].rstrip(": ")
+    return " ".join(text.split())
+
+
+def _unreachable(error: Exception) -> str | None:
+    """The line for a database or broker that cannot be reached (the outages that the HTTP
+    API answers with 503: identify.db.is_outage), else None."""
+    from sqlalchemy.exc import DBAPIError
+
+    from identify.db import is_outage
+
+    if isinstance(error, DBAPIError):
+        return _database_line(error) if is_outage(error) else None
+    broker_error = _broker_error(error)
+    return None if broker_error is None else _broker_line(broker_error)
+
+
+def _database_line(error: DBAPIError) -> str:
+    from sqlalchemy.engine import make_url
+
+    from identify import settings
+
+    url = make_url(settings.database_url())
+    cause = _driver_cause(str(error.orig))
+    if url.get_backend_name() == "sqlite":
+        return f"cannot use the database {url.database} (CQAFACE_DATABASE_URL): {cause}"
+    host = url.host or url.query.get("host") or "localhost"
+    return (
+        f"cannot connect to the database at {host}:{url.port or 5432} "
+        f"(CQAFACE_DATABASE_URL): {cause}"
+    )
+
+
+def _driver_cause(text: str) -> str:
+    """psycopg's 'connection failed: connection to server at "h", port p failed: CAUSE' and
+    its hints on further lines, down to CAUSE."""
+    first = text.strip().splitlines()[0] if text.strip() else "connection failed"
+    cause = first.rsplit(" failed: ", 1)[-1].removeprefix("FATAL: ").strip()
+    return " ".join(cause.split())
+
+
+def _broker_error(error: BaseException) -> BaseException | None:
+    """The broker's connection error in ``error``'s chain (Celery wraps redis-py's)."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OperationalError | ConnectionError | TimeoutError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _broker_line(error: BaseException) -> str:
+    """redis-py says 'Error 111 connecting to HOST:PORT. Connection refused.': the address it
+    names (the broker's, or a separate result backend's), else the configured broker's."""
+    import re
+
+    from sqlalchemy.engine import make_url
+
+    from identify import settings
+
+    text = " ".join(str(error).split())
+    named = re.match(r"Error -?\d+ connecting to (\S+?)\. (.*)", text)
+    if named:
+        address, cause = named.group(1), named.group(2)
+    else:
+        url = make_url(settings.broker_url() or "redis://localhost")
+        address, cause = f"{url.host or 'localhost'}:{url.port or 6379}", text
+    return f"cannot connect to the broker at {address} (CQAFACE_BROKER_URL): {cause.rstrip('.')}"
 
 
 if __name__ == "__main__":

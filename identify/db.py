@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from identify import settings
@@ -17,7 +18,7 @@ def make_engine(url: str | None = None) -> Engine:
     SQLite gets foreign keys switched on (cascades depend on them), WAL so that searches read
     while enrolment writes, and a busy timeout instead of immediate "database is locked".
     """
-    url = url or settings.database_url()
+    url = settings.supported_url(url) if url else settings.database_url()
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
@@ -39,3 +40,20 @@ def make_engine(url: str | None = None) -> Engine:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded rows usable after commit (results outlive transactions)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def is_outage(error: DBAPIError) -> bool:
+    """A lost, refused or busy connection (a server restarting, a locked SQLite file), as
+    opposed to a bad query or a missing table: the API answers 503, the CLI exits 3."""
+    import sqlite3
+
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError | InterfaceError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate:  # PostgreSQL: connection exceptions (08) and server shutdown / start-up (57P)
+        return sqlstate.startswith(("08", "57P01", "57P02", "57P03"))
+    if isinstance(error.orig, sqlite3.Error):
+        return "locked" in str(error.orig) or "busy" in str(error.orig)
+    return True  # a driver error without a state: the connection itself failed

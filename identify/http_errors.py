@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from embedder.errors import FaceInputError
+from identify.db import is_outage
 
 log = logging.getLogger("identify.web")
 
@@ -102,7 +103,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(DBAPIError)
     def _database_error(error: DBAPIError) -> Response:
-        if not error.connection_invalidated and not _is_outage(error):
+        if not error.connection_invalidated and not is_outage(error):
             return _unexpected(error)
         log.warning("database unavailable on %s %s: %s", request.method, request.path, error.orig)
         return error_response(
@@ -127,22 +128,3 @@ def register(app: Flask) -> None:
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal", "internal server error"))
-
-
-def _is_outage(error: DBAPIError) -> bool:
-    """A lost, refused or busy connection (a server restarting, a locked SQLite file), as
-    opposed to a bad query or a missing table, which stay 500s."""
-    import sqlite3
-
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    if error.connection_invalidated:
-        return True
-    if not isinstance(error, OperationalError | InterfaceError):
-        return False
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    if sqlstate:  # PostgreSQL: connection exceptions (08) and server shutdown / start-up (57P)
-        return sqlstate.startswith(("08", "57P01", "57P02", "57P03"))
-    if isinstance(error.orig, sqlite3.Error):
-        return "locked" in str(error.orig) or "busy" in str(error.orig)
-    return True  # a driver error without a state: the connection itself failed

@@ -22,7 +22,8 @@ def alembic_config(url: str | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
     # ConfigParser interpolation: a literal % in a password must be doubled.
-    config.set_main_option("sqlalchemy.url", (url or settings.database_url()).replace("%", "%%"))
+    url = settings.supported_url(url) if url else settings.database_url()
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

@@ -46,9 +46,43 @@ def data_dir() -> Path:
     return Path(_get("CQAFACE_DATA_DIR") or Path.cwd() / "var")
 
 
+SUPPORTED_DATABASES = (
+    "sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE "
+    "(postgresql+psycopg:// and postgresql+psycopg2:// are the same: psycopg 3 drives both)"
+)
+# One PostgreSQL driver, psycopg 3: the scheme users copy from SQLAlchemy's docs names
+# psycopg2, which is not installed; both spellings, and the bare one, mean psycopg 3 here.
+_DRIVERS = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
+}
+
+
 def database_url() -> str:
-    """CQAFACE_DATABASE_URL, else a SQLite file in the data directory."""
-    return _get("CQAFACE_DATABASE_URL") or f"sqlite:///{data_dir() / 'cqaface.db'}"
+    """CQAFACE_DATABASE_URL, else a SQLite file in the data directory; see supported_url."""
+    return supported_url(_get("CQAFACE_DATABASE_URL") or f"sqlite:///{data_dir() / 'cqaface.db'}")
+
+
+def supported_url(url: str) -> str:
+    """``url`` with its PostgreSQL driver mapped to psycopg 3, or a ValueError that says which
+    URLs are supported (never echoing a password) instead of a driver's import traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        scheme = make_url(url).drivername
+    except ArgumentError:
+        raise ValueError(
+            f"CQAFACE_DATABASE_URL is not a database URL: use {SUPPORTED_DATABASES}"
+        ) from None
+    if scheme not in _DRIVERS:
+        raise ValueError(
+            f"CQAFACE_DATABASE_URL: unsupported database {scheme}://: use {SUPPORTED_DATABASES}"
+        )
+    return _DRIVERS[scheme] + url[url.index("://") :]
 
 
 def index_dir() -> Path:

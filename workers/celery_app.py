@@ -80,3 +80,11 @@ def _one_thread_per_process(**_: object) -> None:
         import torch
 
         torch.set_num_threads(1)
+
+
+def check_broker(celery_app: Celery) -> None:
+    """Connect to the broker once, now: a command that needs it fails at once, with kombu's
+    OperationalError (a line from `cqaface`), instead of retrying for ever or leaving a job
+    behind that no task will run."""
+    with celery_app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0)

@@ -55,11 +55,13 @@ def _app() -> Any:
 
 def worker(args: argparse.Namespace) -> int:
     from identify import settings
+    from workers.celery_app import check_broker
 
     if settings.broker_url() is None:
         print("cqaface worker: no broker: set CQAFACE_BROKER_URL (redis://...)", file=sys.stderr)
         return 2
     app = _app()
+    check_broker(app.extensions["celery"])  # then a broker restart is waited for, for ever
     app.extensions["cqaface"].engine.dispose()  # no connection of ours goes into the forks
     import workers.tasks  # noqa: F401 - registers the tasks
 
@@ -107,6 +109,7 @@ def enrol(args: argparse.Namespace) -> int:
 
     from identify import jobs
     from workers import enrolment
+    from workers.celery_app import check_broker
     from workers.sources import SourceError, folder_items, list_items, zip_items
 
     app = _app()
@@ -119,6 +122,8 @@ def enrol(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if broker:
+        check_broker(app.extensions["celery"])  # before a job that no task would run
     source: Path = args.source
     options = None
     try:
