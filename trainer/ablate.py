@@ -9,86 +9,152 @@ holds its final model is measured, not retrained, and an interrupted one resumes
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from embedder.config import variant
+import numpy as np
+
+from embedder import checkpoint as ckpt
+from embedder import pretrained
+from embedder.config import ModelConfig, variant
 from embedder.inference import Embedder
+from embedder.model import build_model
 from trainer import data
 from trainer.config import TrainConfig
+from trainer.frozen_stem import SharedStemEmbedder
 from trainer.report import validation_report
 from trainer.train import train
 
 TABLE_1 = ("baseline", "cal", "qan_ld", "cqa")
 BRANCHES = (2, 4, 8)
+# The pretrained network's own embedding, measured untrained: the bar a stage-1 head must beat.
+PRETRAINED = "pretrained"
 
 
-def plan(base: TrainConfig, variants: Sequence[str], branches: Sequence[int]) -> list[TrainConfig]:
-    """One config per row: each Table 1 variant, then the full model for each other b."""
-    stem = base.model.stem
-    rows = [replace(base, name=f"{base.name}-{v}", model=variant(v, stem=stem)) for v in variants]
+def variant_model(base: TrainConfig, name: str) -> ModelConfig:
+    """A variant on the base's stem; on a pretrained stem, `global` (and `pretrained`) is the
+    network's own pooled embedding, which the file provides whole."""
+    if base.init and name in ("global", PRETRAINED):
+        return pretrained.native(base.model.stem)
+    if name == PRETRAINED:
+        raise ValueError(f"variant {PRETRAINED!r} needs a config with `init`")
+    return variant(name, stem=base.model.stem)
+
+
+def _row(base: TrainConfig, label: str, model: ModelConfig, seed: int) -> TrainConfig:
+    suffix = "" if seed == base.seed else f"-seed{seed}"
+    extra = {**base.extra, "untrained": label == PRETRAINED}
+    return replace(base, name=f"{base.name}-{label}{suffix}", model=model, seed=seed, extra=extra)
+
+
+def plan(
+    base: TrainConfig,
+    variants: Sequence[str],
+    branches: Sequence[int],
+    seeds: Sequence[int] = (),
+) -> list[TrainConfig]:
+    """One config per row and seed: each variant, then the full model for each other b. The
+    base's own seed keeps the plain run name, so earlier single-seed runs count."""
+    seeds = seeds or (base.seed,)
+    rows = []
+    for v in variants:
+        model = variant_model(base, v)
+        rows += [_row(base, v, model, s) for s in (seeds if v != PRETRAINED else seeds[:1])]
     for b in branches:
         if b == variant("cqa").branches and "cqa" in variants:
             continue  # the full model at the default b is already a row
-        model = variant("cqa", stem=stem, branches=b)
-        rows.append(replace(base, name=f"{base.name}-cqa-b{b}", model=model))
+        model = variant("cqa", stem=base.model.stem, branches=b)
+        rows += [_row(base, f"cqa-b{b}", model, s) for s in seeds]
     return rows
 
 
 def run_variant(config: TrainConfig, num_workers: int = 0) -> dict[str, Any]:
     model_path = config.run_dir / "model.pt"
     if not model_path.is_file():
-        training = data.training_set(config.data)
-        teacher = data.teacher(config.data, training) if config.distill_weight else None
-        train(
-            config,
-            training,
-            augment=data.augmentation(config.data),
-            num_workers=num_workers,
-            teacher=teacher,
-        )
+        if config.extra.get("untrained"):
+            _save_pretrained(config, model_path)
+        else:
+            training, augment, teacher = data.training_inputs(config)
+            train(config, training, augment=augment, num_workers=num_workers, teacher=teacher)
     result_file = config.run_dir / "report.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    embedder = Embedder.load(model_path)
+    # Heads on one frozen stem (stage 1) share its maps: each face's stem pass runs once.
+    loader = SharedStemEmbedder if config.data.maps or config.init else Embedder
+    embedder = loader.from_checkpoint(ckpt.load(model_path))
     result = validation_report(embedder, config.data, config.run_dir / "split")
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-# (header, cell) per metric column: the figures the model card quotes for each variant.
-_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
-    ("Verification acc.", lambda r: _accuracy(r["verification"])),
-    ("AUC", lambda r: f"{r['verification']['auc']:.3f}"),
+def _save_pretrained(config: TrainConfig, path: Path) -> None:
+    model = build_model(config.model)
+    pretrained.load_into(model, config.init)
+    metadata = {"training": {"config": config.name, "steps": 0, "init": config.init}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.save(ckpt.from_model(model.eval(), metadata), path)
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+# (header, value) per metric column: the figures the model card quotes for each variant.
+_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], float | None]], ...] = (
+    ("Verification acc.", lambda r: _pct(r["verification"]["accuracy"])),
+    ("AUC", lambda r: r["verification"]["auc"]),
     ("TAR@FAR=1e-2", lambda r: _pct(r["verification"]["tar_at_far"].get("0.01"))),
     ("TAR@FAR=1e-3", lambda r: _pct(r["verification"]["tar_at_far"].get("0.001"))),
-    ("Masked acc.", lambda r: _accuracy(r["masked_verification"])),
-    ("Masked AUC", lambda r: f"{r['masked_verification']['auc']:.3f}"),
+    ("Masked acc.", lambda r: _pct(r["masked_verification"]["accuracy"])),
+    ("Masked AUC", lambda r: r["masked_verification"]["auc"]),
     ("Rank-1", lambda r: _pct(r["identification"]["rank1"])),
     ("M2N Rank-1", lambda r: _pct(r["m2n"]["rank1"])),
     ("M2N Rank-5", lambda r: _pct(r["m2n"]["rank5"])),
     ("M2N TAR@FAR=1e-2", lambda r: _pct(r["m2n"]["tar_at_far"].get("0.01"))),
+    ("Photos Rank-1", lambda r: _pct(r.get("photos", {}).get("rank1"))),
+    ("Photos M2N Rank-1", lambda r: _pct(r.get("photos_m2n", {}).get("rank1"))),
 )
+# Within one model, accuracy's spread is over the 10 folds; across seeds, over the seeds.
+_FOLD_STD = {"Verification acc.": "verification", "Masked acc.": "masked_verification"}
 
 
 def markdown(rows: Sequence[tuple[TrainConfig, dict[str, Any]]]) -> str:
+    """A row per variant; a variant trained with several seeds shows mean +- std over them."""
     headers = ["Variant", "QAN", "Diversity", "b"] + [h for h, _ in _COLUMNS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for config, r in rows:
-        m = config.model
-        cells = [config.name, "yes" if m.qan else "no", m.diversity, str(m.branches)]
-        lines.append("| " + " | ".join(cells + [cell(r) for _, cell in _COLUMNS]) + " |")
+    for name, group in _by_variant(rows).items():
+        m = group[0][0].model
+        seeds = sorted(c.seed for c, _ in group)
+        label = name if len(group) == 1 else f"{name} (seeds {', '.join(map(str, seeds))})"
+        cells = [label, "yes" if m.qan else "no", m.diversity, str(m.branches)]
+        results = [r for _, r in group]
+        lines.append("| " + " | ".join(cells + [_cell(h, f, results) for h, f in _COLUMNS]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _accuracy(result: dict[str, Any]) -> str:
-    return f"{_pct(result['accuracy'])} +- {_pct(result['accuracy_std'])}"
+def _by_variant(
+    rows: Sequence[tuple[TrainConfig, dict[str, Any]]],
+) -> dict[str, list[tuple[TrainConfig, dict[str, Any]]]]:
+    groups: dict[str, list[tuple[TrainConfig, dict[str, Any]]]] = {}
+    for config, result in rows:
+        groups.setdefault(re.sub(r"-seed\d+$", "", config.name), []).append((config, result))
+    return groups
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
+def _cell(header: str, value: Callable[[dict[str, Any]], float | None], results: list) -> str:
+    values = [value(r) for r in results]
+    if any(v is None for v in values):
+        return "n/a"
+    digits = 3 if "AUC" in header else 2
+    mean = float(np.mean(values))
+    if len(values) > 1:
+        return f"{mean:.{digits}f} +- {float(np.std(values, ddof=1)):.{digits}f}"
+    if header in _FOLD_STD:
+        return f"{mean:.2f} +- {100 * results[0][_FOLD_STD[header]]['accuracy_std']:.2f}"
+    return f"{mean:.{digits}f}"
 
 
 def ablate(
@@ -96,9 +162,10 @@ def ablate(
     variants: Sequence[str] = TABLE_1,
     branches: Sequence[int] = BRANCHES,
     num_workers: int = 0,
+    seeds: Sequence[int] = (),
 ) -> Path:
     """Trains and measures every row; writes ablation.md and ablation.json in the output."""
-    rows = [(c, run_variant(c, num_workers)) for c in plan(base, variants, branches)]
+    rows = [(c, run_variant(c, num_workers)) for c in plan(base, variants, branches, seeds)]
     out = Path(base.output)
     (out / "ablation.json").write_text(json.dumps({c.name: r for c, r in rows}, indent=2) + "\n")
     table = out / "ablation.md"

@@ -29,15 +29,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    from embedder.config import variant
     from trainer import data
+    from trainer.ablate import variant_model
     from trainer.config import load_config
     from trainer.train import train as run
 
     config = load_config(args.config)
     overrides = {}
     if args.variant:
-        overrides["model"] = variant(args.variant, stem=config.model.stem)
+        overrides["model"] = variant_model(config, args.variant)
         overrides["name"] = f"{config.name}-{args.variant}"
     if args.output:
         overrides["output"] = str(args.output)
@@ -45,12 +45,12 @@ def train(args: argparse.Namespace) -> int:
         overrides["max_steps"] = args.max_steps
     config = config.with_overrides(**overrides)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 validates
-    training = data.training_set(config.data)
+    training, augment, teacher = data.training_inputs(config)
     model_path = run(
         config,
         training,
-        augment=data.augmentation(config.data),
-        teacher=data.teacher(config.data, training) if config.distill_weight else None,
+        augment=augment,
+        teacher=teacher,
         validator=data.validator(config.data, config.run_dir) if main_process else None,
         resume=args.resume,
         num_workers=args.workers,
@@ -64,10 +64,17 @@ def register_ablate(commands: argparse._SubParsersAction) -> None:
         "ablate", help="train and measure the Table 1 variants and a b sweep at equal budget"
     )
     p.add_argument("config", help="the base config: its data, schedule and budget")
-    p.add_argument("--variants", default="baseline,cal,qan_ld,cqa", help="comma-separated")
+    p.add_argument(
+        "--variants",
+        default="baseline,cal,qan_ld,cqa",
+        help="comma-separated; `pretrained`: a pretrained stem's own network, untrained here",
+    )
     p.add_argument("--branches", default="2,4,8", help="b values for the full model")
     p.add_argument("--output", type=Path, help="runs folder (default: the config's)")
     p.add_argument("--epochs", type=float, help="budget per variant (default: the config's)")
+    p.add_argument(
+        "--seeds", default="", help="train each variant with these seeds (default: the config's)"
+    )
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.set_defaults(handler=ablate)
 
@@ -85,7 +92,8 @@ def ablate(args: argparse.Namespace) -> int:
     config = config.with_overrides(**overrides)
     variants = [v for v in args.variants.split(",") if v]
     branches = [int(b) for b in args.branches.split(",") if b]
-    table = run(config, variants, branches, args.workers)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    table = run(config, variants, branches, args.workers, seeds)
     print(table.read_text())
     return 0
 

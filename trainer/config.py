@@ -25,6 +25,19 @@ def shared_data(*parts: str) -> str:
     return str(root.joinpath(*parts))
 
 
+def shared_model(*parts: str) -> str:
+    """A pretrained file under CQAFACE_SHARED_MODELS (default ../shared/models): training data,
+    never part of the repository."""
+    root = Path(os.environ.get("CQAFACE_SHARED_MODELS", PROJECT_ROOT.parent / "shared" / "models"))
+    return str(root.joinpath(*parts))
+
+
+def cache_dir(name: str) -> str:
+    """A stem-map cache (trainer/map_cache.py): CQAFACE_CACHE_DIR, default var/maps."""
+    root = Path(os.environ.get("CQAFACE_CACHE_DIR", PROJECT_ROOT / "var" / "maps"))
+    return str(root / name)
+
+
 def teacher_file(name: str) -> str:
     """A teacher-embedding file (CQAFACE_TEACHER_DIR, default var/teacher in the project)."""
     root = Path(os.environ.get("CQAFACE_TEACHER_DIR", PROJECT_ROOT / "var" / "teacher"))
@@ -41,6 +54,8 @@ class DataConfig:
     split_seed: int = 0
     val_pairs_per_fold: int | None = 300  # caps periodic validation's cost
     preload: bool = True  # decode every crop once into RAM (WebP decoding dominates on CPU)
+    max_per_identity: int | None = None  # each identity's first N images only
+    max_identities: int | None = None  # the first N training identities (sorted) only
     flip: float = 0.5
     color_jitter: float = 0.0
     low_resolution: float = 0.0  # probability of random down-and-up scaling (cross-quality)
@@ -48,6 +63,11 @@ class DataConfig:
     mask: float = 0.0  # probability of a synthetic mask (off: the paper does not use them)
     # Offline teacher embeddings of `root`'s crops (trainer/teacher_dlib.py), for distillation.
     teacher: str | None = None
+    # Stage 1 on a pretrained stem: a folder of its cached maps (trainer/map_cache.py), built on
+    # first use; the stem stays frozen, the head trains on the maps, the teacher is the
+    # pretrained network's own embedding of the bare face.
+    maps: str | None = None
+    mask_maps: float = 0.5  # with `maps`: probability of the masked variant of a face
 
 
 @dataclass(frozen=True)
@@ -73,7 +93,9 @@ class TrainConfig:
     cosface_s: float = 64.0
     cosface_m: float = 0.35
     attention_lambda: float = 0.5  # weight of CAL (or L_D) beside CosFace
-    distill_weight: float = 0.0  # weight of embedding distillation (needs data.teacher)
+    distill_weight: float = 0.0  # weight of embedding distillation (needs data.teacher or maps)
+    # A pretrained network's file (embedder/pretrained.py) to start the stem from.
+    init: str | None = None
     grad_clip: float | None = 5.0
     amp: bool = True  # bf16 autocast on CUDA only; CPU trains in float32
     compile: bool = False  # torch.compile the model: ~1.2x on CPU after ~2 min of compiling

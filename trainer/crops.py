@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,17 @@ from embedder.inference import INPUT_SIZE
 from embedder.masks import apply_mask
 
 
+@lru_cache(maxsize=20_000)
 def load_crop(path: Path) -> np.ndarray:
-    """The aligned crop of `path`; raises the embedder's typed errors for a photo with no face."""
+    """The aligned crop of `path`; raises the embedder's typed errors for a photo with no face.
+
+    Remembered (read-only) for the process: a report measures the same photos several times
+    (bare and masked probes, several models), and detection costs more than embedding."""
     image = load_image(path)
-    if image.shape[:2] == (INPUT_SIZE, INPUT_SIZE):
-        return image
-    return faces_from_file(path, policy="largest")[0].crop
+    if image.shape[:2] != (INPUT_SIZE, INPUT_SIZE):
+        image = faces_from_file(path, policy="largest")[0].crop
+    image.flags.writeable = False
+    return image
 
 
 def masked(crop: np.ndarray, key: str, seed: int = 0) -> np.ndarray:

@@ -13,10 +13,11 @@ from pathlib import Path
 from embedder.inference import Embedder
 from embedder.model import CQAFace
 from trainer.augment import Augment, AugmentConfig
-from trainer.config import DataConfig
+from trainer.config import DataConfig, TrainConfig
 from trainer.distill import Teacher
 from trainer.evaluate import verify_pairs
 from trainer.folder_dataset import FolderDataset
+from trainer.map_cache import CacheKey, MapCache, MapSet, PickVariant
 from trainer.pairs import list_identities, listing_resolver, read_lfw_pairs
 from trainer.recordio import RecordIODataset
 from trainer.split import PAIRS_FILE, Split, make_split, write_split
@@ -40,8 +41,15 @@ def training_set(config: DataConfig) -> TrainingSet:
     if root.suffix == ".rec":
         return RecordIODataset(root, tensors=False)
     identities = identity_split(config).train if config.validation_identities else None
+    if config.max_identities:
+        identities = (identities or list_identities(root))[: config.max_identities]
     return FolderDataset(
-        root, identities, preload=config.preload, workers=os.cpu_count() or 1, tensors=False
+        root,
+        identities,
+        preload=config.preload,
+        workers=os.cpu_count() or 1,
+        tensors=False,
+        max_per_identity=config.max_per_identity,
     )
 
 
@@ -53,6 +61,39 @@ def identity_split(config: DataConfig) -> Split:
         n_validation=config.validation_identities,
         seed=config.split_seed,
     )
+
+
+def training_inputs(
+    config: TrainConfig,
+) -> tuple[TrainingSet, Augment | PickVariant, Teacher | None]:
+    """What the loop trains on: crops with their augmentation (and the offline teacher when
+    distilling), or, for stage 1 on a pretrained stem, its cached maps with their variants and
+    the pretrained network's own embeddings as the teacher."""
+    faces = training_set(config.data)
+    if config.data.maps:
+        cache = map_cache(config, faces)
+        teacher = cache.teacher if config.distill_weight else None
+        return MapSet(cache, faces), PickVariant(config.data.mask_maps), teacher
+    teacher_vectors = teacher(config.data, faces) if config.distill_weight else None
+    return faces, augmentation(config.data), teacher_vectors
+
+
+def map_cache(config: TrainConfig, faces: FolderDataset) -> MapCache:
+    """The pretrained stem's cached maps of the training faces, built on first use (resumably).
+
+    The cache belongs to the stem's file and the face list: a config pointing at a cache built
+    from anything else fails rather than training on the wrong maps.
+    """
+    from embedder import pretrained
+    from embedder.model import build_model
+    from trainer import map_cache as cache
+
+    if not config.init:
+        raise ValueError(f"{config.name}: data.maps needs `init`, the pretrained stem's file")
+    key = CacheKey(config.model.stem, cache.file_digest(config.init), config.data.split_seed)
+    network = build_model(pretrained.native(config.model.stem))
+    pretrained.load_into(network, config.init)
+    return cache.build(network, faces, Path(config.data.maps), key)
 
 
 def teacher(config: DataConfig, data: TrainingSet) -> Teacher | None:

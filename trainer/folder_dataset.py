@@ -51,6 +51,8 @@ class FolderDataset(Dataset[tuple[torch.Tensor | np.ndarray, int]]):
     `identities` restricts it to a split (labels then count within that list); `transform`
     augments the uint8 crop before it becomes a tensor. `tensors=False` gives the uint8 crop
     itself, for loops that augment, batch and scale on their own (trainer.train).
+    `max_per_identity` keeps each identity's first images (by name): a cap on the few people
+    with many photos, when every extra face costs a stem pass.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class FolderDataset(Dataset[tuple[torch.Tensor | np.ndarray, int]]):
         preload: bool = False,
         workers: int = 1,
         tensors: bool = True,
+        max_per_identity: int | None = None,
     ) -> None:
         root = Path(root)
         available = list_identities(root)
@@ -72,7 +75,7 @@ class FolderDataset(Dataset[tuple[torch.Tensor | np.ndarray, int]]):
         self.paths: list[Path] = []
         labels: list[int] = []
         for label, name in enumerate(self.identities):
-            files = list_images(root / name)
+            files = list_images(root / name)[:max_per_identity]
             self.paths += files
             labels += [label] * len(files)
         if not self.paths:

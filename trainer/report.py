@@ -5,6 +5,8 @@ and the ablation table quote, measured the same way for every model.
   accuracy, TAR@FAR, and the same with a synthetic mask on one face of each pair.
 - Identification over the validation identities: the first `gallery_size` crops of each person
   make the template, the others are probes; Rank-1 bare (normal) and masked (M2N).
+- The same through detection and alignment on the `holdout` folder's raw photos (celeba-photos:
+  every one of its people is a validation identity), as the product sees faces.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from embedder.inference import EmbedderBase
 from trainer.config import DataConfig
 from trainer.data import identity_split
 from trainer.evaluate import identify, verify_pairs
-from trainer.pairs import list_images, listing_resolver, read_lfw_pairs
+from trainer.pairs import list_identities, list_images, listing_resolver, read_lfw_pairs
 from trainer.split import PAIRS_FILE, write_split
 
 
@@ -32,21 +34,38 @@ def validation_report(
     pairs = read_lfw_pairs(work_dir / PAIRS_FILE, listing_resolver(root))
     normal = verify_pairs(embedder, pairs, "none")
     masked = verify_pairs(embedder, pairs, "one")
-    gallery, probes = [], []
-    for name in validation:
-        files = list_images(root / name)
-        if len(files) > gallery_size:
-            gallery += [(p, name) for p in files[:gallery_size]]
-            probes += [(p, name) for p in files[gallery_size:]]
-    plain = identify(embedder, gallery, probes)
-    m2n = identify(embedder, gallery, probes, mask_probes=True)
-    return {
+    plain, m2n = _identification(embedder, root, validation, gallery_size)
+    report = {
         "model_version": embedder.version,
         "verification": _short(normal),
         "masked_verification": _short(masked),
         "identification": {k: plain[k] for k in ("rank1", "rank5", "subjects", "probes")},
         "m2n": {k: m2n[k] for k in ("rank1", "rank5", "tar_at_far")},
     }
+    if config.holdout:
+        photos = Path(config.holdout)
+        plain, m2n = _identification(embedder, photos, list_identities(photos), PHOTO_GALLERY)
+        keys = ("rank1", "rank5", "tar_at_far", "subjects", "probes", "unusable")
+        report["photos"] = {k: plain[k] for k in keys}
+        report["photos_m2n"] = {k: m2n[k] for k in keys}
+    return report
+
+
+PHOTO_GALLERY = 5  # the model card's celeba-photos protocol: 5 photos make a template
+
+
+def _identification(
+    embedder: EmbedderBase, root: Path, people: list[str], gallery_size: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Bare and masked (M2N) probes against templates of each person's first photos."""
+    gallery, probes = [], []
+    for name in people:
+        files = list_images(root / name)
+        if len(files) > gallery_size:
+            gallery += [(p, name) for p in files[:gallery_size]]
+            probes += [(p, name) for p in files[gallery_size:]]
+    masked = identify(embedder, gallery, probes, mask_probes=True)
+    return identify(embedder, gallery, probes), masked
 
 
 def _short(result: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from embedder import checkpoint as serving
+from embedder import pretrained
 from embedder.attention_loss import contrastive_attention_loss, diversity_loss
 from embedder.cosface import CosFace
 from embedder.inference import preprocess
@@ -74,6 +75,16 @@ def collate(batch: list[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, ...
     return images, torch.tensor(labels, dtype=torch.long), torch.tensor(indices, dtype=torch.long)
 
 
+def collate_maps(batch: list[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, ...]:
+    """Cached fp16 stem maps -> float32 maps, labels, indices."""
+    maps, labels, indices = zip(*batch, strict=True)
+    return (
+        torch.from_numpy(np.stack(maps)).float(),
+        torch.tensor(labels, dtype=torch.long),
+        torch.tensor(indices, dtype=torch.long),
+    )
+
+
 class Trainee(nn.Module):
     """The embedding model, its CosFace head and the optional distillation projection, trained
     (and wrapped by DDP) as one module."""
@@ -85,10 +96,14 @@ class Trainee(nn.Module):
         attention_lambda: float,
         distill: Distillation | None = None,
         distill_weight: float = 0.0,
+        on_maps: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.head, self.distill = model, head, distill
         self.attention_lambda, self.distill_weight = attention_lambda, distill_weight
+        # Stage 1 on a pretrained stem: inputs are its cached maps and the stem stays frozen.
+        self.on_maps = on_maps
+        model.stem.requires_grad_(not on_maps)
 
     def forward(
         self,
@@ -98,7 +113,7 @@ class Trainee(nn.Module):
         present: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """-> total loss, CosFace, attention term, distillation term."""
-        out = self.model(images)
+        out = self.model.forward_head(images) if self.on_maps else self.model(images)
         cls = self.head(out.embedding, labels)
         aux = self.attention_loss(out.attention.float())
         dist = cls.new_zeros(())
@@ -165,8 +180,11 @@ class _Run:
         distill = None
         if teacher is not None and config.distill_weight > 0:
             distill = Distillation(config.model.embedding_size, teacher.dim)
+        if config.init:
+            pretrained.load_into(model, config.init)
+        on_maps = config.data.maps is not None
         self.trainee = Trainee(
-            model, head, config.attention_lambda, distill, config.distill_weight
+            model, head, config.attention_lambda, distill, config.distill_weight, on_maps
         ).to(ctx.device, memory_format=torch.channels_last)
         self.wrapped: nn.Module = self.trainee
         self.ddp: DistributedDataParallel | None = None
@@ -206,7 +224,7 @@ class _Run:
             self.dataset,
             batch_size=self.sampler.local_batch,
             sampler=self.sampler,
-            collate_fn=collate,
+            collate_fn=collate_maps if on_maps else collate,
             num_workers=num_workers,
             drop_last=True,
             pin_memory=ctx.device.type == "cuda",
