@@ -72,8 +72,8 @@ def training_inputs(
     faces = training_set(config.data)
     if config.data.maps:
         cache = map_cache(config, faces)
-        teacher = cache.teacher if config.distill_weight else None
-        return MapSet(cache, faces), PickVariant(config.data.mask_maps), teacher
+        target = cache.teacher if config.distill_weight else None
+        return MapSet(cache, faces), PickVariant(config.data.mask_maps), target
     teacher_vectors = teacher(config.data, faces) if config.distill_weight else None
     return faces, augmentation(config.data), teacher_vectors
 
