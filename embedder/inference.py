@@ -19,7 +19,7 @@ import torch
 from embedder import checkpoint as ckpt
 from embedder import settings
 from embedder.config import ModelConfig
-from embedder.mask_classifier import MaskClassifier
+from embedder.mask_classifier import MaskClassifier, features
 from embedder.model import CQAFace
 
 INPUT_SIZE = 112
@@ -91,7 +91,7 @@ class EmbedderBase:
         """P(masked) per face from the checkpoint's mask classifier; None if it has none."""
         if self.mask_classifier is None:
             return None
-        return self.mask_classifier.probability(embeddings.vectors, embeddings.quality)
+        return self.mask_classifier.probability(features(embeddings))
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError

@@ -1,25 +1,36 @@
 """Mask presence from what the embedder already computes: a logistic regression over the unit
-embedding and the part qualities, stored in the checkpoint's metadata.
+embedding, the part qualities and the attention maps, stored in the checkpoint's metadata.
 
 The system needs to know whether a probe is masked (masked probes get their own threshold);
 a second network would double the cost per face, while occlusion of the lower face already
-shows in the embedding and in the QAN qualities of the lower parts. Plain numbers in the
-metadata keep the checkpoint loadable with weights_only and the ONNX graph unchanged.
+shows in what the model computes. Not in the embedding alone: a model taught to map a masked
+face onto its bare face hides the mask there (validation accuracy 82.8% with the embedding and
+qualities, 97.1% with the attention maps added; 1,500 + 500 faces, the shipped y1 model).
+Plain numbers in the metadata keep the checkpoint loadable with weights_only and the ONNX
+graph unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from embedder.inference import Embeddings
 
 METADATA_KEY = "mask_classifier"
 
 
-def features(vectors: np.ndarray, quality: np.ndarray) -> np.ndarray:
-    """(N, D + b) float64: the unit embeddings beside the part qualities."""
-    return np.concatenate([vectors, quality], axis=1).astype(np.float64)
+def features(embeddings: Embeddings) -> np.ndarray:
+    """(N, D + b + b*h*w) float64: the unit embeddings, the part qualities, the attention maps.
+
+    In this order, so that a classifier fitted on the first D + b columns alone (checkpoints
+    from before the maps were added) reads the same columns."""
+    n = len(embeddings.vectors)
+    parts = [embeddings.vectors, embeddings.quality, embeddings.attention.reshape(n, -1)]
+    return np.concatenate(parts, axis=1).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -28,13 +39,13 @@ class MaskClassifier:
     bias: float
     threshold: float = 0.5
 
-    def probability(self, vectors: np.ndarray, quality: np.ndarray) -> np.ndarray:
-        """P(masked) per face, from its embedding and part qualities."""
-        logits = features(vectors, quality) @ self.weight + self.bias
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """P(masked) per face, from its `features`."""
+        logits = x[:, : len(self.weight)] @ self.weight + self.bias
         return 1.0 / (1.0 + np.exp(-logits))
 
-    def is_masked(self, vectors: np.ndarray, quality: np.ndarray) -> np.ndarray:
-        return self.probability(vectors, quality) >= self.threshold
+    def is_masked(self, x: np.ndarray) -> np.ndarray:
+        return self.probability(x) >= self.threshold
 
     def to_metadata(self, **report: Any) -> dict[str, Any]:
         return {

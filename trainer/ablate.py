@@ -129,7 +129,8 @@ def markdown(rows: Sequence[tuple[TrainConfig, dict[str, Any]]]) -> str:
         m = group[0][0].model
         seeds = sorted(c.seed for c, _ in group)
         label = name if len(group) == 1 else f"{name} (seeds {', '.join(map(str, seeds))})"
-        cells = [label, "yes" if m.qan else "no", m.diversity, str(m.branches)]
+        branches = str(m.branches) if m.head == "cqa" else "-"
+        cells = [label, "yes" if m.qan else "no", m.diversity, branches]
         results = [r for _, r in group]
         lines.append("| " + " | ".join(cells + [_cell(h, f, results) for h, f in _COLUMNS]) + " |")
     return "\n".join(lines) + "\n"

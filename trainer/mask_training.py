@@ -43,7 +43,7 @@ def embed_pairs(
     covered = [masked(crops[p], str(p), seed) for p in paths if p in crops]
     out = embedder.embed(np.stack(bare + covered))
     labels = np.repeat([0, 1], len(bare))
-    return features(out.vectors, out.quality), labels
+    return features(out), labels
 
 
 def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> MaskClassifier:
@@ -67,7 +67,7 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> MaskClassifier:
 
 
 def measure(classifier: MaskClassifier, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    predicted = (x @ classifier.weight + classifier.bias) >= 0
+    predicted = classifier.is_masked(x)
     truth = y.astype(bool)
     return {
         "accuracy": round(float((predicted == truth).mean()), 4),
