@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_USAGE = 2  # a bad argument or setting: an unsupported URL, a missing model file
+EXIT_USAGE = 2  # a bad argument or setting: an unsupported URL, a missing model file, a file
+# that SQLite cannot use
 EXIT_UNREACHABLE = 3  # the database or the broker refused or dropped the connection
 
 
@@ -47,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:
         line = _unreachable(error)
+        if line is not None:
+            return _fail(args, line, EXIT_UNREACHABLE)
+        line = _unusable(error)
         if line is None:
             raise  # a bug: its traceback is what a report needs
-        return _fail(args, line, EXIT_UNREACHABLE)
+        return _fail(args, line, EXIT_USAGE)
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
@@ -86,6 +90,21 @@ def _unreachable(error: Exception) -> str | None:
         return _database_line(error) if is_outage(error) else None
     broker_error = _broker_error(error)
     return None if broker_error is None else _broker_line(broker_error)
+
+
+def _unusable(error: Exception) -> str | None:
+    """The line for a SQLite file that CQAFACE_DATABASE_URL names but SQLite cannot use."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from identify import settings
+    from identify.db import unusable_sqlite
+
+    cause = unusable_sqlite(error) if isinstance(error, DBAPIError) else None
+    if cause is None:
+        return None
+    path = make_url(settings.database_url()).database
+    return f"cannot use the database {path} (CQAFACE_DATABASE_URL): {cause}"
 
 
 def _database_line(error: DBAPIError) -> str:

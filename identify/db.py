@@ -23,7 +23,7 @@ def make_engine(url: str | None = None) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(Path(parsed.database).parent)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -35,6 +35,30 @@ def make_engine(url: str | None = None) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _make_folder(folder: Path) -> None:
+    """The SQLite file's folder, made on first use; a folder that cannot be made is a bad
+    setting (ValueError: the CLI's status 2), not a crash."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(
+            f"cannot create the folder {folder} for the database (CQAFACE_DATABASE_URL): {reason}"
+        ) from None
+
+
+def unusable_sqlite(error: DBAPIError) -> str | None:
+    """SQLite's own word for a file that cannot serve as the gallery (a folder that cannot be
+    opened, a file that is something else, a read-only file), else None: a bad setting."""
+    import sqlite3
+
+    if not isinstance(error.orig, sqlite3.DatabaseError):
+        return None
+    text = str(error.orig)
+    known = ("unable to open database file", "file is not a database", "readonly database")
+    return text if any(k in text for k in known) else None
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

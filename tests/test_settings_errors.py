@@ -150,6 +150,46 @@ def test_a_database_that_does_not_exist_is_named_in_one_line(
     )
 
 
+# ----- A SQLite file that cannot serve --------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["gallery", "subjects"], ["job", "list"]])
+def test_a_sqlite_file_that_is_something_else_is_one_line_and_left_as_it_was(
+    command: list[str], tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a gallery\n" * 200)
+    out = cqaface(*command, tmp=tmp_path, CQAFACE_DATABASE_URL=f"sqlite:///{notes}")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        f"cqaface {command[0]}: error: cannot use the database {notes} "
+        "(CQAFACE_DATABASE_URL): file is not a database\n"
+    )
+    assert notes.read_text() == "not a gallery\n" * 200
+
+
+def test_a_sqlite_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    url = f"sqlite:///{blocker}/gallery/g.db"
+    out = cqaface("db", "upgrade", tmp=tmp_path, CQAFACE_DATABASE_URL=url)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        f"cqaface db: error: cannot create the folder {blocker}/gallery for the database "
+        "(CQAFACE_DATABASE_URL): Not a directory\n"
+    )
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    """/proc takes no new files, whoever runs the suite (root included)."""
+    out = cqaface("db", "upgrade", tmp=tmp_path, CQAFACE_DATABASE_URL="sqlite:////proc/g.db")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        "cqaface db: error: cannot use the database /proc/g.db (CQAFACE_DATABASE_URL): "
+        "unable to open database file\n"
+    )
+
+
 # ----- Redis not reachable ----------------------------------------------------------------
 
 
