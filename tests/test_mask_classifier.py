@@ -64,7 +64,7 @@ def test_the_shipped_model_tells_masked_faces_from_bare_ones(celeba_aligned_dir:
     if not settings.DEFAULT_MODEL.is_file():
         pytest.skip("no shipped model at embedder/weights/cqaface.pt")
     embedder = Embedder.load(settings.DEFAULT_MODEL)
-    split = identity_split(load_config("cpu_celeba_distill").data)
+    split = identity_split(load_config("cpu_y1_stage1").data)
     faces = sample_faces(celeba_aligned_dir, split.validation, 150, seed=5)
     x, y = embed_pairs(embedder, faces, seed=99)  # masks drawn unlike the fitting's
     bare, masked = x[y == 0], x[y == 1]

@@ -152,6 +152,29 @@ def test_y1_with_its_own_head_verifies_the_6000_validation_pairs_at_93_percent(
 # ----- the wrong file fails, naming the file and what does not fit -----------------------------
 
 
+def test_a_teacher_file_holds_y1s_own_embedding_of_every_bare_crop(
+    y1_params: Path, celeba_identities, tmp_path: Path
+) -> None:
+    """trainer/teacher.py: distillation's targets, read back by path (trainer/distill.py)."""
+    from trainer.distill import Teacher
+    from trainer.teacher import main
+
+    faces = celeba_identities(3)
+    out = tmp_path / "teacher.npz"
+    main([str(faces), str(out), "--init", str(y1_params)])
+    paths = sorted(faces.glob("*/*.webp"))
+    with np.load(out) as saved:
+        assert saved["paths"].tolist() == [str(p.relative_to(faces)) for p in paths]
+        stored = saved["embeddings"].astype(np.float32)
+    crops = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    with torch.inference_mode():
+        own = _native(Y1, y1_params)(torch.from_numpy(preprocess(crops))).embedding
+    own = torch.nn.functional.normalize(own, dim=1).numpy()
+    assert np.abs(stored - own).max() < 1e-3  # float16 of the same vectors
+    teacher = Teacher.for_paths(out, faces, paths)
+    assert teacher.present.all() and teacher.dim == 128
+
+
 def _error(model: CQAFace, path: Path) -> str:
     with pytest.raises(PretrainedError) as error:
         load_into(model, path)

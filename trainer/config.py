@@ -61,7 +61,7 @@ class DataConfig:
     low_resolution: float = 0.0  # probability of random down-and-up scaling (cross-quality)
     blur: float = 0.0
     mask: float = 0.0  # probability of a synthetic mask (off: the paper does not use them)
-    # Offline teacher embeddings of `root`'s crops (trainer/teacher_dlib.py), for distillation.
+    # A teacher's embeddings of `root`'s crops (trainer/teacher.py), for distillation.
     teacher: str | None = None
     # Stage 1 on a pretrained stem: a folder of its cached maps (trainer/map_cache.py), built on
     # first use; the stem stays frozen, the head trains on the maps, the teacher is the

@@ -1,9 +1,9 @@
 """Embedding distillation: an optional loss term that pulls the student's embedding, through a
 training-only linear projection, towards a teacher's embedding of the same crop.
 
-The teacher's vectors are computed once, offline (trainer/teacher_dlib.py), and stored beside
-the data; training only reads them. They are centred on their mean before use: dlib's
-descriptors all share a large common component (impostor cosines near 0.8), which would
+The teacher's vectors are computed once (trainer/teacher.py) and stored beside the data;
+training only reads them. They are centred on their mean before use: a component that all of a
+teacher's vectors share (dlib's descriptors had one with impostor cosines near 0.8) would
 otherwise dominate the cosine the student is asked to match. The projection is not part of
 the served model; the served embedding stays the model's own 512-d output.
 """
