@@ -20,7 +20,7 @@ from embedder.inference import Embedder, preprocess
 from embedder.model import build_model
 from trainer import data
 from trainer.config import load_config
-from trainer.frozen_stem import SharedStemEmbedder
+from trainer.frozen_stem import SharedStemEmbedder, StemMaps
 from trainer.map_cache import SHARD, MapCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,10 +99,25 @@ def test_heads_on_a_shared_stem_embed_exactly_as_the_whole_model(run: Path) -> N
     config = load_config(str(run / "tiny.py"))
     crops = np.stack([data.training_set(config.data).crop(i) for i in range(4)])
     plain = Embedder.from_checkpoint(served).embed(crops).vectors
-    shared = SharedStemEmbedder.from_checkpoint(served)
-    first, again = shared.embed(crops).vectors, shared.embed(crops).vectors
+    maps = StemMaps()
+    shared = SharedStemEmbedder.from_checkpoint(served, maps=maps)
+    first = shared.embed(crops).vectors
+    kept = len(maps)
+    again = SharedStemEmbedder.from_checkpoint(served, maps=maps).embed(crops).vectors
     np.testing.assert_allclose(first, plain, atol=1e-6)
-    assert np.array_equal(first, again)
+    assert np.array_equal(first, again) and len(maps) == kept > 0  # the second pass computed none
+
+
+def test_shared_stem_maps_stop_growing_at_their_limit_and_stay_exact(run: Path) -> None:
+    served = ckpt.load(run / "tiny" / "model.pt")
+    config = load_config(str(run / "tiny.py"))
+    crops = np.stack([data.training_set(config.data).crop(i) for i in range(4)])
+    plain = Embedder.from_checkpoint(served).embed(crops).vectors
+    maps = StemMaps(limit_bytes=3 * 512 * 7 * 7 * 4)  # three maps
+    shared = SharedStemEmbedder.from_checkpoint(served, maps=maps)
+    for _ in range(2):
+        np.testing.assert_allclose(shared.embed(crops).vectors, plain, atol=1e-6)
+        assert (len(maps), maps.used_bytes) == (3, maps.limit_bytes)
 
 
 def test_a_cache_built_from_another_stem_file_is_refused(run: Path, tmp_path: Path) -> None:
@@ -122,3 +137,16 @@ def test_a_run_on_fewer_identities_reads_the_same_shards(run: Path) -> None:
     assert isinstance(cache, MapCache) and len(cache) == 15 < SHARD
     whole = data.map_cache(config, data.training_set(config.data))
     assert np.array_equal(np.asarray(cache[14]), np.asarray(whole[14]))
+
+
+def test_training_the_untrained_pretrained_variant_is_refused_in_one_line(run: Path) -> None:
+    command = [sys.executable, "-m", "identify.cli", "train", str(run / "tiny.py")]
+    out = subprocess.run(
+        [*command, "--variant", "pretrained"], capture_output=True, text=True, timeout=120
+    )
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        "cqaface train: error: variant 'pretrained' is the pretrained network untrained: there "
+        "is nothing to train; measure it with `cqaface ablate tiny --variants pretrained`\n"
+    )
+    assert not (run / "tiny-pretrained").exists()

@@ -24,24 +24,13 @@ from embedder.inference import Embedder
 from embedder.model import build_model
 from trainer import data
 from trainer.config import TrainConfig
-from trainer.frozen_stem import SharedStemEmbedder
+from trainer.frozen_stem import SharedStemEmbedder, StemMaps
 from trainer.report import validation_report
 from trainer.train import train
+from trainer.variants import PRETRAINED, variant_model
 
 TABLE_1 = ("baseline", "cal", "qan_ld", "cqa")
 BRANCHES = (2, 4, 8)
-# The pretrained network's own embedding, measured untrained: the bar a stage-1 head must beat.
-PRETRAINED = "pretrained"
-
-
-def variant_model(base: TrainConfig, name: str) -> ModelConfig:
-    """A variant on the base's stem; on a pretrained stem, `global` (and `pretrained`) is the
-    network's own pooled embedding, which the file provides whole."""
-    if base.init and name in ("global", PRETRAINED):
-        return pretrained.native(base.model.stem)
-    if name == PRETRAINED:
-        raise ValueError(f"variant {PRETRAINED!r} needs a config with `init`")
-    return variant(name, stem=base.model.stem)
 
 
 def _row(base: TrainConfig, label: str, model: ModelConfig, seed: int) -> TrainConfig:
@@ -71,7 +60,12 @@ def plan(
     return rows
 
 
-def run_variant(config: TrainConfig, num_workers: int = 0) -> dict[str, Any]:
+def run_variant(
+    config: TrainConfig, num_workers: int = 0, maps: StemMaps | None = None
+) -> dict[str, Any]:
+    """Trains the row unless its run holds the final model; measures it unless measured. Heads
+    on one frozen stem (stage 1) share its maps through `maps`: each face's stem pass runs once
+    a table."""
     model_path = config.run_dir / "model.pt"
     if not model_path.is_file():
         if config.extra.get("untrained"):
@@ -82,9 +76,11 @@ def run_variant(config: TrainConfig, num_workers: int = 0) -> dict[str, Any]:
     result_file = config.run_dir / "report.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    # Heads on one frozen stem (stage 1) share its maps: each face's stem pass runs once.
-    loader = SharedStemEmbedder if config.data.maps or config.init else Embedder
-    embedder = loader.from_checkpoint(ckpt.load(model_path))
+    checkpoint = ckpt.load(model_path)
+    if maps is not None and (config.data.maps or config.init):
+        embedder: Embedder = SharedStemEmbedder.from_checkpoint(checkpoint, maps=maps)
+    else:
+        embedder = Embedder.from_checkpoint(checkpoint)
     result = validation_report(embedder, config.data, config.run_dir / "split")
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -166,7 +162,8 @@ def ablate(
     seeds: Sequence[int] = (),
 ) -> Path:
     """Trains and measures every row; writes ablation.md and ablation.json in the output."""
-    rows = [(c, run_variant(c, num_workers)) for c in plan(base, variants, branches, seeds)]
+    maps = StemMaps()
+    rows = [(c, run_variant(c, num_workers, maps)) for c in plan(base, variants, branches, seeds)]
     out = Path(base.output)
     (out / "ablation.json").write_text(json.dumps({c.name: r for c, r in rows}, indent=2) + "\n")
     table = out / "ablation.md"

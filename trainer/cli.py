@@ -30,14 +30,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def train(args: argparse.Namespace) -> int:
     from trainer import data
-    from trainer.ablate import variant_model
     from trainer.config import load_config
     from trainer.train import train as run
+    from trainer.variants import trainable_model
 
     config = load_config(args.config)
     overrides = {}
     if args.variant:
-        overrides["model"] = variant_model(config, args.variant)
+        overrides["model"] = trainable_model(config, args.variant)
         overrides["name"] = f"{config.name}-{args.variant}"
     if args.output:
         overrides["output"] = str(args.output)
