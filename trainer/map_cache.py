@@ -71,7 +71,7 @@ def _check(folder: Path, key: CacheKey, names: list[str]) -> None:
     path = folder / META
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"key": asdict(key), "variants": VARIANTS, "faces": names}))
+        _write_meta(path, {"key": asdict(key), "variants": VARIANTS, "faces": names})
         return
     meta = json.loads(path.read_text())
     if CacheKey(**meta["key"]) != key:
@@ -81,8 +81,14 @@ def _check(folder: Path, key: CacheKey, names: list[str]) -> None:
     if known[:common] != names[:common]:
         raise ValueError(f"{folder}: built for other faces (first difference before {common})")
     if len(names) > len(known):
-        meta["faces"] = names
-        path.write_text(json.dumps(meta))
+        _write_meta(path, {**meta, "faces": names})
+
+
+def _write_meta(path: Path, meta: dict[str, object]) -> None:
+    """Whole or not at all: a build interrupted here leaves the previous record readable."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(meta))
+    partial.replace(path)
 
 
 def _names(faces: FolderDataset) -> list[str]:
