@@ -14,6 +14,7 @@ Stem = Literal[
 ]
 Head = Literal["cqa", "global"]
 Diversity = Literal["cal", "hpda", "dropout", "none"]
+PartPooling = Literal["mean", "gdc"]
 
 STEMS: tuple[str, ...] = get_args(Stem)
 
@@ -36,6 +37,11 @@ class ModelConfig:
     cal_sigma: float = 0.01
     hpda_margin: float = 0.2
     attention_dropout: float = 0.2
+    # How a branch pools its attended map into a part feature: the paper's GAP ("mean"), or a
+    # global depthwise conv shared by the branches ("gdc", MobileFaceNet's head: one learnt
+    # weight per channel and position, so a part keeps where on the face a feature sits; on a
+    # pretrained stem it starts as the pretrained network's own head, embedder/pretrained.py).
+    part_pooling: PartPooling = "mean"
     # Global head only: dropout before the flatten-FC, as insightface's IResNet has it.
     head_dropout: float = 0.0
 
@@ -48,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"unknown diversity {self.diversity!r}")
         if self.cal_reduction not in ("mean", "sum"):
             raise ValueError(f"cal_reduction must be 'mean' or 'sum', not {self.cal_reduction!r}")
+        if self.part_pooling not in ("mean", "gdc"):
+            raise ValueError(f"part_pooling must be 'mean' or 'gdc', not {self.part_pooling!r}")
         if self.head == "cqa" and self.branches < 1:
             raise ValueError("a CQA head needs at least one branch")
         if self.diversity in ("cal", "hpda") and self.head == "cqa" and self.branches < 2:
@@ -71,6 +79,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cal": {"head": "cqa", "qan": False, "diversity": "cal"},
     "qan_ld": {"head": "cqa", "qan": True, "diversity": "hpda"},
     "cqa": {"head": "cqa", "qan": True, "diversity": "cal"},
+    "cqa_gdc": {"head": "cqa", "qan": True, "diversity": "cal", "part_pooling": "gdc"},
     "dropout": {"head": "cqa", "qan": True, "diversity": "dropout"},
     "global": {"head": "global", "qan": False, "diversity": "none"},
 }

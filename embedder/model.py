@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from embedder.config import ModelConfig
-from embedder.lanet import LANet
+from embedder.lanet import LANet, gdc_pool
 from embedder.qan import QAN
 from embedder.stem import build_stem
 
@@ -39,7 +39,10 @@ class CQAFace(nn.Module):
             self.head = self.stem.global_head(config.embedding_size, config.head_dropout)
             return
         dropout = config.attention_dropout if config.diversity == "dropout" else 0.0
-        self.lanet = LANet(channels, config.branches, config.reduction, dropout)
+        pool = None
+        if config.part_pooling == "gdc":
+            pool = gdc_pool(channels, self.stem.sizes[self.stage])
+        self.lanet = LANet(channels, config.branches, config.reduction, dropout, pool)
         self.qan = QAN(channels, config.branches, config.reduction) if config.qan else None
         self.fc = nn.Linear(config.branches * channels, config.embedding_size, bias=False)
         self.bn = nn.BatchNorm1d(config.embedding_size)

@@ -16,7 +16,7 @@ import torch
 
 from embedder import checkpoint, mxnet_params
 from embedder.config import ModelConfig
-from embedder.model import CQAFace
+from embedder.model import CQAFace, build_model
 
 
 class PretrainedError(ValueError):
@@ -268,4 +268,38 @@ def load_into(model: CQAFace, path: str | Path) -> list[str]:
     with torch.no_grad():
         for name, value in incoming.items():
             own[name].copy_(torch.as_tensor(np.ascontiguousarray(value)))
+    if model.config.head == "cqa" and model.config.part_pooling == "gdc":
+        return sorted(incoming) + _warm_start_parts(model, path)
     return sorted(incoming)
+
+
+def _warm_start_parts(model: CQAFace, path: Path) -> list[str]:
+    """A head that pools parts with a GDC starts from the pretrained network's own head: its
+    GDC pools every part, its embedding layer maps part i to the i-th slice of the embedding
+    (block diagonal), and its batch norm is repeated per slice. With even attention each slice
+    is then the pretrained embedding itself: training starts from what MS1M taught the head,
+    not from noise. Returns the names it set."""
+    network = build_model(native(model.config.stem))
+    load_into(network, path)
+    gdc, linear, norm = network.head[0], network.head[3], network.head[4]
+    b, dim = model.config.branches, linear.out_features
+    if model.config.embedding_size != b * dim or model.lanet.pool is None:
+        raise PretrainedError(
+            f"{path}: a GDC head starts from the pretrained one only with embedding_size = "
+            f"branches x {dim} = {b * dim}, not {model.config.embedding_size}"
+        )
+    conv = next(m for m in gdc.modules() if isinstance(m, torch.nn.Conv2d))
+    batch_norm = next(m for m in gdc.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        model.lanet.pool[0].weight.copy_(conv.weight)
+        model.lanet.pool[1].load_state_dict(batch_norm.state_dict())
+        model.lanet.pool[1].eps = batch_norm.eps
+        model.fc.weight.zero_()
+        c = linear.in_features
+        for i in range(b):
+            model.fc.weight[i * dim : (i + 1) * dim, i * c : (i + 1) * c] = linear.weight
+        for name, value in norm.state_dict().items():
+            getattr(model.bn, name).copy_(value.repeat(b) if value.dim() else value)
+        model.bn.eps = norm.eps
+    names = [f"lanet.pool.{n}" for n in model.lanet.pool.state_dict()] + ["fc.weight"]
+    return sorted(names + [f"bn.{n}" for n in norm.state_dict()])

@@ -41,9 +41,11 @@ def test_any_number_of_branches(branches: int) -> None:
     assert out.attention.shape[1] == out.quality.shape[1] == branches
 
 
-def test_attention_maps_can_read_an_earlier_stage() -> None:
-    out = _forward(ModelConfig(stem="r18", attention_stage=3))
+@pytest.mark.parametrize("pooling", ["mean", "gdc"])
+def test_attention_maps_can_read_an_earlier_stage(pooling: str) -> None:
+    out = _forward(ModelConfig(stem="r18", attention_stage=3, part_pooling=pooling))
     assert out.attention.shape == (2, 4, 14, 14)
+    assert out.embedding.shape == (2, 512)
 
 
 def test_attention_in_unit_range_and_qualities_strictly_inside() -> None:

@@ -279,3 +279,33 @@ def test_imagenet_norm_maps_the_pipeline_input_to_torchvision_normalised_pixels(
         InputNorm.imagenet()(torch.from_numpy(preprocess(crop))),
         torch.from_numpy(_imagenet(crop)),
     )
+
+
+@pytest.mark.parametrize("stem", [Y1, FOAMLIU])
+def test_a_gdc_head_starts_as_the_pretrained_head_on_every_part(
+    stem: str, y1_params: Path, foamliu_pt: Path, celeba_aligned_dir: Path
+) -> None:
+    """Each embedding slice of a part pooled over the whole map (even attention) is the
+    pretrained network's own embedding: the head starts from MS1M's, not from noise."""
+    path = y1_params if stem == Y1 else foamliu_pt
+    model = build_model(ModelConfig(stem=stem, part_pooling="gdc")).eval()
+    names = load_into(model, path)
+    assert {"lanet.pool.0.weight", "fc.weight", "bn.running_var"} <= set(names)
+    x = torch.from_numpy(preprocess(_crops(celeba_aligned_dir, 8)))
+    with torch.inference_mode():
+        features = model.stem.forward_to(x, model.stage)
+        whole = model.lanet.pool(features).flatten(1).repeat(1, model.config.branches)
+        slices = model.bn(model.fc(whole)).split(128, dim=1)
+        own = _native(stem, path)(x).embedding
+    for part in slices:
+        torch.testing.assert_close(part, own, rtol=1e-4, atol=1e-4)
+
+
+def test_a_gdc_head_of_another_width_cannot_start_from_the_pretrained_head(
+    y1_params: Path,
+) -> None:
+    model = build_model(ModelConfig(stem=Y1, part_pooling="gdc", embedding_size=256))
+    assert _error(model, y1_params) == (
+        f"{y1_params}: a GDC head starts from the pretrained one only with embedding_size = "
+        "branches x 128 = 512, not 256"
+    )
