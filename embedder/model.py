@@ -14,10 +14,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from embedder.backbones import build_stem
 from embedder.config import ModelConfig
 from embedder.lanet import LANet, gdc_pool
 from embedder.qan import QAN
-from embedder.stem import build_stem
 
 
 class FaceOutput(NamedTuple):

@@ -68,19 +68,3 @@ class Stem(nn.Module):
     def global_head(self, embedding_size: int, dropout: float = 0.0) -> nn.Module:
         """The stem's usual head over its last stage (the ArcFace-style reference)."""
         raise NotImplementedError
-
-
-def build_stem(name: str) -> Stem:
-    from embedder.iresnet import LAYERS, IResNet
-    from embedder.mobilefacenet import MobileFaceNet, insightface_y1
-    from embedder.mobilefacenet_foamliu import FoamliuMobileFaceNet
-
-    if name in LAYERS:
-        return IResNet(name)
-    if name == "mobilefacenet":
-        return MobileFaceNet()
-    if name == "mobilefacenet_y1":
-        return insightface_y1()
-    if name == "mobilefacenet_foamliu":
-        return FoamliuMobileFaceNet()
-    raise ValueError(f"unknown stem {name!r}")
