@@ -26,11 +26,12 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from embedder.errors import FaceInputError
 from identify import auth, csrf
-from identify.app import services
 from identify.http_errors import ApiError, face_input_error
 from identify.models import Face, Image, Role, Subject, User
+from identify.services import services
 from identify.web_common import (
     audit,
+    audit_page,
     audit_search,
     db,
     first_face_ids,
@@ -326,8 +327,6 @@ def job_json(job_id: int) -> Response:
 @admin.get("/audit")
 @login_required(Role.ADMIN)
 def audit_log() -> str:
-    from identify.api import audit_page
-
     filters = {k: request.args.get(k, "").strip() for k in ("action", "user", "since", "until")}
     page = _int_arg("page", 1)
     with db() as s:

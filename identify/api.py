@@ -9,22 +9,22 @@ import binascii
 import functools
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from embedder.errors import FaceInputError
 from identify import auth, settings
-from identify.app import services
 from identify.http_errors import ApiError, face_input_error
-from identify.models import AuditEntry, Image, ItemStatus, Subject
+from identify.models import Image, ItemStatus, Subject
+from identify.services import services
 from identify.web_common import (
     answer_json,
     audit,
+    audit_page,
     audit_search,
     db,
     fresh_gallery,
@@ -450,63 +450,6 @@ def audit_log() -> Response:
 @api.get("/openapi.json")
 def openapi() -> Response:
     return Response(OPENAPI_PATH.read_text(), mimetype="application/json")
-
-
-def audit_page(
-    session: Any,
-    *,
-    action: str | None,
-    user_id: str | int | None,
-    since: str | None,
-    until: str | None,
-    page: int,
-    per_page: int,
-) -> tuple[list[dict[str, Any]], int]:
-    """Audit entries, newest first, filtered by action, user and time."""
-    where = []
-    if action:
-        where.append(AuditEntry.action == action)
-    if user_id not in (None, ""):
-        try:
-            where.append(AuditEntry.user_id == int(user_id))
-        except ValueError:
-            raise ApiError(400, "bad_parameter", "user_id is an integer") from None
-    for value, op in ((since, "ge"), (until, "le")):
-        if value:
-            try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
-                raise ApiError(400, "bad_parameter", f"not an ISO date: {value!r}") from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            if op == "le" and len(value) == 10:  # a date: up to the end of that day
-                moment += timedelta(days=1) - timedelta(microseconds=1)
-            where.append(AuditEntry.at >= moment if op == "ge" else AuditEntry.at <= moment)
-    total = session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0
-    rows = session.scalars(
-        select(AuditEntry)
-        .where(*where)
-        .order_by(AuditEntry.id.desc())
-        .offset((page - 1) * per_page)
-        .limit(per_page)
-    ).all()
-    from identify.models import User
-
-    emails = dict(session.execute(select(User.id, User.email)).all())
-    items = [
-        {
-            "id": e.id,
-            "at": e.at.isoformat(),
-            "user_id": e.user_id,
-            "user": emails.get(e.user_id),
-            "action": e.action,
-            "target_type": e.target_type,
-            "target_id": e.target_id,
-            "details": e.details,
-        }
-        for e in rows
-    ]
-    return items, int(total)
 
 
 def documented_routes() -> set[tuple[str, str]]:

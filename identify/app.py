@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 from identify import settings
 from identify.services import Services
@@ -37,8 +37,3 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     init_web(app)
     return app
-
-
-def services() -> Services:
-    """The current app's services (inside a request, a CLI command or a worker's task)."""
-    return current_app.extensions["cqaface"]

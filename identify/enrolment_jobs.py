@@ -10,9 +10,9 @@ from typing import IO, Any
 
 from sqlalchemy import func, select
 
-from identify.app import services
 from identify.http_errors import ApiError
 from identify.models import EnrolmentJob, User
+from identify.services import services
 from identify.web_common import audit, db
 
 _UPLOAD_PATH = re.compile(r"^.*/uploads/[0-9a-f]{32}/")

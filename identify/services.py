@@ -1,6 +1,8 @@
 """The long-lived parts of a process (engine, encoder, gallery, searcher), built once on first
 use and shared by the web app's requests and a worker's tasks: loading the model and opening
-the index are costly, and every request of a process must see the same index."""
+the index are costly, and every request of a process must see the same index. The factory
+hangs them on the app; blueprints and tasks find them with `services()`, never through the
+factory's module."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flask import current_app
 from sqlalchemy import Engine
 
 from identify.db import make_engine
@@ -67,3 +70,8 @@ class Services:
                 self._gallery.save_indexes()
             if self._engine is not None:
                 self._engine.dispose()
+
+
+def services() -> Services:
+    """The current app's services (inside a request, a CLI command or a worker's task)."""
+    return current_app.extensions["cqaface"]

@@ -8,8 +8,8 @@ from flask import current_app
 from sqlalchemy import func, select, text
 
 from identify import settings
-from identify.app import services
 from identify.models import EnrolmentJob, Face, JobStatus, Subject
+from identify.services import services
 
 
 def _redis() -> Any:

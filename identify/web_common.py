@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,12 +19,12 @@ from sqlalchemy.orm import Session, selectinload
 
 from embedder.imageio import load_image
 from identify import settings
-from identify.app import services
 from identify.db import session_factory
 from identify.encode import MASK_MODES, EncodedFace
 from identify.http_errors import ApiError
 from identify.models import AuditEntry, Face, Image, Subject, Template
 from identify.search import Decision, FaceAnswer, Match
+from identify.services import services
 
 REFRESH_EVERY_S = 1.0
 _refresh_lock = threading.Lock()
@@ -56,6 +57,63 @@ def audit(
             details=details,
         )
     )
+
+
+def audit_page(
+    session: Any,
+    *,
+    action: str | None,
+    user_id: str | int | None,
+    since: str | None,
+    until: str | None,
+    page: int,
+    per_page: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Audit entries, newest first, filtered by action, user and time."""
+    where = []
+    if action:
+        where.append(AuditEntry.action == action)
+    if user_id not in (None, ""):
+        try:
+            where.append(AuditEntry.user_id == int(user_id))
+        except ValueError:
+            raise ApiError(400, "bad_parameter", "user_id is an integer") from None
+    for value, op in ((since, "ge"), (until, "le")):
+        if value:
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise ApiError(400, "bad_parameter", f"not an ISO date: {value!r}") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            if op == "le" and len(value) == 10:  # a date: up to the end of that day
+                moment += timedelta(days=1) - timedelta(microseconds=1)
+            where.append(AuditEntry.at >= moment if op == "ge" else AuditEntry.at <= moment)
+    total = session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0
+    rows = session.scalars(
+        select(AuditEntry)
+        .where(*where)
+        .order_by(AuditEntry.id.desc())
+        .offset((page - 1) * per_page)
+        .limit(per_page)
+    ).all()
+    from identify.models import User
+
+    emails = dict(session.execute(select(User.id, User.email)).all())
+    items = [
+        {
+            "id": e.id,
+            "at": e.at.isoformat(),
+            "user_id": e.user_id,
+            "user": emails.get(e.user_id),
+            "action": e.action,
+            "target_type": e.target_type,
+            "target_id": e.target_id,
+            "details": e.details,
+        }
+        for e in rows
+    ]
+    return items, int(total)
 
 
 def fresh_gallery() -> Any:

@@ -308,7 +308,7 @@ def test_a_queued_job_can_be_cancelled_and_the_cancel_is_audited(app, tmp_path):
     photo = tmp_path / "ada.png"
     photo.write_bytes(png_bytes())
     with app.app_context():
-        from identify.app import services
+        from identify.services import services
 
         job_id = enrolment.create_job(
             services().engine, [("Ada", photo)], source="test", kind="files", user_id=None

@@ -18,8 +18,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from identify import jobs, settings
-from identify.app import services
 from identify.gallery import Gallery
+from identify.services import services
 
 log = logging.getLogger(__name__)
 
