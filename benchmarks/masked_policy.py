@@ -31,7 +31,7 @@ from identify import migrate
 from identify.db import make_engine
 from identify.encode import FaceEncoder
 from identify.gallery import FaceRecord, Gallery
-from identify.search import Searcher
+from identify.search.searcher import Searcher
 from trainer.config import shared_data
 
 POLICIES = ("normal", "masked", "max", "mean")

@@ -259,7 +259,7 @@ def gallery_subjects(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     from embedder.errors import FaceInputError
-    from identify.search import Searcher
+    from identify.search.searcher import Searcher
 
     searcher = Searcher(_gallery(args.model))
     try:
@@ -276,7 +276,7 @@ def verify(args: argparse.Namespace) -> int:
 
 def identify(args: argparse.Namespace) -> int:
     from embedder.errors import FaceInputError
-    from identify.search import Searcher
+    from identify.search.searcher import Searcher
 
     if args.k < 1:
         raise ValueError("--k must be at least 1")

@@ -17,7 +17,7 @@ from identify.db import make_engine
 
 if TYPE_CHECKING:
     from identify.gallery import Gallery
-    from identify.search import Searcher
+    from identify.search.searcher import Searcher
 
 
 class Services:
@@ -58,7 +58,7 @@ class Services:
     def searcher(self) -> Searcher:
         with self._lock:
             if self._searcher is None:
-                from identify.search import Searcher
+                from identify.search.searcher import Searcher
 
                 self._searcher = Searcher(self.gallery)
             return self._searcher

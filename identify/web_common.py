@@ -23,7 +23,7 @@ from identify.db import session_factory
 from identify.encode import MASK_MODES, EncodedFace
 from identify.http_errors import ApiError
 from identify.models import AuditEntry, Face, Image, Subject, Template
-from identify.search import Decision, FaceAnswer, Match
+from identify.search.searcher import Decision, FaceAnswer, Match
 from identify.services import services
 
 REFRESH_EVERY_S = 1.0

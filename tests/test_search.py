@@ -11,7 +11,7 @@ from embedder.faces import Face
 from identify.db import make_engine
 from identify.encode import EncodedFace
 from identify.gallery import Gallery
-from identify.search import Searcher
+from identify.search.searcher import Searcher
 from identify.thresholds import ThresholdError, threshold
 
 CALIBRATION = {
