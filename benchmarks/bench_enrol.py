@@ -56,7 +56,7 @@ def photos(n: int) -> list[tuple[str, Path]]:
 def load_encoder(first: Path):
     from embedder.imageio import load_image
     from embedder.inference import Embedder
-    from identify.encode import FaceEncoder
+    from identify.search.encode import FaceEncoder
 
     encoder = FaceEncoder(Embedder.load(None))
     encoder.encode(encoder.faces(load_image(first.read_bytes()), "largest"), "no")  # warm

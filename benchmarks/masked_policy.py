@@ -29,8 +29,8 @@ from embedder.inference import Embedder
 from embedder.masks import apply_mask
 from identify import migrate
 from identify.db import make_engine
-from identify.encode import FaceEncoder
 from identify.gallery import FaceRecord, Gallery
+from identify.search.encode import FaceEncoder
 from identify.search.searcher import Searcher
 from trainer.config import shared_data
 

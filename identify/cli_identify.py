@@ -130,8 +130,8 @@ def _gallery(model: Path | None) -> Any:
     from embedder.inference import Embedder
     from identify import migrate
     from identify.db import make_engine
-    from identify.encode import FaceEncoder
     from identify.gallery import Gallery
+    from identify.search.encode import FaceEncoder
 
     engine = make_engine()
     if migrate.current(engine) is None:

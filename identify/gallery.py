@@ -31,7 +31,6 @@ from embedder.imageio import load_image
 from identify import settings, templates
 from identify import vectors as vec
 from identify.db import session_factory
-from identify.encode import FaceEncoder
 from identify.index import TemplateIndex
 from identify.index_store import (
     OpenedIndex,
@@ -50,6 +49,7 @@ from identify.models import (
     Template,
     TemplateKind,
 )
+from identify.search.encode import FaceEncoder
 
 # FaceInputError codes -> job item statuses (the stable vocabulary of enrolment reports).
 _STATUS_OF_CODE = {

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from embedder.align import warp_to_photo
-from identify.encode import EncodedFace
+from identify.search.encode import EncodedFace
 
 MAX_SIDE = 720
 MIN_SIDE = 320

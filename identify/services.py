@@ -45,8 +45,8 @@ class Services:
         with self._lock:
             if self._gallery is None:
                 from embedder.inference import Embedder
-                from identify.encode import FaceEncoder
                 from identify.gallery import Gallery
+                from identify.search.encode import FaceEncoder
 
                 encoder = FaceEncoder(Embedder.load(self.model_path))
                 gallery = Gallery.for_encoder(self.engine, encoder, index_dir=self.index_dir)

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session, selectinload
 from embedder.imageio import load_image
 from identify import settings
 from identify.db import session_factory
-from identify.encode import MASK_MODES, EncodedFace
 from identify.http_errors import ApiError
 from identify.models import AuditEntry, Face, Image, Subject, Template
+from identify.search.encode import MASK_MODES, EncodedFace
 from identify.search.searcher import Decision, FaceAnswer, Match
 from identify.services import services
 

@@ -12,7 +12,7 @@ from embedder.imageio import load_image
 from embedder.inference import Embedder
 from embedder.mask_classifier import METADATA_KEY, MaskClassifier
 from embedder.model import build_model
-from identify.encode import FaceEncoder
+from identify.search.encode import FaceEncoder
 
 
 def encoder_with(bias: float | None, threshold: float = 0.5) -> FaceEncoder:

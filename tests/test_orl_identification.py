@@ -19,9 +19,9 @@ from embedder import settings as embedder_settings
 from embedder.imageio import load_image
 from identify import migrate
 from identify.db import make_engine
-from identify.encode import FaceEncoder
 from identify.gallery import Gallery
 from identify.models import ItemStatus
+from identify.search.encode import FaceEncoder
 
 RANK1_FLOOR = 0.70
 

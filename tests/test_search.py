@@ -9,8 +9,8 @@ from synthetic import DIM, MODEL, add, face, near, unit
 
 from embedder.faces import Face
 from identify.db import make_engine
-from identify.encode import EncodedFace
 from identify.gallery import Gallery
+from identify.search.encode import EncodedFace
 from identify.search.searcher import Searcher
 from identify.thresholds import ThresholdError, threshold
 

@@ -58,7 +58,7 @@ def _writer() -> Gallery:
     gallery = _writers.get(id(held))
     if gallery is None:
         from embedder.inference import Embedder
-        from identify.encode import FaceEncoder
+        from identify.search.encode import FaceEncoder
 
         encoder = FaceEncoder(Embedder.load(held.model_path))
         gallery = Gallery.for_encoder(held.engine, encoder, index_dir=held.index_dir)

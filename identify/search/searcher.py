@@ -16,9 +16,9 @@ import numpy as np
 
 from embedder.imageio import load_image
 from identify import settings
-from identify.encode import EncodedFace, MaskMode
 from identify.gallery import Gallery
 from identify.models import TemplateKind
+from identify.search.encode import EncodedFace, MaskMode
 from identify.thresholds import threshold
 
 Ranked = list[tuple[int, float]]  # (subject id, score), best first
