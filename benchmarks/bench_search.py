@@ -3,7 +3,7 @@
 Random unit 512-d templates plus planted true matches (probes at cosine ~0.6 to one template,
 as a genuine face pair scores), searched by:
 
-- `faiss_exact`: identify.index.TemplateIndex, IndexIDMap2 over IndexFlatIP (the default),
+- `faiss_exact`: identify.search.index.TemplateIndex, IndexIDMap2 over IndexFlatIP (the default),
 - `faiss_pq`: the same class above CQAFACE_INDEX_EXACT_MAX with CQAFACE_INDEX_APPROX=pq (the
   default): a 4-bit PQ fast scan whose shortlist is re-scored exactly (shortlist sweep),
 - `faiss_hnsw`: the same with CQAFACE_INDEX_APPROX=hnsw (efSearch sweep),
@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from identify.index import TemplateIndex
+from identify.search.index import TemplateIndex
 
 DIM = 512
 GENUINE_COSINE = 0.6

@@ -140,7 +140,7 @@ def _gallery(model: Path | None) -> Any:
 
 
 def index_rebuild(args: argparse.Namespace) -> int:
-    from identify.index_store import rebuild_indexes
+    from identify.search.index_store import rebuild_indexes
 
     gallery = _gallery(args.model)
     with gallery.sessions() as session:
@@ -173,8 +173,8 @@ def restore(args: argparse.Namespace) -> int:
     from identify import settings
     from identify.backup import restore as load
     from identify.db import make_engine, session_factory
-    from identify.index_store import rebuild_indexes
     from identify.models import Template
+    from identify.search.index_store import rebuild_indexes
 
     engine = make_engine()
     report = load(engine, args.backup)

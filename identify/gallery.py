@@ -31,14 +31,6 @@ from embedder.imageio import load_image
 from identify import settings, templates
 from identify import vectors as vec
 from identify.db import session_factory
-from identify.index import TemplateIndex
-from identify.index_store import (
-    OpenedIndex,
-    TemplateStates,
-    open_index,
-    row_tag,
-    template_states,
-)
 from identify.models import (
     AuditEntry,
     Embedding,
@@ -50,6 +42,14 @@ from identify.models import (
     TemplateKind,
 )
 from identify.search.encode import FaceEncoder
+from identify.search.index import TemplateIndex
+from identify.search.index_store import (
+    OpenedIndex,
+    TemplateStates,
+    open_index,
+    row_tag,
+    template_states,
+)
 
 # FaceInputError codes -> job item statuses (the stable vocabulary of enrolment reports).
 _STATUS_OF_CODE = {

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from synthetic import near, unit
 
-from identify.index import IndexFileError, TemplateIndex
-from identify.rwlock import RWLock
+from identify.search.index import IndexFileError, TemplateIndex
+from identify.search.rwlock import RWLock
 
 DIM = 64
 

@@ -138,7 +138,7 @@ def _store(task_id: str, meta: dict[str, Any], state: str) -> None:
 @shared_task(bind=True, name="cqaface.rebuild_index", **RETRY)
 def rebuild_index(self: Task) -> dict[str, int]:
     """Rebuild the current model's indexes from the database and save them."""
-    from identify.index_store import rebuild_indexes
+    from identify.search.index_store import rebuild_indexes
 
     gallery = _writer()
     with gallery.sessions() as session:

@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 
 from identify import settings
-from identify.rwlock import RWLock
+from identify.search.rwlock import RWLock
 
 Kind = Literal["flat", "hnsw", "pq"]
 APPROXIMATE: tuple[Kind, ...] = ("pq", "hnsw")

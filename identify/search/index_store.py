@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from identify import settings
 from identify import vectors as vec
-from identify.index import FORMAT_VERSION, IndexFileError, TemplateIndex
 from identify.models import Template, TemplateKind
+from identify.search.index import FORMAT_VERSION, IndexFileError, TemplateIndex
 
 log = logging.getLogger(__name__)
 
