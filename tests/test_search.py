@@ -12,7 +12,7 @@ from identify.db import make_engine
 from identify.gallery import Gallery
 from identify.search.encode import EncodedFace
 from identify.search.searcher import Searcher
-from identify.thresholds import ThresholdError, threshold
+from identify.search.thresholds import ThresholdError, threshold
 
 CALIBRATION = {
     "thresholds": {

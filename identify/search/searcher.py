@@ -19,7 +19,7 @@ from identify import settings
 from identify.gallery import Gallery
 from identify.models import TemplateKind
 from identify.search.encode import EncodedFace, MaskMode
-from identify.thresholds import threshold
+from identify.search.thresholds import threshold
 
 Ranked = list[tuple[int, float]]  # (subject id, score), best first
 
