@@ -140,7 +140,7 @@ class FullPath:
 
     def _run_here(self, job_id: int) -> float:
         from identify import jobs
-        from identify.gallery import Gallery
+        from identify.gallery.enrolment import Gallery
 
         gallery = Gallery.for_encoder(
             self.engine, self.encoder, index_dir=Path(self.env["CQAFACE_DATA_DIR"])

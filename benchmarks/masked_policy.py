@@ -29,7 +29,7 @@ from embedder.inference import Embedder
 from embedder.masks import apply_mask
 from identify import migrate
 from identify.db import make_engine
-from identify.gallery import FaceRecord, Gallery
+from identify.gallery.enrolment import FaceRecord, Gallery
 from identify.search.encode import FaceEncoder
 from identify.search.searcher import Searcher
 from trainer.config import shared_data

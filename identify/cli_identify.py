@@ -130,7 +130,7 @@ def _gallery(model: Path | None) -> Any:
     from embedder.inference import Embedder
     from identify import migrate
     from identify.db import make_engine
-    from identify.gallery import Gallery
+    from identify.gallery.enrolment import Gallery
     from identify.search.encode import FaceEncoder
 
     engine = make_engine()

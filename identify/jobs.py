@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from identify import settings
 from identify.db import session_factory
-from identify.gallery import EnrolResult, Gallery, photos_by_subject
+from identify.gallery.enrolment import EnrolResult, Gallery, photos_by_subject
 from identify.models import (
     EnrolmentJob,
     Image,

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from identify.db import make_engine
 
 if TYPE_CHECKING:
-    from identify.gallery import Gallery
+    from identify.gallery.enrolment import Gallery
     from identify.search.searcher import Searcher
 
 
@@ -45,7 +45,7 @@ class Services:
         with self._lock:
             if self._gallery is None:
                 from embedder.inference import Embedder
-                from identify.gallery import Gallery
+                from identify.gallery.enrolment import Gallery
                 from identify.search.encode import FaceEncoder
 
                 encoder = FaceEncoder(Embedder.load(self.model_path))

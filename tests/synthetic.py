@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from identify.gallery import FaceRecord, Gallery
+from identify.gallery.enrolment import FaceRecord, Gallery
 
 DIM = 32
 MODEL = "synthetic-v1"

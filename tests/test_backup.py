@@ -17,7 +17,7 @@ from synthetic import DIM, MODEL, add, face, near, unit
 from identify import migrate
 from identify.backup import BackupError, backup, restore
 from identify.db import make_engine
-from identify.gallery import Gallery
+from identify.gallery.enrolment import Gallery
 from identify.models import AuditEntry, Face, Image, Subject
 
 SUBJECTS = 30

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from synthetic import DIM, MODEL, add, face, near, sha, unit
 
 from identify.db import make_engine
-from identify.gallery import Gallery
+from identify.gallery.enrolment import Gallery
 from identify.models import (
     AuditEntry,
     Embedding,
@@ -345,7 +345,7 @@ def test_concurrent_enrolments_of_one_subject_all_count_in_its_template(gallery)
 
 
 def test_a_batch_is_stored_at_once_with_its_duplicates_reported(gallery):
-    from identify.gallery import PhotoRecord
+    from identify.gallery.enrolment import PhotoRecord
 
     rng = np.random.default_rng(16)
     a, b, c = unit(rng, 3)

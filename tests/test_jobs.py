@@ -13,7 +13,7 @@ from embedder.config import ModelConfig
 from embedder.inference import Embedder
 from embedder.model import build_model
 from identify.db import make_engine
-from identify.gallery import Gallery
+from identify.gallery.enrolment import Gallery
 from identify.jobs import cancel_job, create_job, job_progress, run_job
 from identify.models import ItemStatus, JobItem, JobStatus
 from identify.search.encode import FaceEncoder

@@ -19,7 +19,7 @@ from embedder import settings as embedder_settings
 from embedder.imageio import load_image
 from identify import migrate
 from identify.db import make_engine
-from identify.gallery import Gallery
+from identify.gallery.enrolment import Gallery
 from identify.models import ItemStatus
 from identify.search.encode import FaceEncoder
 

@@ -9,7 +9,7 @@ from synthetic import DIM, MODEL, add, face, near, unit
 
 from embedder.faces import Face
 from identify.db import make_engine
-from identify.gallery import Gallery
+from identify.gallery.enrolment import Gallery
 from identify.search.encode import EncodedFace
 from identify.search.searcher import Searcher
 from identify.search.thresholds import ThresholdError, threshold

@@ -15,7 +15,7 @@ from kombu.exceptions import ChannelError
 from sqlalchemy import Engine
 
 from identify import jobs, settings
-from identify.gallery import Gallery
+from identify.gallery.enrolment import Gallery
 from identify.jobs import create_job
 
 __all__ = ["cancel", "create_job", "new_upload_dir", "progress", "redispatch_stalled", "submit"]

@@ -18,7 +18,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from identify import jobs, settings
-from identify.gallery import Gallery
+from identify.gallery.enrolment import Gallery
 from identify.services import services
 
 log = logging.getLogger(__name__)
