@@ -152,7 +152,7 @@ class FullPath:
     def finished_at(self, job_id: int) -> datetime | None:
         from sqlalchemy import select
 
-        from identify.models import EnrolmentJob, JobStatus
+        from identify.gallery.tables import EnrolmentJob, JobStatus
 
         with self.engine.connect() as connection:
             status, finished = connection.execute(

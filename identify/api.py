@@ -18,8 +18,8 @@ from sqlalchemy.exc import IntegrityError
 
 from embedder.errors import FaceInputError
 from identify import auth, settings
+from identify.gallery.tables import Image, ItemStatus, Subject
 from identify.http_errors import ApiError, face_input_error
-from identify.models import Image, ItemStatus, Subject
 from identify.services import services
 from identify.web_common import (
     answer_json,

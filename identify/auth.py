@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from identify.models import ApiKey, Role, User, utcnow
+from identify.gallery.tables import ApiKey, Role, User, utcnow
 
 SCOPES: tuple[str, ...] = ("identify", "enrol", "admin")
 ROLE_SCOPES: dict[Role, frozenset[str]] = {

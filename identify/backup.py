@@ -24,7 +24,7 @@ from sqlalchemy import Column, DateTime, Engine, Enum, LargeBinary, Table, func,
 from sqlalchemy.exc import SQLAlchemyError
 
 from identify import migrate
-from identify.models import Base
+from identify.gallery.tables import Base
 
 FORMAT = "cqaface-backup/1"
 MANIFEST = "manifest.json"

@@ -173,7 +173,7 @@ def restore(args: argparse.Namespace) -> int:
     from identify import settings
     from identify.backup import restore as load
     from identify.db import make_engine, session_factory
-    from identify.models import Template
+    from identify.gallery.tables import Template
     from identify.search.index_store import rebuild_indexes
 
     engine = make_engine()
@@ -198,7 +198,7 @@ def reembed(args: argparse.Namespace) -> int:
 
 
 def gallery_add(args: argparse.Namespace) -> int:
-    from identify.models import ItemStatus
+    from identify.gallery.tables import ItemStatus
 
     gallery = _gallery(args.model)
     gallery.open_indexes()
@@ -240,7 +240,7 @@ def gallery_subjects(args: argparse.Namespace) -> int:
 
     from identify import migrate
     from identify.db import make_engine
-    from identify.models import Image, Subject
+    from identify.gallery.tables import Image, Subject
 
     engine = make_engine()
     if migrate.current(engine) is None:

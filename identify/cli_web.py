@@ -72,7 +72,7 @@ def create_apikey(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from identify import auth
-    from identify.models import Role, User
+    from identify.gallery.tables import Role, User
 
     scopes = auth.parse_scopes(args.scopes)
     with _sessions()() as session, session.begin():
@@ -109,7 +109,7 @@ def revoke_apikey(args: argparse.Namespace) -> int:
 def list_apikeys(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from identify.models import ApiKey
+    from identify.gallery.tables import ApiKey
 
     with _sessions()() as session:
         for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):

@@ -85,7 +85,7 @@ def login() -> None:
 
     from identify import auth
     from identify.db import make_engine, session_factory
-    from identify.models import User
+    from identify.gallery.tables import User
 
     password = secrets.token_urlsafe(12)
     with session_factory(make_engine())() as session, session.begin():

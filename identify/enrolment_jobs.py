@@ -10,8 +10,8 @@ from typing import IO, Any
 
 from sqlalchemy import func, select
 
+from identify.gallery.tables import EnrolmentJob, User
 from identify.http_errors import ApiError
-from identify.models import EnrolmentJob, User
 from identify.services import services
 from identify.web_common import audit, db
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from identify import settings
 from identify.db import session_factory
 from identify.gallery.enrolment import EnrolResult, Gallery, photos_by_subject
-from identify.models import (
+from identify.gallery.tables import (
     EnrolmentJob,
     Image,
     ItemStatus,

@@ -23,7 +23,7 @@ from embedder.imageio import load_image
 from identify import settings, templates
 from identify import vectors as vec
 from identify.db import session_factory
-from identify.models import Embedding, Face, Image, TemplateKind
+from identify.gallery.tables import Embedding, Face, Image, TemplateKind
 from identify.search.encode import FaceEncoder
 from identify.search.index_store import OpenedIndex, rebuild_indexes
 

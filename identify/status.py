@@ -8,7 +8,7 @@ from flask import current_app
 from sqlalchemy import func, select, text
 
 from identify import settings
-from identify.models import EnrolmentJob, Face, JobStatus, Subject
+from identify.gallery.tables import EnrolmentJob, Face, JobStatus, Subject
 from identify.services import services
 
 

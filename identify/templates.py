@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from identify import vectors as vec
-from identify.models import Embedding, Face, Image, Template, TemplateKind, utcnow
+from identify.gallery.tables import Embedding, Face, Image, Template, TemplateKind, utcnow
 
 
 def contributes_to(face_masked: bool, embedding_kind: TemplateKind) -> TemplateKind:

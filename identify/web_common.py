@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, selectinload
 from embedder.imageio import load_image
 from identify import settings
 from identify.db import session_factory
+from identify.gallery.tables import AuditEntry, Face, Image, Subject, Template
 from identify.http_errors import ApiError
-from identify.models import AuditEntry, Face, Image, Subject, Template
 from identify.search.encode import MASK_MODES, EncodedFace
 from identify.search.searcher import Decision, FaceAnswer, Match
 from identify.services import services
@@ -97,7 +97,7 @@ def audit_page(
         .offset((page - 1) * per_page)
         .limit(per_page)
     ).all()
-    from identify.models import User
+    from identify.gallery.tables import User
 
     emails = dict(session.execute(select(User.id, User.email)).all())
     items = [

@@ -1,5 +1,5 @@
 """Alembic environment: the URL from identify's settings (or the caller's Config), the
-metadata from identify.models, batch mode on SQLite so that ALTERs work there too."""
+metadata from identify.gallery.tables, batch mode on SQLite so that ALTERs work there too."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from alembic import context
 
 from identify import settings
 from identify.db import make_engine
-from identify.models import Base
+from identify.gallery.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -130,7 +130,7 @@ def database_url(request, tmp_path) -> str:
         return url
     from sqlalchemy import create_engine, text
 
-    from identify.models import Base
+    from identify.gallery.tables import Base
 
     url = request.getfixturevalue("_migrated_postgres")
     engine = create_engine(url)

@@ -14,7 +14,7 @@ from server_process import request
 from sqlalchemy import insert
 
 from identify.db import make_engine
-from identify.models import Subject, Template, TemplateKind, utcnow
+from identify.gallery.tables import Subject, Template, TemplateKind, utcnow
 
 
 def seed_templates(url: str, model_version: str, subjects: int, dim: int = 512) -> None:

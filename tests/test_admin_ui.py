@@ -10,7 +10,7 @@ from datetime import UTC, date, timedelta
 import pytest
 from web_helpers import add_user, hold_rate_limit_clock, make_app, zip_of
 
-from identify.models import AuditEntry, Subject
+from identify.gallery.tables import AuditEntry, Subject
 from identify.web_common import db
 
 PASSWORD = "a long enough password"

@@ -96,7 +96,7 @@ def test_public_routes_need_no_key(app):
 def test_a_keys_scopes_shrink_with_its_users_role(app):
     from sqlalchemy import update
 
-    from identify.models import Role, User
+    from identify.gallery.tables import Role, User
     from identify.web_common import db
 
     key = add_key(app, "boss@x.org", "admin", "identify,enrol,admin")
@@ -122,7 +122,7 @@ def test_an_analyst_cannot_hold_enrol_or_admin_keys(app):
 def test_keys_are_stored_hashed(app):
     from sqlalchemy import select
 
-    from identify.models import ApiKey
+    from identify.gallery.tables import ApiKey
     from identify.web_common import db
 
     key = add_key(app, "a@x.org", "admin", "admin")

@@ -18,7 +18,7 @@ from identify import migrate
 from identify.backup import BackupError, backup, restore
 from identify.db import make_engine
 from identify.gallery.enrolment import Gallery
-from identify.models import AuditEntry, Face, Image, Subject
+from identify.gallery.tables import AuditEntry, Face, Image, Subject
 
 SUBJECTS = 30
 

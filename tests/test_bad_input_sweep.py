@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from web_helpers import add_key, bearer, bomb_png, make_app, png_bytes, zip_of
 
-from identify.models import AuditEntry, EnrolmentJob, Face, Image, Subject
+from identify.gallery.tables import AuditEntry, EnrolmentJob, Face, Image, Subject
 from identify.web_common import db
 
 LIMIT = 2 * 2**20

@@ -13,7 +13,7 @@ from synthetic import DIM, MODEL, add, face, near, sha, unit
 
 from identify.db import make_engine
 from identify.gallery.enrolment import Gallery
-from identify.models import (
+from identify.gallery.tables import (
     AuditEntry,
     Embedding,
     Face,

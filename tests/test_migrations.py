@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, inspect
 
 from identify import migrate
 from identify.cli import main
-from identify.models import Base
+from identify.gallery.tables import Base
 
 TABLES = {t.name for t in Base.metadata.sorted_tables}
 

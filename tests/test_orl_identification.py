@@ -20,7 +20,7 @@ from embedder.imageio import load_image
 from identify import migrate
 from identify.db import make_engine
 from identify.gallery.enrolment import Gallery
-from identify.models import ItemStatus
+from identify.gallery.tables import ItemStatus
 from identify.search.encode import FaceEncoder
 
 RANK1_FLOOR = 0.70

@@ -15,7 +15,7 @@ from embedder.model import build_model
 from identify import migrate
 from identify.db import make_engine
 from identify.gallery.enrolment import Gallery
-from identify.models import Embedding, ItemStatus, TemplateKind
+from identify.gallery.tables import Embedding, ItemStatus, TemplateKind
 from identify.reembed import reembed
 from identify.search.encode import FaceEncoder
 

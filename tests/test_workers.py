@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 from identify import migrate
 from identify.app import create_app
 from identify.db import make_engine, session_factory
-from identify.models import Face, Image, JobItem, Template
+from identify.gallery.tables import Face, Image, JobItem, Template
 from workers import enrolment
 from workers.sources import folder_items
 

@@ -44,7 +44,7 @@ def add_key(app, email: str, role: str, scopes: str) -> str:
     """A key of a (new or existing) user with ``role``."""
     from sqlalchemy import select
 
-    from identify.models import User
+    from identify.gallery.tables import User
 
     with app.app_context(), db() as session:
         user = session.scalars(select(User).where(User.email == email)).first()

@@ -175,7 +175,7 @@ def job_show(args: argparse.Namespace) -> int:
 def job_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from identify.models import EnrolmentJob
+    from identify.gallery.tables import EnrolmentJob
     from workers.enrolment import progress
 
     engine = _app().extensions["cqaface"].engine

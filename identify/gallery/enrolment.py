@@ -31,7 +31,7 @@ from embedder.imageio import load_image
 from identify import settings, templates
 from identify import vectors as vec
 from identify.db import session_factory
-from identify.models import (
+from identify.gallery.tables import (
     AuditEntry,
     Embedding,
     Face,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from identify import settings
 from identify import vectors as vec
-from identify.models import Template, TemplateKind
+from identify.gallery.tables import Template, TemplateKind
 from identify.search.index import FORMAT_VERSION, IndexFileError, TemplateIndex
 
 log = logging.getLogger(__name__)

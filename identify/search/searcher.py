@@ -17,7 +17,7 @@ import numpy as np
 from embedder.imageio import load_image
 from identify import settings
 from identify.gallery.enrolment import Gallery
-from identify.models import TemplateKind
+from identify.gallery.tables import TemplateKind
 from identify.search.encode import EncodedFace, MaskMode
 from identify.search.thresholds import threshold
 
