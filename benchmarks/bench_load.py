@@ -36,7 +36,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from embedder import checkpoint, settings
-    from identify import migrate
+    from identify.gallery import migrate
 
     admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
     name = f"cqaface_bench_{uuid.uuid4().hex[:8]}"

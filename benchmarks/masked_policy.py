@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embedder.inference import Embedder
 from embedder.masks import apply_mask
-from identify import migrate
-from identify.db import make_engine
+from identify.gallery import migrate
+from identify.gallery.db import make_engine
 from identify.gallery.enrolment import FaceRecord, Gallery
 from identify.search.encode import FaceEncoder
 from identify.search.searcher import Searcher

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Engine, Enum, LargeBinary, Table, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from identify import migrate
+from identify.gallery import migrate
 from identify.gallery.tables import Base
 
 FORMAT = "cqaface-backup/1"

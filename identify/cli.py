@@ -81,10 +81,10 @@ def _message(error: Exception) -> str:
 
 def _unreachable(error: Exception) -> str | None:
     """The line for a database or broker that cannot be reached (the outages that the HTTP
-    API answers with 503: identify.db.is_outage), else None."""
+    API answers with 503: identify.gallery.db.is_outage), else None."""
     from sqlalchemy.exc import DBAPIError
 
-    from identify.db import is_outage
+    from identify.gallery.db import is_outage
 
     if isinstance(error, DBAPIError):
         return _database_line(error) if is_outage(error) else None
@@ -98,7 +98,7 @@ def _unusable(error: Exception) -> str | None:
     from sqlalchemy.exc import DBAPIError
 
     from identify import settings
-    from identify.db import unusable_sqlite
+    from identify.gallery.db import unusable_sqlite
 
     cause = unusable_sqlite(error) if isinstance(error, DBAPIError) else None
     if cause is None:

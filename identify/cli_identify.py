@@ -96,7 +96,8 @@ def _error(path: Path, code: str, message: str) -> dict[str, Any]:
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    from identify import migrate, settings
+    from identify import settings
+    from identify.gallery import migrate
 
     migrate.upgrade(revision=args.revision)
     print(f"database {_safe(settings.database_url())} at {args.revision}", file=sys.stderr)
@@ -104,7 +105,8 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
 
 def db_downgrade(args: argparse.Namespace) -> int:
-    from identify import migrate, settings
+    from identify import settings
+    from identify.gallery import migrate
 
     migrate.downgrade(args.revision)
     print(f"database {_safe(settings.database_url())} at {args.revision}", file=sys.stderr)
@@ -112,8 +114,8 @@ def db_downgrade(args: argparse.Namespace) -> int:
 
 
 def db_current(args: argparse.Namespace) -> int:
-    from identify import migrate
-    from identify.db import make_engine
+    from identify.gallery import migrate
+    from identify.gallery.db import make_engine
 
     print(migrate.current(make_engine()) or "base")
     return 0
@@ -128,8 +130,8 @@ def _safe(url: str) -> str:
 def _gallery(model: Path | None) -> Any:
     """The gallery of the configured database for ``model``; refuses an unmigrated database."""
     from embedder.inference import Embedder
-    from identify import migrate
-    from identify.db import make_engine
+    from identify.gallery import migrate
+    from identify.gallery.db import make_engine
     from identify.gallery.enrolment import Gallery
     from identify.search.encode import FaceEncoder
 
@@ -161,7 +163,7 @@ def index_rebuild(args: argparse.Namespace) -> int:
 
 def backup(args: argparse.Namespace) -> int:
     from identify.backup import backup as write
-    from identify.db import make_engine
+    from identify.gallery.db import make_engine
 
     _emit(write(make_engine(), args.output).to_json())
     return 0
@@ -172,7 +174,7 @@ def restore(args: argparse.Namespace) -> int:
 
     from identify import settings
     from identify.backup import restore as load
-    from identify.db import make_engine, session_factory
+    from identify.gallery.db import make_engine, session_factory
     from identify.gallery.tables import Template
     from identify.search.index_store import rebuild_indexes
 
@@ -238,8 +240,8 @@ def gallery_remove(args: argparse.Namespace) -> int:
 def gallery_subjects(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
-    from identify import migrate
-    from identify.db import make_engine
+    from identify.gallery import migrate
+    from identify.gallery.db import make_engine
     from identify.gallery.tables import Image, Subject
 
     engine = make_engine()

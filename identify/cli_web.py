@@ -47,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _sessions():  # type: ignore[no-untyped-def]
-    from identify.db import make_engine, session_factory
+    from identify.gallery.db import make_engine, session_factory
 
     return session_factory(make_engine())
 

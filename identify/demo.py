@@ -84,7 +84,7 @@ def login() -> None:
     from sqlalchemy import select
 
     from identify import auth
-    from identify.db import make_engine, session_factory
+    from identify.gallery.db import make_engine, session_factory
     from identify.gallery.tables import User
 
     password = secrets.token_urlsafe(12)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from embedder.errors import FaceInputError
-from identify.db import is_outage
+from identify.gallery.db import is_outage
 
 log = logging.getLogger("identify.web")
 

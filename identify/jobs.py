@@ -21,7 +21,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from identify import settings
-from identify.db import session_factory
+from identify.gallery.db import session_factory
 from identify.gallery.enrolment import EnrolResult, Gallery, photos_by_subject
 from identify.gallery.tables import (
     EnrolmentJob,

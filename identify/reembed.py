@@ -22,7 +22,7 @@ from embedder.align import align
 from embedder.imageio import load_image
 from identify import settings, templates
 from identify import vectors as vec
-from identify.db import session_factory
+from identify.gallery.db import session_factory
 from identify.gallery.tables import Embedding, Face, Image, TemplateKind
 from identify.search.encode import FaceEncoder
 from identify.search.index_store import OpenedIndex, rebuild_indexes

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from flask import current_app
 from sqlalchemy import Engine
 
-from identify.db import make_engine
+from identify.gallery.db import make_engine
 
 if TYPE_CHECKING:
     from identify.gallery.enrolment import Gallery

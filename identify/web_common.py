@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from embedder.imageio import load_image
 from identify import settings
-from identify.db import session_factory
+from identify.gallery.db import session_factory
 from identify.gallery.tables import AuditEntry, Face, Image, Subject, Template
 from identify.http_errors import ApiError
 from identify.search.encode import MASK_MODES, EncodedFace

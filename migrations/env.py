@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 
 from identify import settings
-from identify.db import make_engine
+from identify.gallery.db import make_engine
 from identify.gallery.tables import Base
 
 config = context.config

@@ -112,7 +112,7 @@ def postgres_database():
 
 @pytest.fixture(scope="session")
 def _migrated_postgres(postgres_database):
-    from identify import migrate
+    from identify.gallery import migrate
 
     url = postgres_database()
     migrate.upgrade(url)
@@ -123,7 +123,7 @@ def _migrated_postgres(postgres_database):
 def database_url(request, tmp_path) -> str:
     """A migrated, empty gallery database: a SQLite file, or the session's PostgreSQL one."""
     if request.param == "sqlite":
-        from identify import migrate
+        from identify.gallery import migrate
 
         url = f"sqlite:///{tmp_path / 'gallery.db'}"
         migrate.upgrade(url)

@@ -13,7 +13,7 @@ import numpy as np
 from server_process import request
 from sqlalchemy import insert
 
-from identify.db import make_engine
+from identify.gallery.db import make_engine
 from identify.gallery.tables import Subject, Template, TemplateKind, utcnow
 
 

@@ -15,7 +15,7 @@ SUBJECTS = ("s1", "s2", "s3", "s4", "s5")
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, tmp_path_factory, orl_dir):
     """An app whose gallery holds photos 1-3 of five ORL subjects, and an admin key."""
-    from identify import migrate
+    from identify.gallery import migrate
 
     tmp = tmp_path_factory.mktemp("api")
     if request.param == "sqlite":

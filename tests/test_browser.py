@@ -48,7 +48,7 @@ def browser(tmp_path_factory):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """`cqaface serve` on a SQLite gallery, jobs in-process, and an admin made by the CLI."""
-    from identify import migrate
+    from identify.gallery import migrate
 
     tmp = tmp_path_factory.mktemp("site")
     url = f"sqlite:///{tmp / 'gallery.db'}"

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(postgres_database, tmp_path_factory):
-    from identify import migrate
+    from identify.gallery import migrate
 
     require_redis()
     tmp = tmp_path_factory.mktemp("stack")

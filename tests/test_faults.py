@@ -31,7 +31,7 @@ def postgres():
 @pytest.fixture(scope="module")
 def stack(postgres, tmp_path_factory):
     from embedder import checkpoint, settings
-    from identify import migrate
+    from identify.gallery import migrate
 
     tmp = tmp_path_factory.mktemp("faults")
     migrate.upgrade(postgres.url)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from synthetic import DIM, MODEL, add, face, near, sha, unit
 
-from identify.db import make_engine
+from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
 from identify.gallery.tables import (
     AuditEntry,

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from embedder.config import ModelConfig
 from embedder.inference import Embedder
 from embedder.model import build_model
-from identify.db import make_engine
+from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
 from identify.gallery.tables import ItemStatus, JobItem, JobStatus
 from identify.jobs import cancel_job, create_job, job_progress, run_job
@@ -105,7 +105,7 @@ def test_enrol_many_embeds_a_batch_like_one_by_one_and_reports_bad_photos(
         ItemStatus.DUPLICATE,
     ]
     engine = make_engine(f"sqlite:///{tmp_path / 'single.db'}")
-    from identify import migrate
+    from identify.gallery import migrate
 
     migrate.upgrade(str(engine.url))
     single = Gallery.for_encoder(

@@ -22,7 +22,7 @@ SECONDS = float(os.environ.get("CQAFACE_LOAD_SECONDS", "60"))
 @pytest.fixture(scope="module")
 def server(postgres_database, tmp_path_factory):
     from embedder import checkpoint, settings
-    from identify import migrate
+    from identify.gallery import migrate
 
     tmp = tmp_path_factory.mktemp("load")
     url = postgres_database()

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from identify import migrate
+from identify.gallery import migrate
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

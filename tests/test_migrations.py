@@ -7,8 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from identify import migrate
 from identify.cli import main
+from identify.gallery import migrate
 from identify.gallery.tables import Base
 
 TABLES = {t.name for t in Base.metadata.sorted_tables}

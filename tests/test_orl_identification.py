@@ -17,8 +17,8 @@ import pytest
 
 from embedder import settings as embedder_settings
 from embedder.imageio import load_image
-from identify import migrate
-from identify.db import make_engine
+from identify.gallery import migrate
+from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
 from identify.gallery.tables import ItemStatus
 from identify.search.encode import FaceEncoder

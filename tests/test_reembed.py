@@ -12,8 +12,8 @@ from embedder.config import ModelConfig
 from embedder.imageio import load_image
 from embedder.inference import Embedder
 from embedder.model import build_model
-from identify import migrate
-from identify.db import make_engine
+from identify.gallery import migrate
+from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
 from identify.gallery.tables import Embedding, ItemStatus, TemplateKind
 from identify.reembed import reembed

@@ -8,7 +8,7 @@ import pytest
 from synthetic import DIM, MODEL, add, face, near, unit
 
 from embedder.faces import Face
-from identify.db import make_engine
+from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
 from identify.search.encode import EncodedFace
 from identify.search.searcher import Searcher

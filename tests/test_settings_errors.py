@@ -15,7 +15,8 @@ from PIL import Image
 from server_process import free_port
 
 from embedder.settings import DEFAULT_MODEL
-from identify import migrate, settings
+from identify import settings
+from identify.gallery import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORTED = (

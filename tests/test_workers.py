@@ -29,9 +29,9 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from identify import migrate
 from identify.app import create_app
-from identify.db import make_engine, session_factory
+from identify.gallery import migrate
+from identify.gallery.db import make_engine, session_factory
 from identify.gallery.tables import Face, Image, JobItem, Template
 from workers import enrolment
 from workers.sources import folder_items

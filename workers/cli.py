@@ -44,8 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _app() -> Any:
-    from identify import migrate
     from identify.app import create_app
+    from identify.gallery import migrate
 
     app = create_app()
     if migrate.current(app.extensions["cqaface"].engine) is None:
@@ -89,7 +89,7 @@ def _watchdog(app: Any) -> None:
     import logging
 
     from identify import settings
-    from identify.db import make_engine
+    from identify.gallery.db import make_engine
     from workers.enrolment import redispatch_stalled
 
     period = max(2.0, settings.job_stall_seconds() / 3)
@@ -179,7 +179,7 @@ def job_list(args: argparse.Namespace) -> int:
     from workers.enrolment import progress
 
     engine = _app().extensions["cqaface"].engine
-    from identify.db import session_factory
+    from identify.gallery.db import session_factory
 
     with session_factory(engine)() as session:
         ids = session.scalars(

@@ -30,7 +30,7 @@ from embedder.errors import FaceInputError
 from embedder.imageio import load_image
 from identify import settings, templates
 from identify import vectors as vec
-from identify.db import session_factory
+from identify.gallery.db import session_factory
 from identify.gallery.tables import (
     AuditEntry,
     Embedding,
