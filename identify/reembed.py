@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session, undefer
 
 from embedder.align import align
 from embedder.imageio import load_image
-from identify import settings, templates
+from identify import settings
 from identify import vectors as vec
+from identify.gallery import subject_templates
 from identify.gallery.db import session_factory
 from identify.gallery.tables import Embedding, Face, Image, TemplateKind
 from identify.search.encode import FaceEncoder
@@ -80,7 +81,7 @@ def reembed(
         ).all()
     for start in range(0, len(subject_ids), 500):
         with sessions() as session, session.begin():
-            templates.recompute(session, subject_ids[start : start + 500], version)
+            subject_templates.recompute(session, subject_ids[start : start + 500], version)
     report.subjects = len(subject_ids)
     dim = int(encoder.embedder.config.embedding_size)
     with sessions() as session:

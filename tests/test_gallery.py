@@ -387,10 +387,10 @@ def test_two_writers_enrolling_one_new_name_at_once_make_one_subject(
     """Two workers whose chunks hold photos of the same new person must not each create it."""
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite galleries have one writing process (the embedded mode)")
-    from identify import templates
+    from identify.gallery import subject_templates
 
     held, release = threading.Event(), threading.Event()
-    add_vectors = templates.add_vectors
+    add_vectors = subject_templates.add_vectors
 
     def slow_first_writer(*args, **kwargs):
         if threading.current_thread().name == "first":
@@ -398,7 +398,7 @@ def test_two_writers_enrolling_one_new_name_at_once_make_one_subject(
             release.wait(10)
         return add_vectors(*args, **kwargs)
 
-    monkeypatch.setattr(templates, "add_vectors", slow_first_writer)
+    monkeypatch.setattr(subject_templates, "add_vectors", slow_first_writer)
     rng = np.random.default_rng(17)
     results = {}
 

@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 
 from embedder.errors import FaceInputError
 from embedder.imageio import load_image
-from identify import settings, templates
+from identify import settings
 from identify import vectors as vec
+from identify.gallery import subject_templates
 from identify.gallery.db import session_factory
 from identify.gallery.tables import (
     AuditEntry,
@@ -488,7 +489,7 @@ class Gallery:
             known[photo.sha256] = image
             rows.append((name, image, False))
         session.flush()  # one INSERT per table for the lot
-        templates.add_vectors(session, self.model_version, contributions)
+        subject_templates.add_vectors(session, self.model_version, contributions)
         return [
             _duplicate(name, image.id, image.subject_id)
             if duplicate
@@ -559,7 +560,7 @@ class Gallery:
                 continue
             unit = vec.normalise(np.asarray(vector, np.float32))
             embeddings.append(Embedding.of(unit, model_version=self.model_version, kind=kind))
-            target = templates.contributes_to(record.masked, kind)
+            target = subject_templates.contributes_to(record.masked, kind)
             contributions[(subject_id, target)].append(unit)
         return Face(
             box=[float(v) for v in record.box],
@@ -602,7 +603,7 @@ class Gallery:
             _audit(session, actor, "delete_image", "image", image_id, subject_id=subject_id)
             session.delete(image)
             session.flush()
-            templates.recompute(session, subject_id)
+            subject_templates.recompute(session, subject_id)
         self._sync([subject_id])
         return True
 
@@ -616,7 +617,7 @@ class Gallery:
             _audit(session, actor, "delete_face", "face", face_id, subject_id=subject_id)
             session.delete(face)
             session.flush()
-            templates.recompute(session, subject_id)
+            subject_templates.recompute(session, subject_id)
         self._sync([subject_id])
         return True
 
