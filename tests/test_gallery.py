@@ -23,7 +23,7 @@ from identify.gallery.tables import (
     Template,
     TemplateKind,
 )
-from identify.vectors import normalise
+from identify.gallery.vectors import normalise
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 from embedder.errors import FaceInputError
 from embedder.imageio import load_image
 from identify import settings
-from identify import vectors as vec
 from identify.gallery import subject_templates
+from identify.gallery import vectors as vec
 from identify.gallery.db import session_factory
 from identify.gallery.tables import (
     AuditEntry,

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from identify import vectors as vec
+from identify.gallery import vectors as vec
 from identify.gallery.tables import Embedding, Face, Image, Template, TemplateKind, utcnow
 
 

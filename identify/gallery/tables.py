@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from identify import vectors as vec
+from identify.gallery import vectors as vec
 
 # Deterministic constraint names: migrations can drop and alter them on every backend.
 NAMING = {

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from identify import settings
-from identify import vectors as vec
+from identify.gallery import vectors as vec
 from identify.gallery.tables import Template, TemplateKind
 from identify.search.index import FORMAT_VERSION, IndexFileError, TemplateIndex
 
