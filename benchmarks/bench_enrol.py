@@ -139,7 +139,7 @@ class FullPath:
         return len(items) / (finished - start).total_seconds()
 
     def _run_here(self, job_id: int) -> float:
-        from identify import jobs
+        from identify.gallery import jobs
         from identify.gallery.enrolment import Gallery
 
         gallery = Gallery.for_encoder(

@@ -14,8 +14,8 @@ from embedder.inference import Embedder
 from embedder.model import build_model
 from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
+from identify.gallery.jobs import cancel_job, create_job, job_progress, run_job
 from identify.gallery.tables import ItemStatus, JobItem, JobStatus
-from identify.jobs import cancel_job, create_job, job_progress, run_job
 from identify.search.encode import FaceEncoder
 
 

@@ -107,7 +107,7 @@ def _watchdog(app: Any) -> None:
 def enrol(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from identify import jobs
+    from identify.gallery import jobs
     from workers import enrolment
     from workers.celery_app import check_broker
     from workers.sources import SourceError, folder_items, list_items, zip_items

@@ -1,6 +1,6 @@
 """Bulk enrolment jobs as the web app and the CLI see them: make a job of a source's items,
 hand it to the workers (or, with no broker, to a thread of this process), read its progress,
-cancel it. The work itself is identify.jobs, run by workers.tasks."""
+cancel it. The work itself is identify.gallery.jobs, run by workers.tasks."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from flask import Flask, current_app
 from kombu.exceptions import ChannelError
 from sqlalchemy import Engine
 
-from identify import jobs, settings
+from identify import settings
+from identify.gallery import jobs
 from identify.gallery.enrolment import Gallery
-from identify.jobs import create_job
+from identify.gallery.jobs import create_job
 
 __all__ = ["cancel", "create_job", "new_upload_dir", "progress", "redispatch_stalled", "submit"]
 

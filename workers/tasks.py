@@ -17,7 +17,8 @@ from celery import Task, shared_task
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from identify import jobs, settings
+from identify import settings
+from identify.gallery import jobs
 from identify.gallery.enrolment import Gallery
 from identify.services import services
 
