@@ -162,7 +162,7 @@ def index_rebuild(args: argparse.Namespace) -> int:
 
 
 def backup(args: argparse.Namespace) -> int:
-    from identify.backup import backup as write
+    from identify.gallery.backup import backup as write
     from identify.gallery.db import make_engine
 
     _emit(write(make_engine(), args.output).to_json())
@@ -173,7 +173,7 @@ def restore(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from identify import settings
-    from identify.backup import restore as load
+    from identify.gallery.backup import restore as load
     from identify.gallery.db import make_engine, session_factory
     from identify.gallery.tables import Template
     from identify.search.index_store import rebuild_indexes

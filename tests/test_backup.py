@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 from synthetic import DIM, MODEL, add, face, near, unit
 
-from identify.backup import BackupError, backup, restore
 from identify.gallery import migrate
+from identify.gallery.backup import BackupError, backup, restore
 from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
 from identify.gallery.tables import AuditEntry, Face, Image, Subject
