@@ -189,7 +189,7 @@ def restore(args: argparse.Namespace) -> int:
 
 
 def reembed(args: argparse.Namespace) -> int:
-    from identify.reembed import reembed as run
+    from identify.gallery.reembed import reembed as run
 
     gallery = _gallery(args.model)
     report = run(

@@ -15,8 +15,8 @@ from embedder.model import build_model
 from identify.gallery import migrate
 from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
+from identify.gallery.reembed import reembed
 from identify.gallery.tables import Embedding, ItemStatus, TemplateKind
-from identify.reembed import reembed
 from identify.search.encode import FaceEncoder
 
 

@@ -152,7 +152,7 @@ def rebuild_index(self: Task) -> dict[str, int]:
 @shared_task(bind=True, name="cqaface.reembed", **RETRY)
 def reembed(self: Task, batch_size: int = 64) -> dict[str, Any]:
     """Embed every stored face with the served model (resumable), then build its indexes."""
-    from identify.reembed import reembed as run
+    from identify.gallery.reembed import reembed as run
 
     gallery = _writer()
     return run(
