@@ -33,7 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from workers.celery_app import celery_init_app
 
     celery_init_app(app)
-    from identify.web import init_web
+    from identify.web.wiring import init_web
 
     init_web(app)
     return app
