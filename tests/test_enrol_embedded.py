@@ -10,9 +10,9 @@ import zipfile
 
 import pytest
 
-from identify.app import create_app
 from identify.cli import main
 from identify.gallery import migrate
+from identify.web.factory import create_app
 from workers import enrolment
 from workers.sources import folder_items, zip_items
 

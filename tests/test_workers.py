@@ -29,10 +29,10 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from identify.app import create_app
 from identify.gallery import migrate
 from identify.gallery.db import make_engine, session_factory
 from identify.gallery.tables import Face, Image, JobItem, Template
+from identify.web.factory import create_app
 from workers import enrolment
 from workers.sources import folder_items
 

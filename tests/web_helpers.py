@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from PIL import Image as PILImage
 
 from identify import auth, ratelimit
-from identify.app import create_app
+from identify.web.factory import create_app
 from identify.web_common import db
 
 

@@ -44,8 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _app() -> Any:
-    from identify.app import create_app
     from identify.gallery import migrate
+    from identify.web.factory import create_app
 
     app = create_app()
     if migrate.current(app.extensions["cqaface"].engine) is None:
