@@ -15,7 +15,7 @@ from web_helpers import (
     zip_of,
 )
 
-from identify.api import PUBLIC, documented_routes
+from identify.web.api import PUBLIC, documented_routes
 
 
 @pytest.fixture

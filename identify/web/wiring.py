@@ -31,7 +31,7 @@ def init_web(app: Flask) -> None:
     http_errors.register(app)
 
     from identify.admin import admin
-    from identify.api import api
+    from identify.web.api import api
 
     app.register_blueprint(api)
     app.register_blueprint(admin)
