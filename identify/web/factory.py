@@ -14,7 +14,7 @@ from identify.services import Services
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask("identify")
+    app = Flask("identify", template_folder="web/templates", static_folder="web/static")
     app.config.from_mapping(
         DATABASE_URL=settings.database_url(),
         INDEX_DIR=str(settings.index_dir()),

@@ -30,7 +30,7 @@ def init_web(app: Flask) -> None:
     )
     http_errors.register(app)
 
-    from identify.admin import admin
+    from identify.web.admin import admin
     from identify.web.api import api
 
     app.register_blueprint(api)
