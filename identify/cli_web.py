@@ -53,7 +53,7 @@ def _sessions():  # type: ignore[no-untyped-def]
 
 
 def create_user(args: argparse.Namespace) -> int:
-    from identify import auth
+    from identify.web import auth
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -71,8 +71,8 @@ def create_user(args: argparse.Namespace) -> int:
 def create_apikey(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from identify import auth
     from identify.gallery.tables import Role, User
+    from identify.web import auth
 
     scopes = auth.parse_scopes(args.scopes)
     with _sessions()() as session, session.begin():
@@ -98,7 +98,7 @@ def create_apikey(args: argparse.Namespace) -> int:
 
 
 def revoke_apikey(args: argparse.Namespace) -> int:
-    from identify import auth
+    from identify.web import auth
 
     with _sessions()() as session, session.begin():
         if not auth.revoke_key(session, args.prefix):

@@ -83,9 +83,9 @@ def login() -> None:
     """The demo's admin, with a new random password each run (there is no default one)."""
     from sqlalchemy import select
 
-    from identify import auth
     from identify.gallery.db import make_engine, session_factory
     from identify.gallery.tables import User
+    from identify.web import auth
 
     password = secrets.token_urlsafe(12)
     with session_factory(make_engine())() as session, session.begin():

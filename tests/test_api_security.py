@@ -61,7 +61,7 @@ def test_every_route_is_documented_and_every_documented_route_exists(app):
 
 
 def test_every_protected_route_refuses_missing_wrong_revoked_and_under_scoped_keys(app):
-    from identify import auth
+    from identify.web import auth
     from identify.web_common import db
 
     client = app.test_client()
@@ -113,7 +113,7 @@ def test_a_keys_scopes_shrink_with_its_users_role(app):
 
 
 def test_an_analyst_cannot_hold_enrol_or_admin_keys(app):
-    from identify.auth import AuthError
+    from identify.web.auth import AuthError
 
     with pytest.raises(AuthError):
         add_key(app, "a@x.org", "analyst", "identify,enrol")

@@ -21,9 +21,9 @@ def test_each_person_keeps_one_photo_back_as_a_probe_and_a_stranger_is_added(orl
 
 
 def test_the_demo_login_gets_a_new_random_password_each_run(tmp_path, monkeypatch, capsys):
-    from identify import auth
     from identify.gallery import migrate
     from identify.gallery.db import make_engine, session_factory
+    from identify.web import auth
 
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     migrate.upgrade(url)

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 from PIL import Image as PILImage
 
-from identify import auth, ratelimit
+from identify import ratelimit
+from identify.web import auth
 from identify.web.factory import create_app
 from identify.web_common import db
 

@@ -25,10 +25,10 @@ from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from embedder.errors import FaceInputError
-from identify import auth, csrf
 from identify.gallery.tables import Face, Image, Role, Subject, User
 from identify.http_errors import ApiError, face_input_error
 from identify.services import services
+from identify.web import auth, csrf
 from identify.web_common import (
     audit,
     audit_page,
