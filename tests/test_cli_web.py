@@ -98,7 +98,7 @@ def test_apikey_scopes_are_checked_against_the_owners_role(url, monkeypatch, cap
 def test_the_rate_limit_is_shared_through_redis():
     import redis
 
-    from identify.ratelimit import RateLimiter
+    from identify.web.ratelimit import RateLimiter
 
     url = "redis://127.0.0.1:6379/13"
     try:

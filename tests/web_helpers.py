@@ -11,8 +11,7 @@ from types import SimpleNamespace
 
 from PIL import Image as PILImage
 
-from identify import ratelimit
-from identify.web import auth
+from identify.web import auth, ratelimit
 from identify.web.factory import create_app
 from identify.web_common import db
 

@@ -8,8 +8,8 @@ import time
 from flask import Flask, Response, g, request
 
 from identify import http_errors, settings
-from identify.metrics import Metrics
-from identify.ratelimit import RateLimiter
+from identify.web.metrics import Metrics
+from identify.web.ratelimit import RateLimiter
 
 
 def init_web(app: Flask) -> None:
