@@ -11,8 +11,8 @@ from typing import IO, Any
 from sqlalchemy import func, select
 
 from identify.gallery.tables import EnrolmentJob, User
-from identify.http_errors import ApiError
 from identify.services import services
+from identify.web.http_errors import ApiError
 from identify.web_common import audit, db
 
 _UPLOAD_PATH = re.compile(r"^.*/uploads/[0-9a-f]{32}/")

@@ -21,10 +21,10 @@ from embedder.imageio import load_image
 from identify import settings
 from identify.gallery.db import session_factory
 from identify.gallery.tables import AuditEntry, Face, Image, Subject, Template
-from identify.http_errors import ApiError
 from identify.search.encode import MASK_MODES, EncodedFace
 from identify.search.searcher import Decision, FaceAnswer, Match
 from identify.services import services
+from identify.web.http_errors import ApiError
 
 REFRESH_EVERY_S = 1.0
 _refresh_lock = threading.Lock()

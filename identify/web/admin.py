@@ -26,9 +26,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from embedder.errors import FaceInputError
 from identify.gallery.tables import Face, Image, Role, Subject, User
-from identify.http_errors import ApiError, face_input_error
 from identify.services import services
 from identify.web import auth, csrf
+from identify.web.http_errors import ApiError, face_input_error
 from identify.web_common import (
     audit,
     audit_page,

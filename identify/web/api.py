@@ -19,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from embedder.errors import FaceInputError
 from identify import settings
 from identify.gallery.tables import Image, ItemStatus, Subject
-from identify.http_errors import ApiError, face_input_error
 from identify.services import services
 from identify.web import auth
+from identify.web.http_errors import ApiError, face_input_error
 from identify.web_common import (
     answer_json,
     audit,

@@ -9,7 +9,7 @@ import secrets
 
 from flask import request, session
 
-from identify.http_errors import ApiError
+from identify.web.http_errors import ApiError
 
 FIELD = "csrf_token"
 HEADER = "X-CSRF-Token"

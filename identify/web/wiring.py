@@ -7,7 +7,8 @@ import time
 
 from flask import Flask, Response, g, request
 
-from identify import http_errors, settings
+from identify import settings
+from identify.web import http_errors
 from identify.web.metrics import Metrics
 from identify.web.ratelimit import RateLimiter
 
