@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from identify.gallery.tables import EnrolmentJob, User
 from identify.services import services
+from identify.web.common import audit, db
 from identify.web.http_errors import ApiError
-from identify.web_common import audit, db
 
 _UPLOAD_PATH = re.compile(r"^.*/uploads/[0-9a-f]{32}/")
 # workers.sources.SourceError codes -> HTTP status.

@@ -11,7 +11,7 @@ import pytest
 from web_helpers import add_user, hold_rate_limit_clock, make_app, zip_of
 
 from identify.gallery.tables import AuditEntry, Subject
-from identify.web_common import db
+from identify.web.common import db
 
 PASSWORD = "a long enough password"
 MARKUP = '<script>alert("x")</script><b>Eve</b>'

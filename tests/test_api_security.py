@@ -62,7 +62,7 @@ def test_every_route_is_documented_and_every_documented_route_exists(app):
 
 def test_every_protected_route_refuses_missing_wrong_revoked_and_under_scoped_keys(app):
     from identify.web import auth
-    from identify.web_common import db
+    from identify.web.common import db
 
     client = app.test_client()
     lacking = {
@@ -97,7 +97,7 @@ def test_a_keys_scopes_shrink_with_its_users_role(app):
     from sqlalchemy import update
 
     from identify.gallery.tables import Role, User
-    from identify.web_common import db
+    from identify.web.common import db
 
     key = add_key(app, "boss@x.org", "admin", "identify,enrol,admin")
     client = app.test_client()
@@ -123,7 +123,7 @@ def test_keys_are_stored_hashed(app):
     from sqlalchemy import select
 
     from identify.gallery.tables import ApiKey
-    from identify.web_common import db
+    from identify.web.common import db
 
     key = add_key(app, "a@x.org", "admin", "admin")
     with app.app_context(), db() as session:

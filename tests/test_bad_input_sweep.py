@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from web_helpers import add_key, bearer, bomb_png, make_app, png_bytes, zip_of
 
 from identify.gallery.tables import AuditEntry, EnrolmentJob, Face, Image, Subject
-from identify.web_common import db
+from identify.web.common import db
 
 LIMIT = 2 * 2**20
 

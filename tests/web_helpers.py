@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from PIL import Image as PILImage
 
 from identify.web import auth, ratelimit
+from identify.web.common import db
 from identify.web.factory import create_app
-from identify.web_common import db
 
 
 def make_app(database_url: str, tmp_path: Path, **config):

@@ -28,8 +28,7 @@ from embedder.errors import FaceInputError
 from identify.gallery.tables import Face, Image, Role, Subject, User
 from identify.services import services
 from identify.web import auth, csrf
-from identify.web.http_errors import ApiError, face_input_error
-from identify.web_common import (
+from identify.web.common import (
     audit,
     audit_page,
     audit_search,
@@ -43,6 +42,7 @@ from identify.web_common import (
     subject_detail,
     subject_page,
 )
+from identify.web.http_errors import ApiError, face_input_error
 
 admin = Blueprint(
     "admin",

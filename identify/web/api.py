@@ -21,8 +21,7 @@ from identify import settings
 from identify.gallery.tables import Image, ItemStatus, Subject
 from identify.services import services
 from identify.web import auth
-from identify.web.http_errors import ApiError, face_input_error
-from identify.web_common import (
+from identify.web.common import (
     answer_json,
     audit,
     audit_page,
@@ -38,6 +37,7 @@ from identify.web_common import (
     subject_json,
     subject_page,
 )
+from identify.web.http_errors import ApiError, face_input_error
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 PUBLIC = frozenset({"api.health", "api.openapi"})
