@@ -145,8 +145,8 @@ def logout() -> BaseResponse:
 @admin.get("/")
 @login_required()
 def dashboard() -> str:
-    from identify import enrolment_jobs
     from identify.status import gallery_counts, index_state, queue_depth
+    from identify.web import enrolment_jobs
 
     jobs = []
     if Role(g.user.role) in MANAGERS:
@@ -289,7 +289,7 @@ def face_crop(face_id: int) -> Response:
 @admin.route("/enrol", methods=["GET", "POST"])
 @login_required(*MANAGERS)
 def enrol() -> str | BaseResponse:
-    from identify import enrolment_jobs
+    from identify.web import enrolment_jobs
 
     if request.method == "POST":
         archive = request.files.get("archive")
@@ -308,7 +308,7 @@ def enrol() -> str | BaseResponse:
 @admin.get("/jobs/<int:job_id>")
 @login_required(*MANAGERS)
 def job(job_id: int) -> str:
-    from identify import enrolment_jobs
+    from identify.web import enrolment_jobs
 
     return render_template("job.html", job=enrolment_jobs.progress(job_id))
 
@@ -316,7 +316,7 @@ def job(job_id: int) -> str:
 @admin.get("/jobs/<int:job_id>.json")
 @login_required(*MANAGERS)
 def job_json(job_id: int) -> Response:
-    from identify import enrolment_jobs
+    from identify.web import enrolment_jobs
 
     return jsonify(enrolment_jobs.progress(job_id))
 

@@ -369,7 +369,7 @@ def delete_image(subject_id: int, image_id: int) -> tuple[str, int]:
 @api.post("/enrolments")
 @requires("enrol")
 def create_enrolment() -> tuple[Response, int]:
-    from identify import enrolment_jobs
+    from identify.web import enrolment_jobs
 
     archive = request.files.get("archive")
     if archive is not None:
@@ -387,7 +387,7 @@ def create_enrolment() -> tuple[Response, int]:
 @api.get("/jobs")
 @requires("enrol")
 def list_jobs() -> Response:
-    from identify import enrolment_jobs
+    from identify.web import enrolment_jobs
 
     page, per_page = _page_args()
     items, total = enrolment_jobs.recent(page=page, per_page=per_page)
@@ -397,7 +397,7 @@ def list_jobs() -> Response:
 @api.get("/jobs/<int:job_id>")
 @requires("enrol")
 def get_job(job_id: int) -> Response:
-    from identify import enrolment_jobs
+    from identify.web import enrolment_jobs
 
     return jsonify(enrolment_jobs.progress(job_id))
 
@@ -405,7 +405,7 @@ def get_job(job_id: int) -> Response:
 @api.post("/jobs/<int:job_id>/cancel")
 @requires("enrol")
 def cancel_job(job_id: int) -> Response:
-    from identify import enrolment_jobs
+    from identify.web import enrolment_jobs
 
     enrolment_jobs.cancel(job_id, _user_id())
     return jsonify(enrolment_jobs.progress(job_id))
