@@ -145,8 +145,8 @@ def logout() -> BaseResponse:
 @admin.get("/")
 @login_required()
 def dashboard() -> str:
-    from identify.status import gallery_counts, index_state, queue_depth
     from identify.web import enrolment_jobs
+    from identify.web.status import gallery_counts, index_state, queue_depth
 
     jobs = []
     if Role(g.user.role) in MANAGERS:

@@ -416,7 +416,7 @@ def cancel_job(job_id: int) -> Response:
 
 @api.get("/health")
 def health() -> tuple[Response, int]:
-    from identify.status import health_report
+    from identify.web.status import health_report
 
     report = health_report()
     return jsonify(report), 200 if report["status"] == "ok" else 503
@@ -425,7 +425,7 @@ def health() -> tuple[Response, int]:
 @api.get("/metrics")
 @requires("admin")
 def metrics() -> Response:
-    from identify.status import gauges
+    from identify.web.status import gauges
 
     body = current_app.extensions["cqaface_metrics"].render(gauges())
     return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")
