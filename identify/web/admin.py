@@ -166,7 +166,7 @@ def dashboard() -> str:
 @admin.route("/search", methods=["GET", "POST"])
 @login_required()
 def search() -> str:
-    from identify import overlay
+    from identify.web import overlay
 
     if request.method == "GET":
         return render_template("search.html", result=None, mask="auto", k=5)
