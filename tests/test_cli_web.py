@@ -9,7 +9,7 @@ import uuid
 import pytest
 from web_helpers import bearer, make_app
 
-from identify.cli import main
+from identify.cli.main import main
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def test_the_stack_has_its_five_services_each_built_or_pulled(compose):
 
 
 def test_app_services_run_real_cqaface_subcommands(compose):
-    from identify.cli import build_parser
+    from identify.cli.main import build_parser
 
     parser = build_parser()
     for name in APP_SERVICES:

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from identify.cli import main
+from identify.cli.main import main
 from identify.gallery import migrate
 from identify.web.factory import create_app
 from workers import enrolment

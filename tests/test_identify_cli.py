@@ -12,7 +12,7 @@ import torch
 from embedder import checkpoint as ckpt
 from embedder.config import ModelConfig
 from embedder.model import build_model
-from identify.cli import main
+from identify.cli.main import main
 
 
 def _random_checkpoint(path: Path, seed: int) -> Path:

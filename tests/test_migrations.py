@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from identify.cli import main
+from identify.cli.main import main
 from identify.gallery import migrate
 from identify.gallery.tables import Base
 
