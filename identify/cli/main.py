@@ -161,7 +161,3 @@ def _broker_line(error: BaseException) -> str:
         url = make_url(settings.broker_url() or "redis://localhost")
         address, cause = f"{url.host or 'localhost'}:{url.port or 6379}", text
     return f"cannot connect to the broker at {address} (CQAFACE_BROKER_URL): {cause.rstrip('.')}"
-
-
-if __name__ == "__main__":
-    sys.exit(main())
