@@ -7,7 +7,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from embedder import cli as embedder_cli
-from identify import cli_identify, cli_web
+from identify import cli_web
+from identify.cli import core
 from trainer import cli as trainer_cli
 from workers import cli as workers_cli
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     embedder_cli.register(commands)
     trainer_cli.register(commands)
     trainer_cli.register_eval(commands)
-    cli_identify.register(commands)
+    core.register(commands)
     cli_web.register(commands)
     workers_cli.register(commands)
     trainer_cli.register_mask(commands)
