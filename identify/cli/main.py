@@ -7,8 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from embedder import cli as embedder_cli
-from identify import cli_web
-from identify.cli import core
+from identify.cli import core, web
 from trainer import cli as trainer_cli
 from workers import cli as workers_cli
 
@@ -25,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer_cli.register(commands)
     trainer_cli.register_eval(commands)
     core.register(commands)
-    cli_web.register(commands)
+    web.register(commands)
     workers_cli.register(commands)
     trainer_cli.register_mask(commands)
     trainer_cli.register_ablate(commands)
