@@ -50,12 +50,12 @@ demo: export CQAFACE_DATABASE_URL :=
 demo: export CQAFACE_BROKER_URL :=
 demo: setup
 	@test -d "$(DEMO_GALLERY)" || { echo "no gallery: set DEMO_GALLERY=<a folder per person>"; exit 2; }
-	$(BIN)/python -m identify.demo prepare "$(DEMO_GALLERY)" "$$CQAFACE_DATA_DIR" --subjects $(DEMO_SUBJECTS)
+	$(BIN)/python -m identify.cli.demo prepare "$(DEMO_GALLERY)" "$$CQAFACE_DATA_DIR" --subjects $(DEMO_SUBJECTS)
 	$(BIN)/cqaface db upgrade
 	$(BIN)/cqaface enrol "$$CQAFACE_DATA_DIR/gallery.csv"
 	$(BIN)/cqaface identify --k 3 $$(cat "$$CQAFACE_DATA_DIR/probes.txt") \
-		| $(BIN)/python -m identify.demo report "$$CQAFACE_DATA_DIR"
-	@echo; $(BIN)/python -m identify.demo login
+		| $(BIN)/python -m identify.cli.demo report "$$CQAFACE_DATA_DIR"
+	@echo; $(BIN)/python -m identify.cli.demo login
 	@echo "admin UI and API: http://127.0.0.1:$(DEMO_PORT)/ (Ctrl-C stops it)"
 	$(BIN)/cqaface serve --host 127.0.0.1 --port $(DEMO_PORT)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
-from identify import demo
+from identify.cli import demo
 
 
 def test_each_person_keeps_one_photo_back_as_a_probe_and_a_stranger_is_added(orl_dir, tmp_path):

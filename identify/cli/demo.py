@@ -1,9 +1,9 @@
 """`make demo`'s helpers around the real commands: split a folder of people into a gallery and
 held-back probes, print the probes' answers as a table, and make the demo's admin login.
 
-    python -m identify.demo prepare GALLERY_DIR OUT_DIR [--subjects N]
-    cqaface identify $(cat OUT_DIR/probes.txt) | python -m identify.demo report OUT_DIR
-    python -m identify.demo login
+    python -m identify.cli.demo prepare GALLERY_DIR OUT_DIR [--subjects N]
+    cqaface identify $(cat OUT_DIR/probes.txt) | python -m identify.cli.demo report OUT_DIR
+    python -m identify.cli.demo login
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def login() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m identify.demo")
+    parser = argparse.ArgumentParser(prog="python -m identify.cli.demo")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("prepare")
     p.add_argument("gallery", type=Path)
