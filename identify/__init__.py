@@ -1,1 +1,7 @@
-"""The identification system: gallery, search, and the command line."""
+"""The identification system, in the order a photo travels: `search/encode.py` turns a photo into
+faces and embeddings; `gallery/` stores them in the database (the source of truth) and averages
+them into one template per subject; `search/` indexes the templates and answers a probe with an
+open-set decision; `web/` (Flask) and the top-level `workers/` (Celery) serve it, and `cli/`
+drives it from the shell. Beside them, `settings.py` reads every CQAFACE_* knob and
+`services.py` holds one process's engine, gallery and searcher. Lower folders never import
+higher ones: nothing here imports `cli/`, and only `cli/` and `workers/` import `web/`."""

@@ -16,6 +16,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("embedder", "trainer", "identify", "workers")
 FACTORY = "identify.web.factory"
+# What each folder must not import, as its __init__.py docstring says: lower layers never
+# reach up to the ones that serve them.
+SERVERS = ("identify.web", "identify.cli", "workers")
+FORBIDDEN = {
+    "embedder": ("trainer", "identify", "workers"),
+    "trainer": ("identify", "workers"),
+    "identify.gallery": (*SERVERS, "identify.services"),
+    "identify.search": (*SERVERS, "identify.services"),
+    "identify.services": SERVERS,
+    "identify.settings": ("identify", "trainer", "workers"),
+    "identify.web": ("identify.cli",),
+    "workers": ("identify.cli",),
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -142,3 +155,19 @@ def test_web_modules_do_not_import_the_app_factory() -> None:
         if name.startswith("identify.web.") and name != FACTORY and FACTORY in imported
     )
     assert not offenders, f"{offenders} import {FACTORY}: take services from the app instead"
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def test_folders_import_only_what_their_docstrings_allow() -> None:
+    offenders = sorted(
+        f"{name} -> {target}"
+        for name, imported in _graph().items()
+        for folder, forbidden in FORBIDDEN.items()
+        if _within(name, folder)
+        for target in imported
+        if any(_within(target, prefix) for prefix in forbidden)
+    )
+    assert not offenders, f"imports across the layers: {offenders}"
