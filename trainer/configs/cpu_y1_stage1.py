@@ -1,11 +1,15 @@
 """Stage 1 on insightface's MS1M MobileFaceNet "y1": the stem frozen, the CQA head trained on
 its cached maps (trainer/map_cache.py) of celeba-112's training identities.
 
+The head pools each part with a GDC that starts, like the embedding layer and its BN, from
+y1's own head (`part_pooling="gdc"`, embedder/pretrained.py): the paper's GAP parts from random
+weights underfit this budget (`--variant cqa`; embedder/weights/MODEL_CARD.md has both).
+
 Loss: CosFace + 0.5 CAL + distillation towards y1's own embedding of the bare face, with half
 of the samples synthetic-masked: a masked face learns to land where its bare face lands.
 The first run builds the cache of the first 5,900 training identities, 5 faces each (about 35
-minutes on two idle cores); each epoch then takes about a minute. The baseline at equal budget:
-`cqaface train cpu_y1_stage1 --variant global`.
+minutes on two idle cores); each epoch then takes one to two minutes (400-900 samples/s).
+The baseline at equal budget: `cqaface train cpu_y1_stage1 --variant global`.
 """
 
 from embedder.config import variant
@@ -13,7 +17,7 @@ from trainer.config import DataConfig, TrainConfig, cache_dir, shared_data, shar
 
 config = TrainConfig(
     name="cpu_y1_stage1",
-    model=variant("cqa", stem="mobilefacenet_y1"),
+    model=variant("cqa_gdc", stem="mobilefacenet_y1"),
     data=DataConfig(
         root=shared_data("celeba-112"),
         holdout=shared_data("celeba-photos"),
