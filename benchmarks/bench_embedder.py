@@ -1,4 +1,5 @@
-"""Embedder benchmark: detect+align photos/s, embeddings/s, and the CQA head's training cost.
+"""Embedder benchmark: detect+align photos/s, embeddings/s (the shipped model's architecture
+beside the ones shipped before it), and the CQA head's training cost.
 
 Prints the figures and writes them to a JSON file. Timings that are compared (CQA head vs
 global head) are taken interleaved in one run, since this machine is shared and noisy: the
@@ -49,6 +50,45 @@ def embeddings_per_second(stem: str, batch: int, seconds: float = 3.0) -> float:
     return done / (time.perf_counter() - start)
 
 
+def _rate(embedder: Embedder, crops: np.ndarray, seconds: float) -> float:
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        embedder.embed(crops)
+        done += len(crops)
+    return done / (time.perf_counter() - start)
+
+
+# The architectures the project shipped, newest first; speed depends on the layers, not on the
+# weights, so the older ones are built untrained (their files live only in git history).
+SHIPPED = {
+    "y1_cqa_gdc (now)": variant("cqa_gdc", stem="mobilefacenet_y1"),
+    "y1_cqa_gap (2026-12-01)": variant("cqa", stem="mobilefacenet_y1"),
+    "mobilefacenet_cqa (from scratch)": variant("cqa", stem="mobilefacenet"),
+}
+
+
+def shipped_side_by_side(batch: int, rounds: int, seconds: float = 1.0) -> dict[str, float]:
+    """Embeddings/s of each shipped architecture (flip test on, as served), measured in
+    interleaved rounds; the median of each, and each one's ratio to the first."""
+    crops = np.random.default_rng(0).integers(0, 255, (batch, 112, 112, 3), dtype=np.uint8)
+    embedders = {}
+    for name, config in SHIPPED.items():
+        torch.manual_seed(0)
+        model = ckpt.from_model(build_model(config).eval())
+        embedders[name] = Embedder.from_checkpoint(model, device="cpu", batch_size=batch)
+        embedders[name].embed(crops)  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in embedders}
+    for _ in range(rounds):
+        for name, embedder in embedders.items():
+            rates[name].append(_rate(embedder, crops, seconds))
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    first = next(iter(medians.values()))
+    return {
+        **{f"{name} faces/s": round(m, 1) for name, m in medians.items()},
+        **{f"{name} / now": round(m / first, 3) for name, m in list(medians.items())[1:]},
+    }
+
+
 def _train_step(model: torch.nn.Module, x: torch.Tensor) -> float:
     start = time.perf_counter()
     out = model(x)
@@ -78,6 +118,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("var/bench-embedder.json"))
     parser.add_argument("--photos", type=int, default=300, help="photos for detect+align")
     parser.add_argument("--repeats", type=int, default=7, help="train steps per head")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per model")
     args = parser.parse_args()
     results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -95,6 +136,10 @@ def main() -> None:
             rate = round(embeddings_per_second(stem, batch), 1)
             results["embeddings_per_s"][f"{stem}_batch{batch}"] = rate
             print(f"embeddings/s {stem} batch {batch} ({threads} threads): {rate}", flush=True)
+    results["shipped_side_by_side"] = {
+        f"batch{batch}": shipped_side_by_side(batch, args.rounds) for batch in (1, 16)
+    }
+    print("shipped models, faces/s with flip test:", results["shipped_side_by_side"], flush=True)
     results["train_step_cqa_vs_global"] = {
         "r50_batch32": head_cost_ratio("r50", 32, args.repeats),
         "mobilefacenet_batch64": head_cost_ratio("mobilefacenet", 64, args.repeats),
