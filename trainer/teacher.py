@@ -22,8 +22,7 @@ from embedder import pretrained
 from embedder.inference import preprocess
 from embedder.model import build_model
 from trainer.folder_dataset import FolderDataset
-
-PASS = 32  # faces per pass: small passes are cheaper per face on CPU (trainer/map_cache.py)
+from trainer.map_cache import PASS
 
 
 @torch.inference_mode()

@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_USAGE = 2  # a bad argument or setting: an unsupported URL, a missing model file, a file
-# that SQLite cannot use
+# A bad argument or setting: an unsupported URL, a file SQLite cannot use, a missing model file.
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3  # the database or the broker refused or dropped the connection
 
 
