@@ -78,9 +78,15 @@ def _shot(driver, name: str) -> Path:
 
 
 def _wait(driver, condition, timeout: float = 60):
+    """Polls `condition`; an element that the page's own polling replaced between finding it
+    and reading it (stale) is found again at the next poll, not a failure."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition)
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return wait.until(condition)
 
 
 def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
