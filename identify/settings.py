@@ -124,6 +124,12 @@ def pq_shortlist() -> int:
     return int(_number("CQAFACE_PQ_SHORTLIST", 100, int))
 
 
+def pq_bytes() -> int:
+    """CQAFACE_PQ_BYTES: bytes of PQ code a template (4-bit fast scan: two sub-quantisers a
+    byte). Longer codes rank the shortlist better and scan more slowly (var/bench-search.json)."""
+    return int(_number("CQAFACE_PQ_BYTES", 16, int))
+
+
 def probe_threads() -> int:
     """CQAFACE_PROBE_THREADS: faiss threads for one probe's approximate search (default 1).
 

@@ -87,6 +87,7 @@ class TemplateIndex:
         ef_search: int | None = None,
         ef_construction: int = 64,
         shortlist: int | None = None,
+        pq_bytes: int | None = None,
         gpu: bool | None = None,
     ) -> None:
         self.dim = dim
@@ -98,6 +99,7 @@ class TemplateIndex:
         self.ef_search = ef_search or settings.hnsw_ef_search()
         self.ef_construction = ef_construction
         self.shortlist = shortlist or settings.pq_shortlist()
+        self.pq_bytes = pq_bytes or settings.pq_bytes()
         self._want_gpu = settings.use_gpu() if gpu is None else gpu
         self._lock = RWLock()
         self._kind: Kind = "flat"
@@ -141,9 +143,10 @@ class TemplateIndex:
         return index
 
     def _new_pq(self, vectors: np.ndarray) -> Any:
-        """4-bit PQ over 16-d sub-vectors (fast scan), trained on up to 64K templates, with the
-        exact vectors kept beside it to re-score the shortlist."""
-        parts = max(1, self.dim // 16)
+        """4-bit PQ fast scan of ``pq_bytes`` bytes a template (two sub-quantisers a byte),
+        trained on up to 64K templates, with the exact vectors kept beside it to re-score the
+        shortlist."""
+        parts = max(1, min(2 * self.pq_bytes, self.dim))
         while self.dim % parts:
             parts -= 1
         base = faiss.IndexPQFastScan(self.dim, parts, 4, faiss.METRIC_INNER_PRODUCT)
