@@ -62,7 +62,8 @@ def _globals() -> dict[str, Any]:
 
 
 @admin.before_request
-def _load_user() -> None:
+def load_user() -> None:
+    """The signed-in user (None when signed out or disabled since), and the form's CSRF check."""
     g.user = None
     user_id = session.get("uid")
     if user_id is not None:
@@ -319,6 +320,14 @@ def job_json(job_id: int) -> Response:
     from identify.web import enrolment_jobs
 
     return jsonify(enrolment_jobs.progress(job_id))
+
+
+@admin.get("/jobs/<int:job_id>/events")
+@login_required(*MANAGERS)
+def job_events(job_id: int) -> Response:
+    from identify.web import enrolment_jobs, job_events
+
+    return job_events.stream(job_id, enrolment_jobs.live)
 
 
 # ----- audit --------------------------------------------------------------------------------
