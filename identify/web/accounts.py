@@ -94,9 +94,8 @@ def create_user(
     normal = email.strip().lower()
     if session.scalars(select(User.id).where(User.email == normal)).first() is not None:
         raise ApiError(409, "email_taken", f"a user with e-mail {normal} exists already")
-    try:
-        with session.begin_nested():  # a concurrent twin fails here, not at the commit
-            user = auth.create_user(session, normal, role, None, name=name)
+    try:  # a concurrent twin fails at the flush, and the whole transaction is rolled back
+        user = auth.create_user(session, normal, role, None, name=name)
     except auth.AuthError as error:
         raise ApiError(400, "bad_email", str(error)) from None
     except IntegrityError:
