@@ -99,6 +99,7 @@ def create_apikey(args: argparse.Namespace) -> int:
 
     from identify.gallery.tables import Role, User
     from identify.web import accounts, auth
+    from identify.web.audit_log import audit
 
     scopes = auth.parse_scopes(args.scopes)
     with _sessions()() as session, session.begin(), _refused_as_usage():
@@ -116,8 +117,10 @@ def create_apikey(args: argparse.Namespace) -> int:
             user = session.scalars(select(User).where(User.email == email)).first()
             if user is None:
                 user = auth.create_user(session, email, role, None, name=args.name)
+                audit(session, None, "create_user", "user", user.id, email=email, role=role.value)
             elif not scopes <= auth.ROLE_SCOPES[Role(user.role)]:
-                user.role = role
+                old, user.role = Role(user.role), role
+                audit(session, None, "set_role", "user", user.id, old=old.value, new=role.value)
         key = accounts.create_key(session, None, user.id, args.name, scopes)
     print(key)
     return 0
