@@ -315,6 +315,10 @@ def test_a_finished_jobs_events_carry_its_report_then_end(app):
     assert report["counts"] == {"no_face": 1, "enrolled": 1, "unreadable": 1}
     assert [f["status"] for f in report["failed"]] == ["unreadable", "no_face"]  # latest first
     assert app.extensions["cqaface_event_streams"].open == 0
+    head = client.head(f"/jobs/{job_id}/events")  # a body never read frees its slot too
+    assert head.status_code == 200 and head.data == b""
+    head.close()
+    assert app.extensions["cqaface_event_streams"].open == 0
 
 
 def test_events_need_the_pages_sign_in_and_role(app, monkeypatch):

@@ -43,6 +43,20 @@ class StreamSlots:
             self.open -= 1
 
 
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """``action``, run by the first call only (a stream's slot is given back once)."""
+    lock = threading.Lock()
+    pending = [action]
+
+    def run() -> None:
+        with lock:
+            todo = pending.pop() if pending else None
+        if todo is not None:
+            todo()
+
+    return run
+
+
 def event(name: str, data: Any) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -60,15 +74,17 @@ def stream(job_id: int, report: Callable[[int], dict[str, Any]]) -> Response:
             headers={"Retry-After": "10"},
         )
     lifetime = settings.event_stream_seconds()
+    release = _once(slots.give_back)
 
     def lines() -> Iterator[str]:
         try:
             yield f"retry: {RETRY_MS}\n\n"
             yield from _follow(job_id, first, report, time.monotonic() + lifetime)
         finally:
-            slots.give_back()
+            release()
 
     response = Response(stream_with_context(lines()), mimetype="text/event-stream")
+    response.call_on_close(release)  # also when the body is never read (HEAD, a failed send)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"  # a proxy passes each event on at once
     return response
