@@ -168,7 +168,8 @@ def create_key() -> str:
         key = accounts.create_key(s, g.user, owner_id, name, scopes)
         owner = accounts.get_user(s, owner_id).email
     secret = Secret("key", key)
-    return _shown_once(f"API key “{name}” created", secret, email=owner, scopes=sorted(scopes))
+    ordered = [sc for sc in auth.SCOPES if sc in scopes]
+    return _shown_once(f"API key “{name}” created", secret, email=owner, scopes=ordered)
 
 
 @accounts_ui.route("/keys/<prefix>/revoke", methods=["GET", "POST"])
