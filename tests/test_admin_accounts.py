@@ -117,13 +117,15 @@ def test_an_invitation_link_sets_the_password_once(app):
     assert {"create_user", "set_password"} <= set(_actions(app))
 
 
-def test_a_reset_stops_the_old_password_at_once(app):
+def test_a_reset_stops_the_old_password_and_its_sessions_at_once(app):
     client, token = _login(app, "admin@x.org")
     ops = _user_id(app, "ops@x.org")
+    signed_in, _ = _login(app, "ops@x.org")
     page = client.post(
         f"/users/{ops}/password", data={"mode": "password", "csrf_token": token}
     ).get_data(as_text=True)
     new = _secret(page)
+    assert signed_in.get("/").status_code == 302  # the old password's session is over
     refused = app.test_client()
     login_token = _token(refused.get("/login").get_data(as_text=True))
     old = {"email": "ops@x.org", "password": PASSWORD, "csrf_token": login_token}
