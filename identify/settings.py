@@ -270,6 +270,23 @@ def secure_cookies() -> bool:
     return _choice("CQAFACE_SECURE_COOKIES", "0", ("0", "1")) == "1"
 
 
+def password_link_hours() -> float:
+    """CQAFACE_PASSWORD_LINK_HOURS: how long an invitation or password-reset link stays valid."""
+    return _number("CQAFACE_PASSWORD_LINK_HOURS", 72.0)
+
+
+def event_streams() -> int:
+    """CQAFACE_EVENT_STREAMS: live job-progress streams this process serves at once (each holds
+    a request thread); beyond them the page polls instead."""
+    return int(_number("CQAFACE_EVENT_STREAMS", 4, int))
+
+
+def event_stream_seconds() -> float:
+    """CQAFACE_EVENT_STREAM_S: a progress stream ends after this long and the browser opens a
+    new one, signed in again (a user disabled meanwhile gets no more events)."""
+    return _number("CQAFACE_EVENT_STREAM_S", 300.0)
+
+
 # ----- workers and bulk enrolment ----------------------------------------------------------
 
 

@@ -33,6 +33,13 @@ def run_migrations_online() -> None:
     url = _url()
     engine = make_engine(url)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode rebuilds a table by copying it and dropping the original: with foreign
+            # keys enforced, dropping `users` would cascade to every API key and null the audit
+            # log's users. SQLite's own advice: keys off while a table is rebuilt (outside any
+            # transaction, where the pragma takes effect; this engine is disposed after).
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

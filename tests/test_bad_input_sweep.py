@@ -114,3 +114,117 @@ def test_sql_and_markup_in_names_are_stored_as_written(app):
     with app.app_context(), db() as session:
         assert session.scalar(select(func.count()).select_from(Subject)) == 3
         assert session.scalar(select(func.count()).select_from(AuditEntry)) >= 3
+
+
+# ----- the admin UI's account forms ---------------------------------------------------------
+
+ADMIN_PASSWORD = "a long enough password"
+
+
+def _signed_in_admin(app):
+    import re
+
+    from web_helpers import add_user
+
+    add_user(app, "admin@x.org", "admin", ADMIN_PASSWORD)
+    add_user(app, "ops@x.org", "operator", ADMIN_PASSWORD)
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
+    login = {"email": "admin@x.org", "password": ADMIN_PASSWORD, "csrf_token": token}
+    assert client.post("/login", data=login).status_code == 302
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/users").text).group(1)
+    return client, token
+
+
+def account_cases(token: str, ops: int, prefix: str) -> list[tuple[str, str, dict, int]]:
+    """(label, url, form, status) of a POST by a signed-in admin."""
+    user = {"email": "new@x.org", "role": "analyst", "csrf_token": token}
+    key = {"name": "k", "scopes": "identify", "csrf_token": token}
+    return [
+        ("user: no CSRF token", "/users", {**user, "csrf_token": ""}, 400),
+        ("user: a stale CSRF token", "/users", {**user, "csrf_token": "x" * 43}, 400),
+        ("user: role that does not exist", "/users", {**user, "role": "owner"}, 400),
+        ("user: no role", "/users", {**user, "role": ""}, 400),
+        ("user: e-mail given twice in one form", "/users", {**user, "email": ["a@x.org", "b@x.org"]}, 400),
+        ("user: e-mail of an existing user", "/users", {**user, "email": " OPS@x.org "}, 409),
+        ("user: not an e-mail", "/users", {**user, "email": "nobody"}, 400),
+        ("user: name too long", "/users", {**user, "name": "x" * 300}, 400),
+        ("user: unknown first sign-in", "/users", {**user, "first_sign_in": "sms"}, 400),
+        ("role: no CSRF token", f"/users/{ops}/role", {"role": "admin"}, 400),
+        ("role: role that does not exist", f"/users/{ops}/role", {"role": "root", "csrf_token": token}, 400),
+        ("role: unknown user", "/users/99999/role", {"role": "admin", "csrf_token": token}, 404),
+        ("disable: no CSRF token", f"/users/{ops}/disable", {}, 400),
+        ("disable: unknown user", "/users/99999/disable", {"csrf_token": token}, 404),
+        ("reset: unknown mode", f"/users/{ops}/password", {"mode": "email", "csrf_token": token}, 400),
+        ("reset: no CSRF token", f"/users/{ops}/password", {"mode": "link"}, 400),
+        ("key: no CSRF token", "/keys", {**key, "csrf_token": ""}, 400),
+        ("key: scope that does not exist", "/keys", {**key, "scopes": "delete"}, 400),
+        ("key: one good scope, one unknown", "/keys", {**key, "scopes": ["identify", "root"]}, 400),
+        ("key: no scope", "/keys", {"name": "k", "csrf_token": token}, 400),
+        ("key: no name", "/keys", {**key, "name": ""}, 400),
+        ("key: name too long", "/keys", {**key, "name": "k" * 300}, 400),
+        ("key: owner a word", "/keys", {**key, "owner": "me"}, 400),
+        ("key: unknown owner", "/keys", {**key, "owner": "99999"}, 404),
+        ("key: name given twice", "/keys", {**key, "name": ["a", "b"]}, 400),
+        ("revoke: no CSRF token", f"/keys/{prefix}/revoke", {}, 400),
+        ("revoke: unknown prefix", "/keys/nosuchprefix/revoke", {"csrf_token": token}, 404),
+        ("link: unknown token", "/password/not-a-token", {"password": "x" * 12, "again": "x" * 12, "csrf_token": token}, 404),
+    ]  # fmt: skip
+
+
+def _accounts(app) -> dict[str, object]:
+    from identify.gallery.tables import ApiKey, User
+
+    with app.app_context(), db() as session:
+        return {
+            "users": session.execute(
+                select(User.email, User.role, User.disabled, User.password_hash).order_by(User.id)
+            ).all(),
+            "keys": session.execute(
+                select(ApiKey.prefix, ApiKey.revoked_at).order_by(ApiKey.id)
+            ).all(),
+            "audit": session.scalar(
+                select(func.count()).select_from(AuditEntry).where(AuditEntry.action != "login")
+            ),
+        }
+
+
+def test_every_bad_account_form_gets_a_clean_4xx_and_changes_nothing(app):
+    from web_helpers import add_key
+
+    client, token = _signed_in_admin(app)
+    prefix = add_key(app, "ops@x.org", "operator", "identify").split("_")[1]
+    with app.app_context(), db() as session:
+        from identify.gallery.tables import User
+
+        ops = session.scalar(select(User.id).where(User.email == "ops@x.org"))
+    before = _accounts(app)
+
+    wrong = []
+    for label, url, form, status in account_cases(token, ops, prefix):
+        response = client.post(url, data=form)
+        page = response.get_data(as_text=True)
+        if (
+            response.status_code != status
+            or "Traceback" in page
+            or 'id="error-message"' not in page
+        ):
+            wrong.append(f"{label}: {response.status_code} {page[:160]!r}")
+    assert not wrong, "\n".join(wrong)
+    assert _accounts(app) == before
+
+
+def test_markup_in_user_and_key_names_is_stored_as_written_and_shown_as_text(app):
+    from identify.gallery.tables import ApiKey, User
+
+    client, token = _signed_in_admin(app)
+    markup = '<script>alert("x")</script><b>Eve</b>'
+    form = {"email": "eve@x.org", "name": markup, "role": "operator", "csrf_token": token}
+    assert client.post("/users", data=form).status_code == 200
+    key = {"name": markup, "scopes": "identify", "csrf_token": token}
+    assert markup not in client.post("/keys", data=key).text  # the secret's page escapes it
+    with app.app_context(), db() as session:
+        assert session.scalar(select(User.name).where(User.email == "eve@x.org")) == markup
+        assert session.scalar(select(ApiKey.name)) == markup
+    for page in (client.get("/users").text, client.get("/keys").text):
+        assert markup not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page

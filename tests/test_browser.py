@@ -1,19 +1,24 @@
 """The admin UI in headless Debian Chromium against a real `cqaface serve`: sign in, enrol a
 small zip and watch the job finish, search with a probe and see the Rank-1 card and the
-attention overlay, delete a subject. Screenshots go to var/test-artifacts/."""
+attention overlay, delete a subject; manage users and API keys (one-time secrets, revocation,
+role limits, the last admin kept); follow a job's progress by server-sent events, and by
+polling where the browser has none. Screenshots go to var/test-artifacts/."""
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from server_process import ROOT, cli, stack_env, start_server
+from server_process import ROOT, cli, request, stack_env, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = ROOT / "var" / "test-artifacts"
 PASSWORD = "browser test password"
+ADMIN = "admin@example.org"
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,9 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """`cqaface serve` on a SQLite gallery, jobs in-process, and an admin made by the CLI."""
+def stack(tmp_path_factory):
+    """`cqaface serve` on a SQLite gallery, jobs in-process, an admin made by the CLI and an
+    admin key to read the server's metrics: (base URL, database URL, environment, folder)."""
     from identify.gallery import migrate
 
     tmp = tmp_path_factory.mktemp("site")
@@ -59,15 +65,25 @@ def site(tmp_path_factory):
         "admin",
         "create-user",
         "--email",
-        "admin@example.org",
+        ADMIN,
         "--role",
         "admin",
         "--password-stdin",
         stdin=PASSWORD + "\n",
     )
     server, base = start_server(env, tmp)
-    yield base
+    yield SimpleNamespace(base=base, url=url, env=env, tmp=tmp, accounts={})
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def site(stack):
+    return stack.base
+
+
+@pytest.fixture(scope="module")
+def metrics_key(stack):
+    return cli(stack.env, "apikey", "create", "--name", "metrics", "--scopes", "admin").strip()
 
 
 def _shot(driver, name: str) -> Path:
@@ -97,7 +113,7 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     driver = browser
     driver.get(f"{site}/subjects")
     assert "/login" in driver.current_url  # pages need a login
-    driver.find_element(By.ID, "email").send_keys("admin@example.org")
+    driver.find_element(By.ID, "email").send_keys(ADMIN)
     driver.find_element(By.ID, "password").send_keys("not the password")
     driver.find_element(By.ID, "sign-in").click()
     error = _wait(driver, lambda d: d.find_elements(By.ID, "login-error"))[0]  # after the post
@@ -178,3 +194,240 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     logs = driver.get_log("browser")
     errors = [e for e in logs if e["level"] == "SEVERE" and "(UNAUTHORIZED)" not in e["message"]]
     assert not errors, errors
+
+
+# ----- accounts -----------------------------------------------------------------------------
+
+
+def _sign_in(driver, site: str, email: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{site}/login")
+    driver.delete_all_cookies()  # whoever was signed in is not any more
+    driver.get(f"{site}/login")
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()
+    _wait(driver, lambda d: "/login" not in d.current_url)
+
+
+def _error(driver) -> tuple[str, str]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "h1").text, driver.find_element(
+        By.ID, "error-message"
+    ).text
+
+
+def test_admin_creates_users_and_the_last_admin_is_kept(browser, stack):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver, site = browser, stack.base
+    _sign_in(driver, site, ADMIN, PASSWORD)
+    driver.execute_cdp_cmd(
+        "Browser.grantPermissions",
+        {"origin": site, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+    )
+    # An operator with a generated password (their name is markup, shown as written).
+    driver.get(f"{site}/users")
+    driver.find_element(By.ID, "new-email").send_keys("ops@example.org")
+    driver.find_element(By.ID, "new-name").send_keys("<b>Ops</b>")
+    Select(driver.find_element(By.ID, "new-role")).select_by_value("operator")
+    driver.find_element(By.ID, "new-generated").click()
+    driver.find_element(By.ID, "create-user").click()
+    secret = _wait(driver, lambda d: d.find_elements(By.ID, "secret"))[0]
+    password = secret.get_attribute("value")
+    assert len(password) == 16
+    assert "shown only now" in driver.find_element(By.ID, "secret-warning").text
+    driver.find_element(By.ID, "copy-secret").click()
+    _wait(driver, lambda d: d.find_element(By.ID, "copy-secret").text == "Copied")
+    pasted = driver.execute_async_script(
+        "navigator.clipboard.readText().then(arguments[0], () => arguments[0](null));"
+    )
+    assert pasted == password
+    _shot(driver, "08-password-once")
+    # An analyst invited by a one-time link.
+    driver.get(f"{site}/users")
+    driver.find_element(By.ID, "new-email").send_keys("ana@example.org")
+    driver.find_element(By.ID, "create-user").click()
+    link = _wait(driver, lambda d: d.find_elements(By.ID, "secret"))[0].get_attribute("value")
+    assert link.startswith(f"{site}/password/")
+    stack.accounts.update(ops=password, link=link)
+
+    driver.get(f"{site}/users")
+    assert password not in driver.page_source
+    rows = {
+        row.get_attribute("data-email"): row
+        for row in driver.find_elements(By.CSS_SELECTOR, "#users tbody tr")
+    }
+    ops = rows["ops@example.org"]
+    assert ops.find_element(By.CLASS_NAME, "user-name").text == "<b>Ops</b>"
+    assert ops.find_element(By.CLASS_NAME, "user-role").text == "operator"
+    assert rows["ana@example.org"].find_element(By.CLASS_NAME, "user-status").text == "invited"
+    _shot(driver, "09-users")
+
+    # The only admin can neither demote nor disable themselves.
+    rows[ADMIN].find_element(By.CLASS_NAME, "user-email").click()
+    Select(driver.find_element(By.ID, "role")).select_by_value("operator")
+    driver.find_element(By.ID, "save-role").click()
+    heading, message = _error(driver)
+    assert heading.startswith("409") and "last active admin" in message
+    _shot(driver, "10-last-admin")
+    driver.back()
+    driver.find_element(By.ID, "disable").click()
+    heading, message = _error(driver)
+    assert heading.startswith("409") and "last active admin" in message
+    driver.get(f"{site}/audit")
+    log = driver.find_element(By.CSS_SELECTOR, "table.audit").text
+    assert log.count("create_user") == 3, log  # the CLI's admin, the operator, the analyst
+    assert "set_role" not in log and "disable_user" not in log
+
+
+def test_keys_are_shown_once_revoked_after_confirming_and_limited_by_role(browser, stack):
+    from selenium.webdriver.common.by import By
+
+    driver, site = browser, stack.base
+    _sign_in(driver, site, "ops@example.org", stack.accounts["ops"])
+    driver.get(f"{site}/keys")
+    offered = [e.get_attribute("value") for e in driver.find_elements(By.NAME, "scopes")]
+    assert offered == ["identify", "enrol"]  # an operator's role: no admin scope
+    driver.find_element(By.ID, "key-name").send_keys("scanner")
+    driver.find_element(By.ID, "scope-enrol").click()
+    driver.find_element(By.ID, "create-key").click()
+    key = _wait(driver, lambda d: d.find_elements(By.ID, "secret"))[0].get_attribute("value")
+    prefix, secret = key.split("_")[1], key.split("_")[2]
+    assert "shown only now" in driver.find_element(By.ID, "secret-warning").text
+    _shot(driver, "11-key-once")
+    assert request("GET", f"{site}/api/v1/subjects", key=key)[0] == 200
+    driver.find_element(By.ID, "done").click()
+    row = _wait(driver, lambda d: d.find_elements(By.ID, f"key-{prefix}"))[0]
+    assert row.find_element(By.CLASS_NAME, "key-requests").text == "1"
+    assert "identify, enrol" in row.text and secret not in driver.page_source
+    row.find_element(By.CLASS_NAME, "revoke").click()
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Revoke “scanner”?"
+    assert request("GET", f"{site}/api/v1/subjects", key=key)[0] == 200  # not yet
+    _shot(driver, "12-confirm-revoke")
+    driver.find_element(By.ID, "confirm-revoke").click()
+    _wait(driver, lambda d: "Revoked the key" in d.find_element(By.CLASS_NAME, "flash").text)
+    row = driver.find_element(By.ID, f"key-{prefix}")
+    assert row.find_element(By.CLASS_NAME, "key-state").text == "revoked"
+    assert request("GET", f"{site}/api/v1/subjects", key=key)[0] == 401
+    _shot(driver, "13-revoked")
+
+    # The invited analyst sets a password through the link, once; creates no key.
+    driver.delete_all_cookies()
+    driver.get(stack.accounts["link"])
+    driver.find_element(By.ID, "new-password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "new-password-again").send_keys(PASSWORD)
+    driver.find_element(By.ID, "set-password").click()
+    _wait(driver, lambda d: "password is set" in d.find_element(By.CLASS_NAME, "flash").text)
+    _sign_in(driver, site, "ana@example.org", PASSWORD)
+    driver.get(f"{site}/keys")
+    assert driver.find_elements(By.ID, "no-create") and not driver.find_elements(By.ID, "new-key")
+    driver.get(f"{site}/users")
+    assert _error(driver)[0].startswith("403")
+    driver.get(stack.accounts["link"])
+    heading, message = _error(driver)
+    assert heading.startswith("404") and "not valid" in message
+
+
+# ----- live job progress --------------------------------------------------------------------
+
+
+COUNTED = r'cqaface_http_requests_total\{method="(\w+)",endpoint="([^"]+)",status="(\d+)"\} (\S+)'
+
+
+def _gauges(site: str, key: str) -> dict[str, float]:
+    """This server's metrics: gauges by name and request counts by `METHOD endpoint status`."""
+    status, text = request("GET", f"{site}/api/v1/metrics", key=key)
+    assert status == 200, text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        counted = re.match(COUNTED, line)
+        if counted:
+            found[" ".join(counted.groups()[:3])] = float(counted.group(4))
+        elif line.startswith("cqaface_") and " " in line and "{" not in line:
+            name, value = line.split(" ")
+            found[name] = float(value)
+    return found
+
+
+def _queued_job(stack, photos: list[tuple[str, Path]]) -> int:
+    """A job made in the server's database and handed to nobody: it stays queued until run."""
+    from identify.gallery.db import make_engine
+    from workers import enrolment
+
+    engine = make_engine(stack.url)
+    try:
+        return enrolment.create_job(engine, photos, source="browser test", kind="files")
+    finally:
+        engine.dispose()
+
+
+def test_a_jobs_progress_arrives_by_events_while_it_runs(browser, stack, metrics_key, orl_dir):
+    from selenium.webdriver.common.by import By
+
+    from identify.gallery import jobs
+    from identify.services import Services
+
+    driver, site = browser, stack.base
+    broken = stack.tmp / "broken.png"
+    broken.write_bytes(b"not a photo")
+    photos = [(f"s{n}", orl_dir / f"s{n}" / f"{k}.pgm") for n in (4, 5) for k in (1, 2)]
+    job_id = _queued_job(stack, [("s5", broken), *photos])
+    _sign_in(driver, site, ADMIN, PASSWORD)
+    driver.get(f"{site}/jobs/{job_id}")
+    _wait(driver, lambda d: d.find_element(By.ID, "job").get_attribute("data-live") == "events")
+    _wait(driver, lambda d: _gauges(site, metrics_key)["cqaface_event_streams"] == 1)
+    assert driver.find_element(By.ID, "job-status").text == "queued"
+    # Now run it: the real enrolment of a job, in this process, on the server's database.
+    runner = Services(database_url=stack.url, index_dir=stack.tmp / "runner-index", model_path=None)
+    try:
+        jobs.run_job(runner.gallery, job_id)
+    finally:
+        runner.close()
+    _wait(driver, lambda d: d.find_element(By.ID, "job-status").text == "done", timeout=120)
+    _wait(driver, lambda d: "broken.png" in d.find_element(By.ID, "failed").text)
+    assert driver.find_element(By.ID, "job-done").text == "5"
+    counts = driver.find_element(By.ID, "job-counts").text.split(", ")
+    assert sorted(counts) == ["enrolled 4", "unreadable 1"]
+    _shot(driver, "14-live-job-done")
+    seen = _wait(
+        driver, lambda d: (g := _gauges(site, metrics_key))["cqaface_event_streams"] == 0 and g
+    )
+    assert seen["GET /jobs/<int:job_id>/events 200"] >= 1
+    assert "GET /jobs/<int:job_id>.json 200" not in seen  # no page polled: events carried it
+
+
+def test_a_closed_page_ends_its_stream_and_without_events_the_page_polls(
+    browser, stack, metrics_key, orl_dir
+):
+    from selenium.webdriver.common.by import By
+
+    driver, site = browser, stack.base
+    job_id = _queued_job(stack, [("s6", orl_dir / "s6" / "1.pgm")])
+    _sign_in(driver, site, ADMIN, PASSWORD)
+    driver.get(f"{site}/jobs/{job_id}")
+    _wait(driver, lambda d: d.find_element(By.ID, "job").get_attribute("data-live") == "events")
+    _wait(driver, lambda d: _gauges(site, metrics_key)["cqaface_event_streams"] == 1)
+    driver.get(f"{site}/keys")  # the job's page is gone: its stream ends on the server
+    _wait(driver, lambda d: _gauges(site, metrics_key)["cqaface_event_streams"] == 0, timeout=30)
+
+    script = driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.EventSource;"}
+    )
+    try:
+        driver.get(f"{site}/jobs/{job_id}")
+        _wait(
+            driver, lambda d: d.find_element(By.ID, "job").get_attribute("data-live") == "polling"
+        )
+        _wait(driver, lambda d: _gauges(site, metrics_key).get("GET /jobs/<int:job_id>.json 200"))
+        assert _gauges(site, metrics_key)["cqaface_event_streams"] == 0
+        cli(stack.env, "job", "cancel", str(job_id))
+        _wait(driver, lambda d: d.find_element(By.ID, "job-status").text == "cancelled")
+        _shot(driver, "15-polled")
+    finally:
+        driver.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
+        )

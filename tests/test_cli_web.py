@@ -7,9 +7,12 @@ import json
 import uuid
 
 import pytest
+from sqlalchemy import select
 from web_helpers import bearer, make_app
 
 from identify.cli.main import main
+from identify.gallery.tables import AuditEntry
+from identify.web.common import db
 
 
 @pytest.fixture
@@ -73,6 +76,10 @@ def test_apikey_create_prints_a_working_key_once_and_revoke_disables_it(url, tmp
     assert main(["apikey", "revoke", row["prefix"]]) == 0
     assert client.get("/api/v1/subjects", headers=bearer(key)).status_code == 401
     assert main(["apikey", "revoke", "nosuchprefix"]) == 2
+    with app.app_context(), db() as session:  # the CLI's changes are audited as the UI's are
+        actions = session.scalars(select(AuditEntry.action).order_by(AuditEntry.id)).all()
+    assert actions == ["create_user", "create_key", "revoke_key"]
+    assert row["request_count"] == 0
 
 
 def test_apikey_scopes_are_checked_against_the_owners_role(url, monkeypatch, capsys):

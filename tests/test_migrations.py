@@ -88,3 +88,42 @@ def test_jobs_revision_adds_and_removes_its_columns(empty_url):
         assert not {"kind", "options", "task_id", "started_at"} & columns
     finally:
         engine.dispose()
+
+
+def test_accounts_revision_keeps_users_keys_and_audit_and_counts_from_zero(empty_url):
+    from sqlalchemy import text
+
+    migrate.upgrade(empty_url, "0003_web")
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, email, name, role, disabled, created_at) "
+                    "VALUES (1, 'a@x.org', '', 'admin', false, CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (user_id, name, prefix, key_hash, scopes, created_at) "
+                    "VALUES (1, 'k', 'abc', 'h', 'identify', CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO audit_log (at, user_id, action, details) "
+                    "VALUES (CURRENT_TIMESTAMP, 1, 'login', '{}')"
+                )
+            )
+        migrate.upgrade(empty_url, "0004_accounts")  # SQLite rebuilds `users`: nothing cascades
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT request_count FROM api_keys")).all() == [(0,)]
+            users = connection.execute(text("SELECT email, password_token_hash FROM users"))
+            assert users.all() == [("a@x.org", None)]
+        migrate.downgrade("0003_web", empty_url)
+        assert "request_count" not in {c["name"] for c in inspect(engine).get_columns("api_keys")}
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT prefix FROM api_keys")).all() == [("abc",)]
+            assert connection.execute(text("SELECT user_id FROM audit_log")).all() == [(1,)]
+    finally:
+        engine.dispose()

@@ -7,6 +7,8 @@ import argparse
 import getpass
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -42,7 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = key_commands.add_parser("revoke", help="revoke a key by its prefix")
     p.add_argument("prefix")
     p.set_defaults(handler=revoke_apikey)
-    p = key_commands.add_parser("list", help="keys (prefix, name, owner, scopes; never the key)")
+    p = key_commands.add_parser(
+        "list", help="keys (prefix, name, owner, scopes, use; never the key)"
+    )
     p.set_defaults(handler=list_apikeys)
 
 
@@ -52,8 +56,20 @@ def _sessions():  # type: ignore[no-untyped-def]
     return session_factory(make_engine())
 
 
+@contextmanager
+def _refused_as_usage() -> Iterator[None]:
+    """The web app's refusals (a scope beyond the role, no such key) as bad arguments."""
+    from identify.web.http_errors import ApiError
+
+    try:
+        yield
+    except ApiError as error:
+        raise ValueError(error.message) from None
+
+
 def create_user(args: argparse.Namespace) -> int:
     from identify.web import auth
+    from identify.web.audit_log import audit
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -64,6 +80,16 @@ def create_user(args: argparse.Namespace) -> int:
             return 2
     with _sessions()() as session, session.begin():
         user = auth.create_user(session, args.email, args.role, password, args.name)
+        audit(
+            session,
+            None,
+            "create_user",
+            "user",
+            user.id,
+            email=user.email,
+            role=args.role,
+            via="cli",
+        )
         print(json.dumps({"id": user.id, "email": user.email, "role": user.role.value}))
     return 0
 
@@ -72,10 +98,11 @@ def create_apikey(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from identify.gallery.tables import Role, User
-    from identify.web import auth
+    from identify.web import accounts, auth
+    from identify.web.audit_log import audit
 
     scopes = auth.parse_scopes(args.scopes)
-    with _sessions()() as session, session.begin():
+    with _sessions()() as session, session.begin(), _refused_as_usage():
         if args.user:
             user = session.scalars(select(User).where(User.email == args.user.lower())).first()
             if user is None:
@@ -90,42 +117,30 @@ def create_apikey(args: argparse.Namespace) -> int:
             user = session.scalars(select(User).where(User.email == email)).first()
             if user is None:
                 user = auth.create_user(session, email, role, None, name=args.name)
+                audit(session, None, "create_user", "user", user.id, email=email, role=role.value)
             elif not scopes <= auth.ROLE_SCOPES[Role(user.role)]:
-                user.role = role
-        key = auth.create_key(session, user, args.name, scopes)
+                old, user.role = Role(user.role), role
+                audit(session, None, "set_role", "user", user.id, old=old.value, new=role.value)
+        key = accounts.create_key(session, None, user.id, args.name, scopes)
     print(key)
     return 0
 
 
 def revoke_apikey(args: argparse.Namespace) -> int:
-    from identify.web import auth
+    from identify.web import accounts
 
-    with _sessions()() as session, session.begin():
-        if not auth.revoke_key(session, args.prefix):
-            raise LookupError(f"no API key with prefix {args.prefix}")
+    with _sessions()() as session, session.begin(), _refused_as_usage():
+        accounts.revoke_key(session, None, args.prefix)
     return 0
 
 
 def list_apikeys(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from identify.gallery.tables import ApiKey
+    from identify.web import accounts
 
     with _sessions()() as session:
-        for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
-            print(
-                json.dumps(
-                    {
-                        "prefix": key.prefix,
-                        "name": key.name,
-                        "user": key.user.email,
-                        "scopes": key.scopes.split(","),
-                        "created_at": key.created_at.isoformat(),
-                        "last_used_at": key.last_used_at and key.last_used_at.isoformat(),
-                        "revoked": key.revoked_at is not None,
-                    }
-                )
-            )
+        for key in accounts.list_keys(session, None):
+            key.pop("user_id")
+            print(json.dumps(key))
     return 0
 
 

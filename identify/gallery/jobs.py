@@ -467,6 +467,21 @@ def job_progress(target: Target, job_id: int) -> JobProgress:
     return progress
 
 
+def latest_failures(target: Target, job_id: int, limit: int) -> list[dict[str, Any]]:
+    """The job's last ``limit`` items that were not enrolled, the latest finished first."""
+    with _sessions(target)() as session:
+        rows = session.execute(
+            select(JobItem.path, JobItem.subject_name, JobItem.status, JobItem.reason)
+            .where(
+                JobItem.job_id == job_id,
+                JobItem.status.not_in((ItemStatus.PENDING, ItemStatus.ENROLLED)),
+            )
+            .order_by(JobItem.finished_at.desc().nulls_last(), JobItem.id.desc())
+            .limit(limit)
+        ).all()
+    return [{"path": p, "subject": s, "status": st.value, "reason": r} for p, s, st, r in rows]
+
+
 def stalled_jobs(target: Target, idle_seconds: float) -> list[int]:
     """Running jobs with pending items and no item finished for ``idle_seconds``, and jobs
     handed to a task that has not started them for as long: their tasks may have been lost

@@ -4,6 +4,7 @@ operator: enrol and manage subjects; analyst: search only) and a CSRF token on e
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -62,18 +63,27 @@ def _globals() -> dict[str, Any]:
 
 
 @admin.before_request
-def _load_user() -> None:
+def load_user() -> None:
+    """The signed-in user (None when signed out or disabled since), and the form's CSRF check."""
     g.user = None
     user_id = session.get("uid")
     if user_id is not None:
         with db() as s:
             user = s.get(User, user_id)
-            if user is not None and not user.disabled:
+            if user is not None and not user.disabled and session.get("pw") == _stamp(user):
                 s.expunge(user)
                 g.user = user
             else:
                 session.clear()
     csrf.check()
+
+
+def _stamp(user: User) -> str | None:
+    """A short digest of the user's password hash, kept in their session: a new password (a
+    reset) ends the sessions signed in with the old one."""
+    if user.password_hash is None:
+        return None
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
 def login_required(*roles: Role) -> Callable:
@@ -120,12 +130,13 @@ def login() -> str | BaseResponse:
             user = auth.check_login(s, email, request.form.get("password", ""))
             if user is not None:
                 audit(s, user.id, "login", "user", user.id)
-                user_id = user.id
+                user_id, stamp = user.id, _stamp(user)
             else:
                 audit(s, None, "login_failed", "user", None, email=email)
         if user is not None:
             session.clear()  # a new session: no fixation, a new CSRF token
             session["uid"] = user_id
+            session["pw"] = stamp
             target = request.args.get("next", "")
             safe = target.startswith("/") and not target.startswith("//")
             return redirect(target if safe else url_for("admin.dashboard"))
@@ -319,6 +330,14 @@ def job_json(job_id: int) -> Response:
     from identify.web import enrolment_jobs
 
     return jsonify(enrolment_jobs.progress(job_id))
+
+
+@admin.get("/jobs/<int:job_id>/events")
+@login_required(*MANAGERS)
+def job_events(job_id: int) -> Response:
+    from identify.web import enrolment_jobs, job_events
+
+    return job_events.stream(job_id, enrolment_jobs.live)
 
 
 # ----- audit --------------------------------------------------------------------------------

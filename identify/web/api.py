@@ -88,6 +88,8 @@ def _authenticate() -> None:
         raise ApiError(401, "unauthorized", "an API key is required (Authorization: Bearer)")
     with db() as session:
         principal = auth.authenticate_key(session, key)
+        if principal is not None:
+            current_app.extensions["cqaface_key_usage"].count(session, principal.key_id)
     if principal is None:
         raise ApiError(401, "unauthorized", "the API key is not valid")
     g.principal = principal

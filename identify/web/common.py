@@ -24,6 +24,7 @@ from identify.gallery.tables import AuditEntry, Face, Image, Subject, Template
 from identify.search.encode import MASK_MODES, EncodedFace
 from identify.search.searcher import Decision, FaceAnswer, Match
 from identify.services import services
+from identify.web.audit_log import audit
 from identify.web.http_errors import ApiError
 
 REFRESH_EVERY_S = 1.0
@@ -38,25 +39,6 @@ def db() -> Iterator[Session]:
         factory = current_app.extensions["cqaface_sessions"] = session_factory(services().engine)
     with factory() as session, session.begin():
         yield session
-
-
-def audit(
-    session: Session,
-    user_id: int | None,
-    action: str,
-    target_type: str | None = None,
-    target_id: Any = None,
-    **details: Any,
-) -> None:
-    session.add(
-        AuditEntry(
-            user_id=user_id,
-            action=action,
-            target_type=target_type,
-            target_id=None if target_id is None else str(target_id),
-            details=details,
-        )
-    )
 
 
 def audit_page(

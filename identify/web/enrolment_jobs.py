@@ -16,6 +16,7 @@ from identify.web.common import audit, db
 from identify.web.http_errors import ApiError
 
 _UPLOAD_PATH = re.compile(r"^.*/uploads/[0-9a-f]{32}/")
+LATEST_FAILURES = 10  # shown live on a job's page
 # workers.sources.SourceError codes -> HTTP status.
 SOURCE_STATUS = {
     "not_a_folder": 400,
@@ -86,6 +87,19 @@ def progress(job_id: int) -> dict[str, Any]:
     for item in report.get("failed") or []:  # paths inside the archive, not on the server
         item["path"] = _UPLOAD_PATH.sub("", str(item.get("path", "")))
     report.pop("options", None)
+    return report
+
+
+def live(job_id: int) -> dict[str, Any]:
+    """What a live progress event carries: the report, with the latest failures in place of
+    the first ones."""
+    from identify.gallery import jobs
+
+    report = progress(job_id)
+    latest = jobs.latest_failures(services().engine, job_id, LATEST_FAILURES)
+    for item in latest:
+        item["path"] = _UPLOAD_PATH.sub("", str(item.get("path", "")))
+    report["failed"] = latest
     return report
 
 

@@ -113,4 +113,8 @@ def gauges() -> dict[str, tuple[str, float | None]]:
         ),
         "cqaface_queue_depth": ("Tasks waiting in the broker's queue.", queue_depth()),
         "cqaface_jobs_active": ("Enrolment jobs queued or running.", counts["active_jobs"]),
+        "cqaface_event_streams": (
+            "Live job-progress streams open in this process.",
+            current_app.extensions["cqaface_event_streams"].open,
+        ),
     }

@@ -9,6 +9,8 @@ from flask import Flask, Response, g, request
 
 from identify import settings
 from identify.web import http_errors
+from identify.web.job_events import StreamSlots
+from identify.web.key_usage import KeyUsage
 from identify.web.metrics import Metrics
 from identify.web.ratelimit import RateLimiter
 
@@ -22,6 +24,8 @@ def init_web(app: Flask) -> None:
     )
     app.config.setdefault("SESSION_COOKIE_SECURE", settings.secure_cookies())
     app.extensions["cqaface_metrics"] = Metrics()
+    app.extensions["cqaface_key_usage"] = KeyUsage()
+    app.extensions["cqaface_event_streams"] = StreamSlots(settings.event_streams())
     app.extensions["cqaface_ratelimit"] = RateLimiter(
         int(app.config["RATE_LIMIT"]), app.config.get("BROKER_URL")
     )
@@ -32,10 +36,12 @@ def init_web(app: Flask) -> None:
     http_errors.register(app)
 
     from identify.web.admin import admin
+    from identify.web.admin_accounts import accounts_ui
     from identify.web.api import api
 
     app.register_blueprint(api)
     app.register_blueprint(admin)
+    app.register_blueprint(accounts_ui)
 
     @app.before_request
     def _start_timer() -> None:
