@@ -86,6 +86,20 @@ def section(path: Path, title: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kept_sections(path: Path) -> dict[str, str]:
+    """The sections of an earlier report by title: a benchmark not rerun here keeps its
+    figures (var/ does not survive a new machine; the report does)."""
+    if not path.is_file():
+        return {}
+    text = path.read_text()
+    sections = {}
+    for chunk in text.split("\n## ")[1:]:
+        title, _, _ = chunk.partition("\n")
+        body = chunk.split("\nNot run for this report:")[0].rstrip("\n")
+        sections[title] = f"## {body}\n"
+    return sections
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("var"))
@@ -96,21 +110,27 @@ def main() -> int:
         "",
         f"Machine: {machine()}. Commit {commit()}. Written by `make bench` "
         "(`benchmarks/report.py`) from the JSON files in "
-        f"`{args.runs}/`; the machine is shared, so compare figures measured side by side in "
-        "one run (the ratios), not across runs.",
+        f"`{args.runs}/`; a benchmark not rerun keeps its earlier section, and each section "
+        "says when its figures were written. The machine is shared, so compare figures "
+        "measured side by side in one run (the ratios), not across runs.",
         "",
     ]
-    missing = []
+    earlier = kept_sections(args.out)
+    missing, kept = [], 0
     for name, (title, command) in SOURCES.items():
         path = args.runs / name
         if path.is_file():
             parts.append(section(path, title, command))
+        elif title in earlier:
+            parts.append(earlier[title])
+            kept += 1
         else:
             missing.append(f"`{command}`")
     if missing:
         parts.append("Not run for this report: " + ", ".join(missing) + ".\n")
     args.out.write_text("\n".join(parts))
-    print(f"wrote {args.out} ({len(SOURCES) - len(missing)} of {len(SOURCES)} benchmarks)")
+    measured = len(SOURCES) - len(missing) - kept
+    print(f"wrote {args.out}: {measured} benchmarks measured, {kept} kept, {len(missing)} missing")
     return 0
 
 
