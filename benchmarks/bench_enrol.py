@@ -4,6 +4,11 @@ process (the embedded mode: job rows -> database rows and templates) and through
 (job rows -> Redis queue -> worker processes -> database -> saved index) with 1 and 2 worker
 processes. The target: the queue and the database add at most 15% to the standalone cost.
 
+Every set-up runs once per runtime named by --runtimes (default: PyTorch eager, then ONNX
+Runtime, CQAFACE_RUNTIME's two CPU paths), all in the same interleaved rounds, so that the
+speed-up of issue #18 (ONNX Runtime >= 1.5x PyTorch's photos/s on the same two cores) is a
+ratio measured side by side.
+
 The in-process job prices the database in the process that measures the standalone rate; the
 worker figures also carry the difference between two processes running the same code, which
 on this shared machine alone reaches 15-20% (a forked and a freshly started process measured
@@ -17,7 +22,7 @@ embed each face once. A job goes in chunks of 16 photos, the standalone batch, a
 clock stops when the job is marked done in the database; the index file is saved after that,
 once per job, not per photo.
 
-    .venv/bin/python benchmarks/bench_enrol.py --out var/bench-enrol.json
+    .venv/bin/python benchmarks/bench_enrol.py --out var/bench-enrol.json [--runtimes torch onnx]
 """
 
 from __future__ import annotations
@@ -53,12 +58,13 @@ def photos(n: int) -> list[tuple[str, Path]]:
     return chosen
 
 
-def load_encoder(first: Path):
+def load_encoder(first: Path, runtime: str):
+    """The serving encoder on ``runtime``, warmed up (its detector is made on first use)."""
     from embedder.imageio import load_image
-    from embedder.inference import Embedder
     from identify.search.encode import FaceEncoder
 
-    encoder = FaceEncoder(Embedder.load(None))
+    os.environ["CQAFACE_RUNTIME"] = runtime
+    encoder = FaceEncoder.load(None)
     encoder.encode(encoder.faces(load_image(first.read_bytes()), "largest"), "no")  # warm
     return encoder
 
@@ -84,7 +90,7 @@ class FullPath:
     worker (``encoder`` given), the job runs in this process, as in the embedded mode: the
     database's cost measured in the very process that measures the standalone rate."""
 
-    def __init__(self, workers: int, encoder: object = None) -> None:
+    def __init__(self, workers: int, runtime: str, encoder: object = None) -> None:
         from sqlalchemy import create_engine, text
 
         from identify.gallery import migrate
@@ -104,6 +110,7 @@ class FullPath:
             "CQAFACE_MASKED_TEMPLATES": "0",
             "CQAFACE_WORKER_CONCURRENCY": str(workers),
             "CQAFACE_ENROL_CHUNK": str(CHUNK),
+            "CQAFACE_RUNTIME": runtime,
         }
         os.environ.update(self.env)  # this app's queue and database
         migrate.upgrade(url)
@@ -183,71 +190,122 @@ class FullPath:
             client.delete(*keys)
 
 
+SETUPS = (
+    ("standalone detect+align+embed, one photo at a time", "standalone_one_by_one"),
+    ("standalone detect+align+embed, embedding batched by 16", "standalone_batched_16"),
+    ("job in this process -> DB -> index (embedded mode)", "in_process_job"),
+    ("full path: queue -> 1 worker process -> DB -> index", "full_path_1"),
+    ("full path: queue -> 2 worker processes -> DB -> index", "full_path_2"),
+)
+
+
+def measure(encoder, stacks: dict[int, FullPath], part: list[tuple[str, Path]]) -> dict:
+    """One round of the five set-ups of one runtime on the same photos, photos/s each."""
+    return {
+        "standalone_one_by_one": standalone(encoder, part, 1),
+        "standalone_batched_16": standalone(encoder, part, CHUNK),
+        "in_process_job": stacks[0].rate(part),
+        "full_path_1": stacks[1].rate(part),
+        "full_path_2": stacks[2].rate(part),
+    }
+
+
+def summary(rates: dict[str, dict[str, list[float]]]) -> dict:
+    """Medians per runtime and set-up; the queue+DB overheads; each runtime's speed-up over
+    the first one, as the median of the rounds' ratios (both measured in the same round)."""
+
+    def ratio_median(a: list[float], b: list[float]) -> float:
+        return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
+
+    figures: dict[str, dict] = {}
+    first = next(iter(rates))
+    for runtime, series in rates.items():
+        standalone = series["standalone_batched_16"]
+        figures[runtime] = {
+            "photos_per_s": {key: round(statistics.median(v), 2) for key, v in series.items()},
+            "spread": {key: [round(min(v), 2), round(max(v), 2)] for key, v in series.items()},
+            "overhead_in_process_median": ratio_median(standalone, series["in_process_job"]) - 1,
+            "overhead_1_worker_median": ratio_median(standalone, series["full_path_1"]) - 1,
+        }
+        if runtime != first:
+            figures[runtime][f"over_{first}"] = {
+                key: ratio_median(v, rates[first][key]) for key, v in series.items()
+            }
+    return figures
+
+
+def report(figures: dict, photos: int, rounds: int) -> None:
+    print(f"{photos} celeba photos in {rounds} interleaved rounds, median photos/s")
+    names = list(figures)
+    print(f"  {'':58s} " + " ".join(f"{name:>8s}" for name in names))
+    for label, key in SETUPS:
+        cells = " ".join(f"{figures[n]['photos_per_s'][key]:8.2f}" for n in names)
+        print(f"  {label:58s} {cells}")
+    for name in names:
+        mine = figures[name]
+        print(
+            f"  {name}: queue + DB overhead (1 worker) {mine['overhead_1_worker_median']:+.1%},"
+            f" DB in process {mine['overhead_in_process_median']:+.1%}"
+        )
+        for other, ratios in figures[name].items():
+            if other.startswith("over_"):
+                print(
+                    f"  {name} {other.replace('_', ' ')}: "
+                    + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=960)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx"])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-enrol.json")
     args = parser.parse_args()
     os.environ["CQAFACE_MASKED_TEMPLATES"] = "0"
     items = photos(args.photos)
     warmup = [(f"warmup-{p.parent.name}", p) for p in sorted((DATA / "orl").glob("s[1-5]/*"))]
-    encoder = load_encoder(items[0][1])
-    stacks = {0: FullPath(0, encoder), 1: FullPath(1), 2: FullPath(2)}
-    keys = (
-        "standalone_one_by_one",
-        "standalone_batched_16",
-        "in_process_job",
-        "full_path_1",
-        "full_path_2",
-    )
-    rates: dict[str, list[float]] = {key: [] for key in keys}
+    encoders, stacks = {}, {}
     try:
-        for stack in stacks.values():
-            stack.rate(warmup)  # each process loads the model
+        for runtime in args.runtimes:
+            encoders[runtime] = load_encoder(items[0][1], runtime)
+            stacks[runtime] = {
+                0: FullPath(0, runtime, encoders[runtime]),
+                1: FullPath(1, runtime),
+                2: FullPath(2, runtime),
+            }
+            for stack in stacks[runtime].values():
+                stack.rate(warmup)  # each process loads the model (and exports it once)
+        rates = {runtime: {key: [] for _, key in SETUPS} for runtime in args.runtimes}
         size = len(items) // args.rounds
         for r in range(args.rounds):  # interleaved: the machine's load drifts
             part = items[r * size : (r + 1) * size]
-            rates["standalone_one_by_one"].append(standalone(encoder, part, 1))
-            rates["standalone_batched_16"].append(standalone(encoder, part, CHUNK))
-            rates["in_process_job"].append(stacks[0].rate(part))
-            rates["full_path_1"].append(stacks[1].rate(part))
-            rates["full_path_2"].append(stacks[2].rate(part))
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates.items()))
+            for runtime in args.runtimes:
+                for key, rate in measure(encoders[runtime], stacks[runtime], part).items():
+                    rates[runtime][key].append(rate)
+            print(
+                f"round {r + 1}: "
+                + "; ".join(
+                    f"{rt} " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates[rt].items())
+                    for rt in args.runtimes
+                ),
+                flush=True,
+            )
     finally:
-        for stack in stacks.values():
-            stack.close()
-    figures: dict[str, object] = {
+        for runtime_stacks in stacks.values():
+            for stack in runtime_stacks.values():
+                stack.close()
+    figures = summary(rates)
+    report(figures, size * args.rounds, args.rounds)
+    result = {
         "photos": size * args.rounds,
         "rounds": args.rounds,
         "chunk": CHUNK,
-        "photos_per_s": {key: statistics.median(v) for key, v in rates.items()},
+        "runtimes": figures,
         "per_round": rates,
     }
-
-    def overhead(key: str) -> float:
-        pairs = zip(rates["standalone_batched_16"], rates[key], strict=True)
-        return statistics.median(s / f - 1 for s, f in pairs)
-
-    figures["overhead_in_process_median"] = overhead("in_process_job")
-    figures["overhead_1_worker_median"] = overhead("full_path_1")
-    rows = [
-        ("standalone detect+align+embed, one photo at a time", "standalone_one_by_one"),
-        ("standalone detect+align+embed, embedding batched by 16", "standalone_batched_16"),
-        ("job in this process -> DB -> index (embedded mode)", "in_process_job"),
-        ("full path: queue -> 1 worker process -> DB -> index", "full_path_1"),
-        ("full path: queue -> 2 worker processes -> DB -> index", "full_path_2"),
-    ]
-    print(f"{figures['photos']} celeba photos in {args.rounds} interleaved rounds, median photos/s")
-    for label, key in rows:
-        print(f"  {label:58s} {figures['photos_per_s'][key]:7.2f}")
-    print(
-        "  overhead against the batched standalone rate (median of the rounds' ratios):\n"
-        f"    DB, same process (in-process job)   {figures['overhead_in_process_median']:+.1%}\n"
-        f"    queue + DB (1 worker process)       {figures['overhead_1_worker_median']:+.1%}"
-    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ from typing import Any
 # file in RUNS -> (title, the make target that writes it)
 SOURCES = {
     "bench-embedder.json": ("Embedder: detection, alignment, embedding", "make bench-embedder"),
+    "bench-runtime.json": (
+        "Embedder and detector on the CPU: PyTorch eager against ONNX Runtime",
+        "make bench-runtime",
+    ),
     "bench-train.json": ("Training step: CQA-Face against the global baseline", "make bench-train"),
     "bench-search.json": (
         "Gallery search: FAISS exact, PQ, HNSW against numpy",

@@ -16,10 +16,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -173,6 +173,46 @@ class _Candidates:
         return _Candidates(self.photo[index], self.boxes[index], self.scores[index])
 
 
+class Networks(NamedTuple):
+    """The cascade's three nets as functions of an NHWC float32 batch (already normalised)
+    returning numpy arrays: P-Net (prob, reg), R-Net (prob, reg), O-Net (prob, reg, marks).
+    PyTorch runs them here; `embedder.mtcnn_onnx` runs the same weights under ONNX Runtime."""
+
+    pnet: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    rnet: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    onet: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+
+
+class TorchNet:
+    """One net run by PyTorch eager: NHWC numpy in, numpy out."""
+
+    def __init__(self, net: nn.Module, device: torch.device) -> None:
+        # Channels-last runs the small convolutions and 3x3 poolings several times faster on CPU.
+        self.net = net.to(device=device, memory_format=torch.channels_last)
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        # NHWC -> NCHW view in channels-last layout: no copy on CPU.
+        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(self.device)
+        return tuple(part.cpu().numpy() for part in self.net(batch))
+
+
+def load_nets(folder: Path | None = None) -> tuple[PNet, RNet, ONet]:
+    """The three nets with the original weights, in eval mode on CPU."""
+    folder = folder or weights_dir()
+    return (
+        _load(PNet(), folder, "pnet"),
+        _load(RNet(), folder, "rnet"),
+        _load(ONet(), folder, "onet"),
+    )
+
+
+def torch_networks(device: str | torch.device | None = None) -> Networks:
+    device = torch.device(device or "cpu")
+    return Networks(*(TorchNet(net, device) for net in load_nets()))
+
+
 class MTCNN:
     """The three-stage cascade; weights load once, so keep one instance per process."""
 
@@ -182,23 +222,19 @@ class MTCNN:
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         factor: float = 0.709,
         device: str | torch.device | None = None,
+        networks: Networks | None = None,
     ) -> None:
+        """``networks`` (default: PyTorch on ``device``) run the nets; the cascade around
+        them, and so its arithmetic, is the same whatever runs them."""
         self.min_face_size = min_face_size
         self.thresholds = thresholds
         self.factor = factor
-        self.device = torch.device(device or "cpu")
-        folder = weights_dir()
-        # Channels-last runs the small convolutions and 3x3 poolings several times faster on CPU.
-        layout = {"device": self.device, "memory_format": torch.channels_last}
-        self.pnet = _load(PNet(), folder, "pnet").to(**layout)
-        self.rnet = _load(RNet(), folder, "rnet").to(**layout)
-        self.onet = _load(ONet(), folder, "onet").to(**layout)
+        self.networks = networks or torch_networks(device)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in one HxWx3 uint8 RGB photo, most confident first."""
         return self.detect_batch([image])[0]
 
-    @torch.inference_mode()
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Faces in each photo; photos may differ in size. The R-Net and O-Net stages run once
         over the candidates of all photos, which is where batching pays."""
@@ -226,7 +262,7 @@ class MTCNN:
         levels = []
         for scale in _pyramid(height, width, self.min_face_size, self.factor):
             level = table.resample(whole, int(height * scale + 1), int(width * scale + 1))
-            prob, reg = (part[0].cpu().numpy() for part in self.pnet(self._tensor(level)))
+            prob, reg = (part[0] for part in self.networks.pnet(level))
             box, score, offset = _windows(prob, reg, scale, self.thresholds[0])
             keep = nms(box, score, 0.5)
             levels.append((box[keep], score[keep], offset[keep]))
@@ -241,7 +277,7 @@ class MTCNN:
     def _refine(self, tables: list[_Integral], found: _Candidates) -> _Candidates:
         """Stage 2: R-Net rescoring, per-photo NMS, box regression, squaring."""
         found, crops = _crops(tables, found, 24)
-        prob, reg = self._run(self.rnet, crops)
+        prob, reg = _chunked(self.networks.rnet, crops)
         passed = prob > self.thresholds[1]
         found = _Candidates(found.photo[passed], found.boxes[passed], prob[passed])
         keep = _nms_per_photo(found, 0.7)
@@ -253,7 +289,7 @@ class MTCNN:
     ) -> tuple[_Candidates, np.ndarray]:
         """Stage 3: O-Net score, landmarks and final box, then NMS by overlap of the smaller."""
         found, crops = _crops(tables, found, 48)
-        prob, reg, marks = self._run(self.onet, crops)
+        prob, reg, marks = _chunked(self.networks.onet, crops)
         passed = prob > self.thresholds[2]
         found = _Candidates(found.photo[passed], found.boxes[passed], prob[passed])
         reg, marks = reg[passed], marks[passed]
@@ -264,23 +300,19 @@ class MTCNN:
         keep = _nms_per_photo(found, 0.7, mode="min", offset=1.0)
         return found.take(keep), landmarks[keep]
 
-    def _run(self, net: nn.Module, crops: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Run a net over candidates in chunks (at least one, so that none gives empty outputs)."""
-        outputs = []
-        for start in range(0, max(len(crops), 1), _CHUNK):
-            batch = self._tensor(crops[start : start + _CHUNK])
-            outputs.append([part.cpu().numpy() for part in net(batch)])
-        return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
-
-    def _tensor(self, pixels: np.ndarray) -> torch.Tensor:
-        """NHWC numpy -> NCHW tensor in channels-last layout, without a copy on CPU."""
-        return torch.from_numpy(pixels).permute(0, 3, 1, 2).to(self.device)
-
 
 @functools.cache
 def default_detector() -> MTCNN:
     """The process-wide detector with the reference settings, created on first use."""
     return MTCNN()
+
+
+def _chunked(
+    net: Callable[[np.ndarray], tuple[np.ndarray, ...]], crops: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Run a net over candidates in chunks (at least one, so that none gives empty outputs)."""
+    outputs = [net(crops[start : start + _CHUNK]) for start in range(0, max(len(crops), 1), _CHUNK)]
+    return tuple(np.concatenate(parts) for parts in zip(*outputs, strict=True))
 
 
 def _check_image(image: np.ndarray) -> None:

@@ -28,3 +28,25 @@ def threads() -> int | None:
     """CQAFACE_THREADS: intra-op threads for CPU inference (unset: torch's default)."""
     value = os.environ.get("CQAFACE_THREADS")
     return int(value) if value else None
+
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def runtime() -> str:
+    """CQAFACE_RUNTIME: what runs the networks when serving. `auto` (default): ONNX Runtime
+    on CPU, where it is faster, and PyTorch on CUDA; `torch` or `onnx` force one."""
+    value = os.environ.get("CQAFACE_RUNTIME") or "auto"
+    if value not in RUNTIMES:
+        raise ValueError(f"CQAFACE_RUNTIME={value!r}: expected one of {', '.join(RUNTIMES)}")
+    return value
+
+
+def onnx_cache_dir() -> Path:
+    """CQAFACE_ONNX_CACHE: where exported ONNX graphs are kept, else the user's cache folder
+    ($XDG_CACHE_HOME/cqaface/onnx, default ~/.cache/cqaface/onnx)."""
+    chosen = os.environ.get("CQAFACE_ONNX_CACHE")
+    if chosen:
+        return Path(chosen)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cqaface" / "onnx"

@@ -44,11 +44,10 @@ class Services:
         """The gallery of the current model, with its indexes opened."""
         with self._lock:
             if self._gallery is None:
-                from embedder.inference import Embedder
                 from identify.gallery.enrolment import Gallery
                 from identify.search.encode import FaceEncoder
 
-                encoder = FaceEncoder(Embedder.load(self.model_path))
+                encoder = FaceEncoder.load(self.model_path)
                 gallery = Gallery.for_encoder(self.engine, encoder, index_dir=self.index_dir)
                 gallery.open_indexes()
                 self._gallery = gallery

@@ -264,3 +264,14 @@ def test_a_model_file_that_is_missing_or_no_checkpoint_is_one_line_and_status_2(
     out = cqaface("identify", str(probe), tmp=tmp_path, **env)
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == f"cqaface identify: error: {message.format(path=path)}\n"
+
+
+def test_a_runtime_that_does_not_exist_is_one_line_naming_the_choices(
+    sqlite_gallery: str, probe: Path, tmp_path: Path
+) -> None:
+    env = {"CQAFACE_DATABASE_URL": sqlite_gallery, "CQAFACE_RUNTIME": "fast"}
+    out = cqaface("identify", str(probe), tmp=tmp_path, **env)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (
+        "cqaface identify: error: CQAFACE_RUNTIME='fast': expected one of auto, torch, onnx\n"
+    )

@@ -10,6 +10,8 @@ which therefore exceeds the longest task.
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery, Task
 from celery.signals import worker_process_init
 from flask import Flask
@@ -75,11 +77,13 @@ def celery_init_app(app: Flask) -> Celery:
 @worker_process_init.connect
 def _one_thread_per_process(**_: object) -> None:
     """Each worker process embeds on one thread: N processes on N cores beat N threads each
-    fighting over the same cores."""
+    fighting over the same cores. ONNX Runtime reads CQAFACE_THREADS when this process opens
+    its sessions (at its first task)."""
     if settings.worker_concurrency() > 1:
         import torch
 
         torch.set_num_threads(1)
+        os.environ["CQAFACE_THREADS"] = "1"
 
 
 def check_broker(celery_app: Celery) -> None:

@@ -58,10 +58,9 @@ def _writer() -> Gallery:
     held = services()
     gallery = _writers.get(id(held))
     if gallery is None:
-        from embedder.inference import Embedder
         from identify.search.encode import FaceEncoder
 
-        encoder = FaceEncoder(Embedder.load(held.model_path))
+        encoder = FaceEncoder.load(held.model_path)
         gallery = Gallery.for_encoder(held.engine, encoder, index_dir=held.index_dir)
         _writers[id(held)] = gallery
     return gallery

@@ -129,7 +129,6 @@ def _safe(url: str) -> str:
 
 def _gallery(model: Path | None) -> Any:
     """The gallery of the configured database for ``model``; refuses an unmigrated database."""
-    from embedder.inference import Embedder
     from identify.gallery import migrate
     from identify.gallery.db import make_engine
     from identify.gallery.enrolment import Gallery
@@ -138,7 +137,7 @@ def _gallery(model: Path | None) -> Any:
     engine = make_engine()
     if migrate.current(engine) is None:
         raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
-    return Gallery.for_encoder(engine, FaceEncoder(Embedder.load(model)))
+    return Gallery.for_encoder(engine, FaceEncoder.load(model))
 
 
 def index_rebuild(args: argparse.Namespace) -> int:

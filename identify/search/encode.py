@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -34,6 +35,15 @@ class FaceEncoder:
         self.embedder = embedder
         self.detector = detector
 
+    @classmethod
+    def load(cls, model: str | Path | None = None) -> FaceEncoder:
+        """The serving encoder of a checkpoint (default: CQAFACE_MODEL, else the shipped
+        model): the web app, the CLI and the workers all build theirs here, on the runtime
+        CQAFACE_RUNTIME chooses."""
+        from embedder import runtime
+
+        return cls(runtime.load_embedder(model))
+
     @property
     def model_version(self) -> str:
         return str(self.embedder.version)
@@ -41,9 +51,9 @@ class FaceEncoder:
     def faces(self, image: np.ndarray, policy: Policy) -> list[Face]:
         """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors."""
         if self.detector is None:
-            from embedder.mtcnn import MTCNN
+            from embedder import runtime
 
-            self.detector = MTCNN(min_face_size=settings.min_face_size())
+            self.detector = runtime.load_detector(settings.min_face_size())
         return find_faces(
             image, detector=self.detector, policy=policy, min_face_size=settings.min_face_size()
         )
