@@ -101,33 +101,36 @@ def model_path() -> Path:
 
 
 def index_exact_max() -> int:
-    """CQAFACE_INDEX_EXACT_MAX: above this many templates the index is approximate (HNSW).
+    """CQAFACE_INDEX_EXACT_MAX: above this many templates the index is approximate.
 
-    Exact search over 100K 512-d templates is about 10-20 ms per probe on two cores; beyond it
-    latency grows linearly, while HNSW stays at a few ms (figures in var/bench-search.json).
+    Exact search over 30K 512-d templates is about 3 ms per probe on two cores, 10 ms at 100K
+    and 90 ms at 1M (linear); the approximate index stays under 5 ms at 1M with recall@1 0.9998
+    against exact search on real face templates (var/bench-search.json).
     """
-    return int(_number("CQAFACE_INDEX_EXACT_MAX", 100_000, int))
+    return int(_number("CQAFACE_INDEX_EXACT_MAX", 30_000, int))
 
 
 def index_approximate() -> Literal["pq", "hnsw"]:
     """CQAFACE_INDEX_APPROX (pq|hnsw): the approximate index above CQAFACE_INDEX_EXACT_MAX.
 
-    `pq`: a 16-byte product-quantised fast scan whose shortlist is re-scored exactly; `hnsw`: a
-    graph. On 512-d templates the PQ scan finds the true match at 1M templates in a few ms with
-    recall@1 1.0, where HNSW misses often (var/bench-search.json).
+    `pq`: a rotated (OPQ), product-quantised fast scan whose shortlist is re-scored exactly;
+    `hnsw`: a graph. On real face templates at 100K the PQ scan reaches recall@1 1.0 in 0.5 ms
+    where HNSW needs efSearch 512 and 5 ms for 0.998, and HNSW takes 20 minutes to build at 1M
+    (var/bench-search.json).
     """
     return _choice("CQAFACE_INDEX_APPROX", "pq", ("pq", "hnsw"))  # type: ignore[return-value]
 
 
 def pq_shortlist() -> int:
     """CQAFACE_PQ_SHORTLIST: PQ candidates re-scored exactly per probe (more: better recall)."""
-    return int(_number("CQAFACE_PQ_SHORTLIST", 100, int))
+    return int(_number("CQAFACE_PQ_SHORTLIST", 300, int))
 
 
 def pq_bytes() -> int:
     """CQAFACE_PQ_BYTES: bytes of PQ code a template (4-bit fast scan: two sub-quantisers a
-    byte). Longer codes rank the shortlist better and scan more slowly (var/bench-search.json)."""
-    return int(_number("CQAFACE_PQ_BYTES", 16, int))
+    byte). At 1M real face templates, 16 bytes miss the best match for 1.7% of probes at a
+    300-candidate shortlist, 32 bytes for 0.02% (var/bench-search.json)."""
+    return int(_number("CQAFACE_PQ_BYTES", 32, int))
 
 
 def probe_threads() -> int:
