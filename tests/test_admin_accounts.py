@@ -9,12 +9,10 @@ import re
 
 import pytest
 from sqlalchemy import func, select
-from web_helpers import add_user, bearer, make_app
+from web_helpers import PASSWORD, add_user, bearer, csrf_token, make_app, sign_in
 
 from identify.gallery.tables import ApiKey, AuditEntry, ItemStatus, JobItem, User
 from identify.web.common import db
-
-PASSWORD = "a long enough password"
 
 
 @pytest.fixture
@@ -28,20 +26,6 @@ def app(database_url, tmp_path, monkeypatch):
     ):
         add_user(app, email, role, PASSWORD)
     return app
-
-
-def _token(page: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def _login(app, email: str, password: str = PASSWORD):
-    client = app.test_client()
-    token = _token(client.get("/login").get_data(as_text=True))
-    response = client.post(
-        "/login", data={"email": email, "password": password, "csrf_token": token}
-    )
-    assert response.status_code == 302, response.get_data(as_text=True)[:300]
-    return client, _token(client.get("/").get_data(as_text=True))
 
 
 def _secret(page: str) -> str:
@@ -60,7 +44,7 @@ def _actions(app) -> list[str]:
 
 def test_only_admins_see_the_user_pages(app):
     for email in ("ops@x.org", "ana@x.org"):
-        client, token = _login(app, email)
+        client, token = sign_in(app, email)
         assert client.get("/users").status_code == 403
         response = client.post(
             "/users", data={"email": "e@x.org", "role": "admin", "csrf_token": token}
@@ -70,7 +54,7 @@ def test_only_admins_see_the_user_pages(app):
 
 
 def test_a_generated_password_is_shown_once_and_signs_in(app):
-    client, token = _login(app, "admin@x.org")
+    client, token = sign_in(app, "admin@x.org")
     page = client.post(
         "/users",
         data={
@@ -88,12 +72,12 @@ def test_a_generated_password_is_shown_once_and_signs_in(app):
     with app.app_context(), db() as session:
         stored = session.scalars(select(User).where(User.email == "new@x.org")).one()
         assert stored.role.value == "operator" and password not in stored.password_hash
-    _login(app, "new@x.org", password)
+    sign_in(app, "new@x.org", password)
     assert "create_user" in _actions(app)
 
 
 def test_an_invitation_link_sets_the_password_once(app):
-    client, token = _login(app, "admin@x.org")
+    client, token = sign_in(app, "admin@x.org")
     page = client.post(
         "/users",
         data={"email": "inv@x.org", "role": "analyst", "csrf_token": token},
@@ -104,33 +88,33 @@ def test_an_invitation_link_sets_the_password_once(app):
     visitor = app.test_client()
     form = visitor.get(path).get_data(as_text=True)
     assert "inv@x.org" in form
-    token2 = _token(form)
+    token2 = csrf_token(form)
     short = visitor.post(path, data={"password": "short", "again": "short", "csrf_token": token2})
     assert short.status_code == 400
     differ = {"password": PASSWORD, "again": PASSWORD + "!", "csrf_token": token2}
     assert visitor.post(path, data=differ).status_code == 400
     same = {"password": PASSWORD, "again": PASSWORD, "csrf_token": token2}
     assert visitor.post(path, data=same).status_code == 302
-    _login(app, "inv@x.org")
+    sign_in(app, "inv@x.org")
     assert visitor.get(path).status_code == 404  # used: gone
     assert visitor.post(path, data=same).status_code == 404
     assert {"create_user", "set_password"} <= set(_actions(app))
 
 
 def test_a_reset_stops_the_old_password_and_its_sessions_at_once(app):
-    client, token = _login(app, "admin@x.org")
+    client, token = sign_in(app, "admin@x.org")
     ops = _user_id(app, "ops@x.org")
-    signed_in, _ = _login(app, "ops@x.org")
+    signed_in, _ = sign_in(app, "ops@x.org")
     page = client.post(
         f"/users/{ops}/password", data={"mode": "password", "csrf_token": token}
     ).get_data(as_text=True)
     new = _secret(page)
     assert signed_in.get("/").status_code == 302  # the old password's session is over
     refused = app.test_client()
-    login_token = _token(refused.get("/login").get_data(as_text=True))
+    login_token = csrf_token(refused.get("/login").get_data(as_text=True))
     old = {"email": "ops@x.org", "password": PASSWORD, "csrf_token": login_token}
     assert refused.post("/login", data=old).status_code == 401
-    _login(app, "ops@x.org", new)
+    sign_in(app, "ops@x.org", new)
     link = _secret(
         client.post(f"/users/{ops}/password", data={"csrf_token": token}).get_data(as_text=True)
     )
@@ -144,8 +128,8 @@ def test_a_reset_stops_the_old_password_and_its_sessions_at_once(app):
 
 
 def test_roles_change_and_disabled_users_lose_sessions_and_keys(app):
-    admin, token = _login(app, "admin@x.org")
-    ops_client, _ = _login(app, "ops@x.org")
+    admin, token = sign_in(app, "admin@x.org")
+    ops_client, _ = sign_in(app, "ops@x.org")
     ops = _user_id(app, "ops@x.org")
     with app.app_context(), db() as session:
         from identify.web import auth
@@ -170,7 +154,7 @@ def test_roles_change_and_disabled_users_lose_sessions_and_keys(app):
 
 
 def test_the_last_active_admin_cannot_be_demoted_or_disabled(app):
-    client, token = _login(app, "admin@x.org")
+    client, token = sign_in(app, "admin@x.org")
     me = _user_id(app, "admin@x.org")
     for path, data in ((f"/users/{me}/role", {"role": "operator"}), (f"/users/{me}/disable", {})):
         response = client.post(path, data={**data, "csrf_token": token})
@@ -190,7 +174,7 @@ def test_the_last_active_admin_cannot_be_demoted_or_disabled(app):
 
 
 def test_a_key_is_shown_once_listed_without_its_secret_and_counted(app):
-    client, token = _login(app, "ops@x.org")
+    client, token = sign_in(app, "ops@x.org")
     page = client.post(
         "/keys",
         data={"name": "scanner", "scopes": ["identify", "enrol"], "csrf_token": token},
@@ -211,7 +195,7 @@ def test_a_key_is_shown_once_listed_without_its_secret_and_counted(app):
 
 
 def test_key_scopes_stay_within_roles_and_analysts_create_none(app):
-    ops, token = _login(app, "ops@x.org")
+    ops, token = sign_in(app, "ops@x.org")
     page = ops.get("/keys").get_data(as_text=True)
     assert 'value="enrol"' in page and 'value="admin"' not in page  # not offered
     forged = ops.post("/keys", data={"name": "k", "scopes": ["admin"], "csrf_token": token})
@@ -221,11 +205,11 @@ def test_key_scopes_stay_within_roles_and_analysts_create_none(app):
         "/keys", data={"name": "k", "scopes": ["identify"], "owner": admin_id, "csrf_token": token}
     )
     assert other.status_code == 403  # an operator's keys are their own
-    ana, ana_token = _login(app, "ana@x.org")
+    ana, ana_token = sign_in(app, "ana@x.org")
     assert 'id="no-create"' in ana.get("/keys").get_data(as_text=True)
     refused = ana.post("/keys", data={"name": "k", "scopes": ["identify"], "csrf_token": ana_token})
     assert refused.status_code == 403
-    admin, admin_token = _login(app, "admin@x.org")
+    admin, admin_token = sign_in(app, "admin@x.org")
     ana_id = _user_id(app, "ana@x.org")
     beyond = admin.post(
         "/keys",
@@ -242,14 +226,14 @@ def test_key_scopes_stay_within_roles_and_analysts_create_none(app):
 
 
 def test_revoking_asks_first_and_only_for_keys_one_may_manage(app):
-    ops, token = _login(app, "ops@x.org")
+    ops, token = sign_in(app, "ops@x.org")
     key = _secret(
         ops.post(
             "/keys", data={"name": "mine", "scopes": ["identify"], "csrf_token": token}
         ).get_data(as_text=True)
     )
     prefix = key.split("_")[1]
-    ana, ana_token = _login(app, "ana@x.org")
+    ana, ana_token = sign_in(app, "ana@x.org")
     assert ana.get(f"/keys/{prefix}/revoke").status_code == 404  # not theirs: not there
     assert ana.post(f"/keys/{prefix}/revoke", data={"csrf_token": ana_token}).status_code == 404
     confirm = ops.get(f"/keys/{prefix}/revoke").get_data(as_text=True)
@@ -260,7 +244,7 @@ def test_revoking_asks_first_and_only_for_keys_one_may_manage(app):
     assert api.get("/api/v1/subjects", headers=bearer(key)).status_code == 401
     assert "revoked" in ops.get("/keys").get_data(as_text=True)
     assert _actions(app).count("revoke_key") == 1
-    admin, _ = _login(app, "admin@x.org")
+    admin, _ = sign_in(app, "admin@x.org")
     assert prefix in admin.get("/keys").get_data(as_text=True)  # an admin sees every key
 
 
@@ -307,7 +291,7 @@ def test_a_finished_jobs_events_carry_its_report_then_end(app):
         from identify.services import services
 
         jobs.cancel_job(services().engine, job_id)
-    client, _ = _login(app, "ops@x.org")
+    client, _ = sign_in(app, "ops@x.org")
     response = client.get(f"/jobs/{job_id}/events")
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
     body = response.get_data(as_text=True)
@@ -327,16 +311,16 @@ def test_events_need_the_pages_sign_in_and_role(app, monkeypatch):
     job_id = _job(app, [ItemStatus.PENDING])
     anonymous = app.test_client().get(f"/jobs/{job_id}/events")
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
-    analyst, _ = _login(app, "ana@x.org")
+    analyst, _ = sign_in(app, "ana@x.org")
     assert analyst.get(f"/jobs/{job_id}/events").status_code == 403
-    ops, _ = _login(app, "ops@x.org")
+    ops, _ = sign_in(app, "ops@x.org")
     assert ops.get("/jobs/99999/events").status_code == 404
 
 
 def test_a_stream_of_a_running_job_ends_at_its_time_limit(app, monkeypatch):
     monkeypatch.setenv("CQAFACE_EVENT_STREAM_S", "0")
     job_id = _job(app, [ItemStatus.PENDING, ItemStatus.NO_FACE])
-    client, _ = _login(app, "ops@x.org")
+    client, _ = sign_in(app, "ops@x.org")
     events = _events(client.get(f"/jobs/{job_id}/events").get_data(as_text=True))
     assert [name for name, _ in events] == ["progress"]  # no `end`: the browser reconnects
     assert events[0][1]["status"] == "queued" and events[0][1]["done"] == 1
@@ -346,7 +330,7 @@ def test_when_every_stream_is_taken_the_page_is_told_to_poll(app):
     job_id = _job(app, [ItemStatus.PENDING])
     slots = app.extensions["cqaface_event_streams"]
     slots.limit = 0
-    client, _ = _login(app, "ops@x.org")
+    client, _ = sign_in(app, "ops@x.org")
     response = client.get(f"/jobs/{job_id}/events")
     assert response.status_code == 503 and response.headers["Retry-After"] == "10"
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)

@@ -4,16 +4,22 @@ and the pages people use (subjects, rename, delete with confirmation, audit log)
 from __future__ import annotations
 
 import io
-import re
 from datetime import UTC, date, timedelta
 
 import pytest
-from web_helpers import add_user, hold_rate_limit_clock, make_app, zip_of
+from web_helpers import (
+    PASSWORD,
+    add_user,
+    csrf_token,
+    hold_rate_limit_clock,
+    make_app,
+    sign_in,
+    zip_of,
+)
 
 from identify.gallery.tables import AuditEntry, Subject
 from identify.web.common import db
 
-PASSWORD = "a long enough password"
 MARKUP = '<script>alert("x")</script><b>Eve</b>'
 
 
@@ -28,20 +34,6 @@ def app(database_url, tmp_path, monkeypatch):
     ):
         add_user(app, email, role, PASSWORD)
     return app
-
-
-def _token(page: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-def _login(app, email: str):
-    client = app.test_client()
-    token = _token(client.get("/login").get_data(as_text=True))
-    response = client.post(
-        "/login", data={"email": email, "password": PASSWORD, "csrf_token": token}
-    )
-    assert response.status_code == 302, response.get_data(as_text=True)[:300]
-    return client, _token(client.get("/").get_data(as_text=True))
 
 
 def _subject(app, name: str) -> int:
@@ -62,7 +54,7 @@ def test_pages_need_a_login_and_wrong_passwords_are_refused(app):
     for path in ("/", "/search", "/subjects", "/enrol", "/audit", "/jobs/1", "/faces/1.png"):
         response = client.get(path)
         assert response.status_code == 302 and "/login" in response.headers["Location"], path
-    token = _token(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post(
         "/login", data={"email": "admin@x.org", "password": "wrong password!", "csrf_token": token}
     )
@@ -78,7 +70,7 @@ def test_pages_need_a_login_and_wrong_passwords_are_refused(app):
 
 def test_login_never_redirects_off_site(app):
     client = app.test_client()
-    token = _token(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post(
         "/login?next=//evil.example/x",
         data={"email": "admin@x.org", "password": PASSWORD, "csrf_token": token},
@@ -91,7 +83,7 @@ def test_every_form_needs_the_csrf_token(app):
     client.get("/login")  # a session with a token exists, but the form does not send it
     response = client.post("/login", data={"email": "admin@x.org", "password": PASSWORD})
     assert response.status_code == 400 and "security token" in response.get_data(as_text=True)
-    client, token = _login(app, "admin@x.org")
+    client, token = sign_in(app, "admin@x.org")
     subject_id = _subject(app, "Ada")
     for data in ({"name": "Mallory"}, {"name": "Mallory", "csrf_token": "forged"}):
         response = client.post(f"/subjects/{subject_id}/rename", data=data)
@@ -104,7 +96,7 @@ def test_every_form_needs_the_csrf_token(app):
     with app.app_context(), db() as session:
         assert session.get(Subject, subject_id).name == "Ada"
     # Another session's token does not work either.
-    _, other_token = _login(app, "ops@x.org")
+    _, other_token = sign_in(app, "ops@x.org")
     assert other_token != token
     response = client.post(
         f"/subjects/{subject_id}/rename", data={"name": "M", "csrf_token": other_token}
@@ -117,7 +109,7 @@ def test_every_form_needs_the_csrf_token(app):
 
 
 def test_an_analyst_can_search_but_not_enrol_delete_rename_or_read_the_audit_log(app):
-    client, token = _login(app, "ana@x.org")
+    client, token = sign_in(app, "ana@x.org")
     subject_id = _subject(app, "Ada")
     assert client.get("/search").status_code == 200
     assert client.get("/subjects").status_code == 200
@@ -145,14 +137,14 @@ def test_an_analyst_can_search_but_not_enrol_delete_rename_or_read_the_audit_log
 
 
 def test_an_operator_manages_subjects_but_cannot_read_the_audit_log(app):
-    client, _ = _login(app, "ops@x.org")
+    client, _ = sign_in(app, "ops@x.org")
     assert client.get("/enrol").status_code == 200
     assert client.get("/audit").status_code == 403
 
 
 def test_names_with_markup_are_escaped_in_every_page(app):
     subject_id = _subject(app, MARKUP)
-    client, token = _login(app, "admin@x.org")
+    client, token = sign_in(app, "admin@x.org")
     client.post(f"/subjects/{subject_id}/rename", data={"csrf_token": token, "name": MARKUP + "!"})
     for path in (
         "/subjects",
@@ -170,7 +162,7 @@ def test_names_with_markup_are_escaped_in_every_page(app):
 
 
 def test_uploads_over_the_limit_get_a_413_page(app):
-    client, token = _login(app, "ops@x.org")
+    client, token = sign_in(app, "ops@x.org")
     big = (io.BytesIO(b"\0" * (2 * 2**20)), "big.zip")
     response = client.post("/enrol", data={"csrf_token": token, "archive": big})
     assert response.status_code == 413
@@ -178,7 +170,7 @@ def test_uploads_over_the_limit_get_a_413_page(app):
 
 
 def test_a_zip_slip_archive_is_refused_with_a_page(app):
-    client, token = _login(app, "ops@x.org")
+    client, token = sign_in(app, "ops@x.org")
     archive = (io.BytesIO(zip_of({"../../evil/1.png": b"x"})), "evil.zip")
     response = client.post("/enrol", data={"csrf_token": token, "archive": archive})
     assert response.status_code == 400 and "zip" in response.get_data(as_text=True).lower()
@@ -188,7 +180,7 @@ def test_subjects_search_and_pagination(app):
     for i in range(30):
         _subject(app, f"person {i:02d}")
     _subject(app, "Grace Hopper")
-    client, _ = _login(app, "ana@x.org")
+    client, _ = sign_in(app, "ana@x.org")
     first = client.get("/subjects").get_data(as_text=True)
     assert "page 1 of 2" in first and "person 00" in first and "person 29" not in first
     second = client.get("/subjects?page=2").get_data(as_text=True)
@@ -199,7 +191,7 @@ def test_subjects_search_and_pagination(app):
 
 def test_rename_and_delete_with_confirmation_are_audited(app):
     subject_id = _subject(app, "Ada")
-    client, token = _login(app, "ops@x.org")
+    client, token = sign_in(app, "ops@x.org")
     response = client.post(
         f"/subjects/{subject_id}/rename", data={"csrf_token": token, "name": "Ada Lovelace"}
     )
@@ -209,7 +201,7 @@ def test_rename_and_delete_with_confirmation_are_audited(app):
     response = client.post(f"/subjects/{subject_id}/delete", data={"csrf_token": token})
     assert response.status_code == 302 and not _exists(app, subject_id)
     assert "Deleted subject Ada Lovelace" in client.get("/subjects").get_data(as_text=True)
-    admin, _ = _login(app, "admin@x.org")
+    admin, _ = sign_in(app, "admin@x.org")
     log = admin.get("/audit?action=delete_subject").get_data(as_text=True)
     assert "ops@x.org" in log and "Ada Lovelace" in log
     log = admin.get("/audit?user=ops@x.org").get_data(as_text=True)
@@ -235,7 +227,7 @@ def test_folder_imports_must_lie_under_the_import_roots(app, tmp_path, monkeypat
     roots = tmp_path / "imports"
     (roots / "batch").mkdir(parents=True)
     monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(roots))
-    client, token = _login(app, "ops@x.org")
+    client, token = sign_in(app, "ops@x.org")
     for folder in ("/etc", str(roots / ".." / "data"), str(roots / "batch" / ".." / "..")):
         response = client.post("/enrol", data={"csrf_token": token, "folder": folder})
         assert response.status_code == 403, folder
@@ -249,7 +241,7 @@ def test_sign_in_attempts_are_limited_and_failures_audited(database_url, tmp_pat
     app = make_app(database_url, tmp_path, LOGIN_RATE_LIMIT=3)
     add_user(app, "admin@x.org", "admin", PASSWORD)
     client = app.test_client()
-    token = _token(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     wrong = {"email": "admin@x.org", "password": "guess guess guess", "csrf_token": token}
     assert [client.post("/login", data=wrong).status_code for _ in range(3)] == [401] * 3
     response = client.post("/login", data={**wrong, "password": PASSWORD})

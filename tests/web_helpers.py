@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -35,7 +36,26 @@ def hold_rate_limit_clock(monkeypatch, seconds_into_minute: int = 30) -> None:
     monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: moment))
 
 
-def add_user(app, email: str, role: str, password: str | None = "a long enough password") -> int:
+PASSWORD = "a long enough password"
+
+
+def csrf_token(page: str) -> str:
+    """The CSRF token in a page's form."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def sign_in(app, email: str, password: str = PASSWORD):
+    """A test client signed in as ``email`` through the form, and a CSRF token for its posts."""
+    client = app.test_client()
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": token}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)[:300]
+    return client, csrf_token(client.get("/").get_data(as_text=True))
+
+
+def add_user(app, email: str, role: str, password: str | None = PASSWORD) -> int:
     with app.app_context(), db() as session:
         return auth.create_user(session, email, role, password).id
 
