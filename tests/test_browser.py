@@ -212,11 +212,15 @@ def _sign_in(driver, site: str, email: str, password: str) -> None:
 
 
 def _error(driver) -> tuple[str, str]:
+    """The heading and message of the error page, once it is shown: after a click the old
+    page may still be there (its h1 went stale under a fresh-clone run of c25486b)."""
     from selenium.webdriver.common.by import By
 
-    return driver.find_element(By.TAG_NAME, "h1").text, driver.find_element(
-        By.ID, "error-message"
-    ).text
+    def shown(d) -> tuple[str, str] | None:
+        message = d.find_elements(By.ID, "error-message")
+        return (d.find_element(By.TAG_NAME, "h1").text, message[0].text) if message else None
+
+    return _wait(driver, shown)
 
 
 def test_admin_creates_users_and_the_last_admin_is_kept(browser, stack):
@@ -269,13 +273,13 @@ def test_admin_creates_users_and_the_last_admin_is_kept(browser, stack):
 
     # The only admin can neither demote nor disable themselves.
     rows[ADMIN].find_element(By.CLASS_NAME, "user-email").click()
-    Select(driver.find_element(By.ID, "role")).select_by_value("operator")
+    Select(_wait(driver, lambda d: d.find_elements(By.ID, "role"))[0]).select_by_value("operator")
     driver.find_element(By.ID, "save-role").click()
     heading, message = _error(driver)
     assert heading.startswith("409") and "last active admin" in message
     _shot(driver, "10-last-admin")
     driver.back()
-    driver.find_element(By.ID, "disable").click()
+    _wait(driver, lambda d: d.find_elements(By.ID, "disable"))[0].click()
     heading, message = _error(driver)
     assert heading.startswith("409") and "last active admin" in message
     driver.get(f"{site}/audit")
@@ -305,7 +309,7 @@ def test_keys_are_shown_once_revoked_after_confirming_and_limited_by_role(browse
     assert row.find_element(By.CLASS_NAME, "key-requests").text == "1"
     assert "identify, enrol" in row.text and secret not in driver.page_source
     row.find_element(By.CLASS_NAME, "revoke").click()
-    assert driver.find_element(By.TAG_NAME, "h1").text == "Revoke “scanner”?"
+    _wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Revoke “scanner”?")
     assert request("GET", f"{site}/api/v1/subjects", key=key)[0] == 200  # not yet
     _shot(driver, "12-confirm-revoke")
     driver.find_element(By.ID, "confirm-revoke").click()
