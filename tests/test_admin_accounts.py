@@ -9,7 +9,13 @@ import re
 
 import pytest
 from sqlalchemy import func, select
-from web_helpers import PASSWORD, add_user, bearer, csrf_token, make_app, sign_in
+from web_helpers import (
+    PASSWORD,
+    app_with_three_roles,
+    bearer,
+    csrf_token,
+    sign_in,
+)
 
 from identify.gallery.tables import ApiKey, AuditEntry, ItemStatus, JobItem, User
 from identify.web.common import db
@@ -17,15 +23,7 @@ from identify.web.common import db
 
 @pytest.fixture
 def app(database_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
-    app = make_app(database_url, tmp_path, RATE_LIMIT=0)
-    for email, role in (
-        ("admin@x.org", "admin"),
-        ("ops@x.org", "operator"),
-        ("ana@x.org", "analyst"),
-    ):
-        add_user(app, email, role, PASSWORD)
-    return app
+    return app_with_three_roles(database_url, tmp_path, monkeypatch, RATE_LIMIT=0)
 
 
 def _secret(page: str) -> str:

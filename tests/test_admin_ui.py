@@ -10,6 +10,7 @@ import pytest
 from web_helpers import (
     PASSWORD,
     add_user,
+    app_with_three_roles,
     csrf_token,
     hold_rate_limit_clock,
     make_app,
@@ -25,15 +26,7 @@ MARKUP = '<script>alert("x")</script><b>Eve</b>'
 
 @pytest.fixture
 def app(database_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
-    app = make_app(database_url, tmp_path, MAX_CONTENT_LENGTH=2**20)
-    for email, role in (
-        ("admin@x.org", "admin"),
-        ("ops@x.org", "operator"),
-        ("ana@x.org", "analyst"),
-    ):
-        add_user(app, email, role, PASSWORD)
-    return app
+    return app_with_three_roles(database_url, tmp_path, monkeypatch, MAX_CONTENT_LENGTH=2**20)
 
 
 def _subject(app, name: str) -> int:

@@ -29,6 +29,19 @@ def make_app(database_url: str, tmp_path: Path, **config):
     return create_app(settings)
 
 
+def app_with_three_roles(database_url: str, tmp_path: Path, monkeypatch, **config):
+    """An app with one user of each role (admin@, ops@, ana@x.org), all with PASSWORD."""
+    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
+    app = make_app(database_url, tmp_path, **config)
+    for email, role in (
+        ("admin@x.org", "admin"),
+        ("ops@x.org", "operator"),
+        ("ana@x.org", "analyst"),
+    ):
+        add_user(app, email, role, PASSWORD)
+    return app
+
+
 def hold_rate_limit_clock(monkeypatch, seconds_into_minute: int = 30) -> None:
     """Stops the rate limiter's clock mid-minute. It counts in fixed one-minute windows, so on
     a real clock a test's few requests can straddle a minute boundary and start a new count."""
