@@ -3,6 +3,7 @@ lands as a row of a markdown table; a finished variant is measured again, never 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,38 @@ def test_ablate_writes_one_row_per_variant_and_reuses_finished_runs(
     before = model.stat().st_mtime_ns
     subprocess.run(command, check=True, timeout=900, capture_output=True)
     assert model.stat().st_mtime_ns == before
+
+
+def test_a_sweep_trains_every_variant_at_each_value_and_the_base_value_keeps_its_runs() -> None:
+    from trainer.ablate import Sweep, plan
+    from trainer.config import load_config
+
+    base = load_config("cpu_y1_stage1")
+    rows = plan(base, ["pretrained", "cqa_gdc"], [], [0, 1], Sweep.parse("distill_weight=10,30"))
+    assert [(r.name, r.distill_weight, r.seed) for r in rows] == [
+        ("cpu_y1_stage1-pretrained", 10.0, 0),
+        ("cpu_y1_stage1-cqa_gdc", 10, 0),
+        ("cpu_y1_stage1-cqa_gdc-seed1", 10, 1),
+        ("cpu_y1_stage1-distill_weight30-cqa_gdc", 30, 0),
+        ("cpu_y1_stage1-distill_weight30-cqa_gdc-seed1", 30, 1),
+    ]
+    data = plan(base, ["cqa_gdc"], [], [0], Sweep.parse("data.max_identities=none"))
+    assert [(r.name, r.data.max_identities) for r in data] == [
+        ("cpu_y1_stage1-max_identitiesnone-cqa_gdc", None)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("distill_wieght=30", "TrainConfig has no field 'distill_wieght'"),
+        ("data.max_ids=10", "DataConfig has no field 'max_ids'"),
+        ("distill_weight=", "give FIELD=VALUE[,VALUE...]"),
+        ("lr=fast", "--sweep value 'fast': a number or none"),
+    ],
+)
+def test_a_wrong_sweep_is_refused_before_anything_trains(text: str, message: str) -> None:
+    from trainer.ablate import Sweep
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Sweep.parse(text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from embedder.config import ModelConfig, variant
 from embedder.inference import Embedder
 from embedder.model import build_model
 from trainer import data
-from trainer.config import TrainConfig
+from trainer.config import DataConfig, TrainConfig
 from trainer.frozen_stem import SharedStemEmbedder, StemMaps
 from trainer.report import validation_report
 from trainer.train import train
@@ -39,24 +39,85 @@ def _row(base: TrainConfig, label: str, model: ModelConfig, seed: int) -> TrainC
     return replace(base, name=f"{base.name}-{label}{suffix}", model=model, seed=seed, extra=extra)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """One training setting tried at several values beside the variants (`--sweep
+    distill_weight=10,30`, `--sweep data.max_identities=5900,none`): why a head loses to its
+    stem's own is a question of such settings, and each answer is a row of the same table."""
+
+    field: str
+    values: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Sweep:
+        field, _, values = text.partition("=")
+        owner, name = _owner(field)
+        if name not in {f.name for f in fields(owner)}:
+            raise ValueError(f"--sweep {text!r}: {owner.__name__} has no field {name!r}")
+        listed = tuple(v.strip() for v in values.split(",") if v.strip())
+        if not listed:
+            raise ValueError(f"--sweep {text!r}: give FIELD=VALUE[,VALUE...]")
+        for value in listed:
+            _value(value)
+        return cls(field, listed)
+
+    def points(self, base: TrainConfig) -> list[TrainConfig]:
+        """The base at each value; a value equal to the base's keeps its run names, so a run
+        trained without the sweep counts as that point's."""
+        owner, name = _owner(self.field)
+        configs = []
+        for text in self.values:
+            value = _value(text)
+            current = getattr(base.data if owner is DataConfig else base, name)
+            if value == current:
+                configs.append(base)
+            elif owner is DataConfig:
+                data = replace(base.data, **{name: value})
+                configs.append(replace(base, name=f"{base.name}-{name}{text}", data=data))
+            else:
+                configs.append(replace(base, name=f"{base.name}-{name}{text}", **{name: value}))
+        return configs
+
+
+def _owner(field: str) -> tuple[type, str]:
+    return (DataConfig, field[5:]) if field.startswith("data.") else (TrainConfig, field)
+
+
+def _value(text: str) -> int | float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"--sweep value {text!r}: a number or none") from None
+
+
 def plan(
     base: TrainConfig,
     variants: Sequence[str],
     branches: Sequence[int],
     seeds: Sequence[int] = (),
+    sweep: Sweep | None = None,
 ) -> list[TrainConfig]:
-    """One config per row and seed: each variant, then the full model for each other b. The
-    base's own seed keeps the plain run name, so earlier single-seed runs count."""
+    """One config per row and seed: each variant, then the full model for each other b, at
+    each point of the sweep. The base's own seed keeps the plain run name, so earlier
+    single-seed runs count; the untrained network is one row whatever the sweep."""
     seeds = seeds or (base.seed,)
     rows = []
-    for v in variants:
-        model = variant_model(base, v)
-        rows += [_row(base, v, model, s) for s in (seeds if v != PRETRAINED else seeds[:1])]
-    for b in branches:
-        if b == variant("cqa").branches and "cqa" in variants:
-            continue  # the full model at the default b is already a row
-        model = variant("cqa", stem=base.model.stem, branches=b)
-        rows += [_row(base, f"cqa-b{b}", model, s) for s in seeds]
+    if PRETRAINED in variants:
+        rows.append(_row(base, PRETRAINED, variant_model(base, PRETRAINED), seeds[0]))
+    for point in sweep.points(base) if sweep else [base]:
+        for v in (v for v in variants if v != PRETRAINED):
+            model = variant_model(point, v)
+            rows += [_row(point, v, model, s) for s in seeds]
+        for b in branches:
+            if b == variant("cqa").branches and "cqa" in variants:
+                continue  # the full model at the default b is already a row
+            model = variant("cqa", stem=point.model.stem, branches=b)
+            rows += [_row(point, f"cqa-b{b}", model, s) for s in seeds]
     return rows
 
 
@@ -160,10 +221,12 @@ def ablate(
     branches: Sequence[int] = BRANCHES,
     num_workers: int = 0,
     seeds: Sequence[int] = (),
+    sweep: Sweep | None = None,
 ) -> Path:
     """Trains and measures every row; writes ablation.md and ablation.json in the output."""
     maps = StemMaps()
-    rows = [(c, run_variant(c, num_workers, maps)) for c in plan(base, variants, branches, seeds)]
+    configs = plan(base, variants, branches, seeds, sweep)
+    rows = [(c, run_variant(c, num_workers, maps)) for c in configs]
     out = Path(base.output)
     (out / "ablation.json").write_text(json.dumps({c.name: r for c, r in rows}, indent=2) + "\n")
     table = out / "ablation.md"

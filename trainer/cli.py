@@ -75,11 +75,18 @@ def register_ablate(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seeds", default="", help="train each variant with these seeds (default: the config's)"
     )
+    p.add_argument(
+        "--sweep",
+        metavar="FIELD=V1,V2",
+        help="also train every variant at each value of one setting "
+        "(e.g. distill_weight=10,30 or data.max_identities=5900,none)",
+    )
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.set_defaults(handler=ablate)
 
 
 def ablate(args: argparse.Namespace) -> int:
+    from trainer.ablate import Sweep
     from trainer.ablate import ablate as run
     from trainer.config import load_config
 
@@ -93,7 +100,8 @@ def ablate(args: argparse.Namespace) -> int:
     variants = [v for v in args.variants.split(",") if v]
     branches = [int(b) for b in args.branches.split(",") if b]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    table = run(config, variants, branches, args.workers, seeds)
+    sweep = Sweep.parse(args.sweep) if args.sweep else None
+    table = run(config, variants, branches, args.workers, seeds, sweep)
     print(table.read_text())
     return 0
 
