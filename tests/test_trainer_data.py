@@ -344,6 +344,23 @@ def test_csv_pairs_round_trip_and_report_bad_lines(tmp_path: Path) -> None:
 # --- the identity split ---------------------------------------------------------------------
 
 
+def test_the_split_tool_links_the_validation_people_as_a_folder_of_identities(
+    tmp_path: Path, celeba_aligned_dir: Path, celeba_photos_dir: Path
+) -> None:
+    from trainer.split import main
+
+    out, linked = tmp_path / "split", tmp_path / "val-faces"
+    args = [str(celeba_aligned_dir), str(out), "--holdout", str(celeba_photos_dir)]
+    assert main([*args, "--link-validation", str(linked)]) == 0
+    split = Split.load(out / SPLIT_FILE)
+    assert sorted(p.name for p in linked.iterdir()) == sorted(split.validation)
+    first = split.validation[0]
+    assert list_images(linked / first) == [
+        linked / first / p.name for p in list_images(celeba_aligned_dir / first)
+    ]
+    assert main([*args, "--link-validation", str(linked)]) == 0  # again: the links stand
+
+
 def test_split_by_identity_holds_out_the_test_photo_people_and_writes_usable_pairs(
     tmp_path: Path, celeba_aligned_dir: Path, celeba_photos_dir: Path
 ) -> None:

@@ -10,7 +10,8 @@ as mismatched pairs, the same count in every fold (the format has one header). T
 large as the poorest fold allows (optionally capped); identities are dealt to folds so that
 their matched-pair supply is balanced.
 
-    python -m trainer.split DATA/celeba-112 OUT --holdout DATA/celeba-photos
+    python -m trainer.split DATA/celeba-112 OUT --holdout DATA/celeba-photos \
+        --link-validation var/val-faces
 """
 
 from __future__ import annotations
@@ -122,6 +123,16 @@ def write_split(
     return split
 
 
+def link_validation(root: Path, split: Split, out_dir: Path) -> None:
+    """A folder per validation identity, linked to `root`'s: the held-out people as a folder
+    that `cqaface eval calibrate --faces` and `eval identify --gallery` read."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in split.validation:
+        link = out_dir / name
+        if not link.is_symlink():
+            link.symlink_to((Path(root) / name).resolve(), target_is_directory=True)
+
+
 def _deal_to_folds(files: dict[str, int], folds: int, rng: np.random.Generator) -> list[list[str]]:
     """Largest matched-pair supply first, each to the fold with the least so far."""
     names = sorted(files)
@@ -184,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--max-pairs-per-fold", type=int)
+    parser.add_argument(
+        "--link-validation", type=Path, help="also link each validation identity's folder here"
+    )
     args = parser.parse_args(argv)
     split = write_split(
         args.root,
@@ -194,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         folds=args.folds,
         max_per_fold=args.max_pairs_per_fold,
     )
+    if args.link_validation:
+        link_validation(args.root, split, args.link_validation)
     print(
         f"{len(split.train)} training, {len(split.validation)} validation identities -> {args.out}"
     )
