@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,10 +64,10 @@ def test_a_sweep_trains_every_variant_at_each_value_and_the_base_value_keeps_its
     from trainer.ablate import Sweep, plan
     from trainer.config import load_config
 
-    base = load_config("cpu_y1_stage1")
+    base = replace(load_config("cpu_y1_stage1"), distill_weight=10.0)
     rows = plan(base, ["pretrained", "cqa_gdc"], [], [0, 1], Sweep.parse("distill_weight=10,30"))
     assert [(r.name, r.distill_weight, r.seed) for r in rows] == [
-        ("cpu_y1_stage1-pretrained", 10.0, 0),
+        ("cpu_y1_stage1-pretrained", 10, 0),
         ("cpu_y1_stage1-cqa_gdc", 10, 0),
         ("cpu_y1_stage1-cqa_gdc-seed1", 10, 1),
         ("cpu_y1_stage1-distill_weight30-cqa_gdc", 30, 0),
