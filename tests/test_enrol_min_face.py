@@ -139,3 +139,17 @@ def test_the_gallery_refuses_a_small_face_and_stores_nothing(
     monkeypatch.setenv("CQAFACE_ENROL_MIN_FACE_SIZE", "20")
     assert gallery.enrol("ada", buffer.getvalue()).status == ItemStatus.ENROLLED
     engine.dispose()
+
+
+def test_a_bystander_below_the_enrolment_minimum_does_not_make_a_group_photo(
+    encoder: FaceEncoder, photo: np.ndarray, monkeypatch
+) -> None:
+    monkeypatch.delenv("CQAFACE_ENROL_MIN_FACE_SIZE", raising=False)
+    monkeypatch.delenv("CQAFACE_MIN_FACE_SIZE", raising=False)
+    canvas = np.full((photo.shape[0], photo.shape[1] + 120, 3), 120, np.uint8)
+    canvas[:, : photo.shape[1]] = photo
+    canvas[20:84, -100:-36] = cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA)
+    big, small = encoder.faces(canvas, "all")  # as a probe: both faces
+    assert small.box[0] > photo.shape[1] and min(np.subtract(small.box[2:], small.box[:2])) < 40
+    [enrolled] = encoder.faces(canvas, "single", gallery=True)  # only faces of 40 px count
+    assert enrolled.box == big.box
