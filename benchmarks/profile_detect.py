@@ -9,8 +9,9 @@ alignment; then the embedding of the photos' faces in batches of 16. Millisecond
 Face sizes: the box side of every face found with the 20 px minimum, and of each photo's
 largest face.
 
-Outcomes: for each ``--min-faces`` value and runtime, each photo's enrolment outcome (a face,
-``no_face``, ``face_too_small``; faces at or above the minimum, which ``single`` counts)
+Outcomes: for each ``--min-faces`` value and runtime, each photo's enrolment outcome as the
+serving encoder gives it (a face, ``no_face``, ``face_too_small``; the faces at or above the
+minimum, which ``single`` counts)
 against the reference (PyTorch eager, 20 px: the old path), the larger minimums skipping
 the 20 px pyramid's finer levels (and, for comparison, a pyramid anchored anew at the
 minimum, which shifts every level); for photos that keep their face,
@@ -49,6 +50,7 @@ from embedder.inference import Embedder  # noqa: E402
 from embedder.mtcnn import MTCNN, Networks, torch_networks  # noqa: E402
 from embedder.mtcnn_onnx import onnx_networks  # noqa: E402
 from embedder.onnx_export import OnnxEmbedder  # noqa: E402
+from identify.search.encode import FaceEncoder  # noqa: E402
 
 DATA = Path(os.environ.get("CQAFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BATCH = 16  # faces per embedding call, as the workers do
@@ -234,28 +236,35 @@ def _skipping(detector: MTCNN, min_face: float) -> MTCNN:
     return detector
 
 
-def outcome(image: np.ndarray, found: list, min_face: float) -> tuple[str, int, np.ndarray | None]:
-    """Enrolment outcome of one photo (``largest``), its faces at or above the minimum, crop."""
-    count = sum(d.size >= min_face for d in found)
+def outcome(encoder: FaceEncoder, image: np.ndarray, minimum: int) -> tuple:
+    """A gallery photo's outcome as enrolment sees it (the faces of ``minimum`` px or more,
+    largest first, the short pyramid then the whole one): its code, the faces that a
+    ``single`` policy counts, and the largest face's crop."""
+    os.environ["CQAFACE_ENROL_MIN_FACE_SIZE"] = str(minimum)
     try:
-        face = select_faces(image, found, policy="largest", min_face_size=min_face)[0]
+        faces = encoder.faces(image, "all", gallery=True)
     except FaceInputError as error:
-        return error.code, count, None
-    return "face", count, face.crop
+        return error.code, 0, None
+    return "face", len(faces), faces[0].crop
 
 
 def outcomes(paths: list[Path], runtimes: dict, embedders: dict, minimums: list[int]) -> dict:
     """Each (runtime, minimum) against PyTorch eager at 20 px, photo by photo."""
-    reference = MTCNN(networks=runtimes["torch"])
+    os.environ["CQAFACE_MIN_FACE_SIZE"] = "20"
+    reference = FaceEncoder(None, detector=MTCNN(networks=runtimes["torch"]))
     candidates = {
-        f"{name}@{m}": (_skipping(MTCNN(networks=nets), m), m, name)
+        f"{name}@{m}": (FaceEncoder(None, detector=MTCNN(networks=nets)), m, name)
         for name, nets in runtimes.items()
         for m in minimums
     }
     for m in minimums:  # a pyramid anchored anew at the minimum, for comparison
         if m != 20:
             detector = MTCNN(min_face_size=m, networks=runtimes["torch"])
-            candidates[f"torch@{m}_anchored_anew"] = (detector, m, "torch")
+            candidates[f"torch@{m}_anchored_anew"] = (
+                FaceEncoder(None, detector=detector),
+                m,
+                "torch",
+            )
     changes = {key: Counter() for key in candidates}
     identical = Counter()
     kept = Counter()
@@ -263,7 +272,7 @@ def outcomes(paths: list[Path], runtimes: dict, embedders: dict, minimums: list[
     examples: dict[str, list[str]] = defaultdict(list)
     for path in paths:
         image = load_image(path.read_bytes())
-        before = outcome(image, reference.detect(image), 20)
+        before = outcome(reference, image, 20)
         vectors: dict[tuple[str, bytes], np.ndarray] = {}
 
         def vector(name: str, crop: np.ndarray, cache: dict = vectors) -> np.ndarray:
@@ -272,8 +281,8 @@ def outcomes(paths: list[Path], runtimes: dict, embedders: dict, minimums: list[
                 cache[key] = embedders[name].embed(crop[None]).vectors[0]
             return cache[key]
 
-        for key, (detector, m, name) in candidates.items():
-            after = outcome(image, detector.detect(image), m)
+        for key, (encoder, m, name) in candidates.items():
+            after = outcome(encoder, image, m)
             if (before[0], before[1]) != (after[0], after[1]):
                 changes[key][f"{before[0]}/{before[1]} -> {after[0]}/{after[1]}"] += 1
                 if len(examples[key]) < 10:
