@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -141,7 +142,7 @@ class FullPath:
         with self.admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{self.name}"'))
         url = self.admin.url.set(database=self.name).render_as_string(hide_password=False)
-        tmp = Path(tempfile.mkdtemp(prefix="bench-enrol-"))
+        tmp = self.tmp = Path(tempfile.mkdtemp(prefix="bench-enrol-"))
         self.env = {
             "CQAFACE_DATABASE_URL": url,
             "CQAFACE_BROKER_URL": REDIS,
@@ -227,6 +228,7 @@ class FullPath:
         with self.admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
         self.admin.dispose()
+        shutil.rmtree(self.tmp, ignore_errors=True)  # its data dir, index and worker log
         client = redis.Redis.from_url(REDIS)
         keys = list(client.scan_iter(f"{self.env['CQAFACE_QUEUE']}:*"))
         if keys:
