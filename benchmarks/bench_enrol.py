@@ -4,10 +4,13 @@ process (the embedded mode: job rows -> database rows and templates) and through
 (job rows -> Redis queue -> worker processes -> database -> saved index) with 1 and 2 worker
 processes. The target: the queue and the database add at most 15% to the standalone cost.
 
-Every set-up runs once per runtime named by --runtimes (default: PyTorch eager, then ONNX
-Runtime, CQAFACE_RUNTIME's two CPU paths), all in the same interleaved rounds, so that the
-speed-up of issue #18 (ONNX Runtime >= 1.5x PyTorch's photos/s on the same two cores) is a
-ratio measured side by side.
+Every set-up runs once per configuration named by --configs, all in the same interleaved
+rounds, so that the speed-up of issue #18 (>= 1.5x the photos/s of the PyTorch eager path on
+the same two cores) is a ratio measured side by side. A configuration is `NAME:VAR=VALUE,...`
+(CQAFACE_* settings; a variable another configuration sets is unset in this one), or `torch` /
+`onnx` for CQAFACE_RUNTIME alone. The default compares the path before issue #18's detector
+changes (PyTorch eager, every gallery face from 20 px: `before`) with the current defaults
+(`default`).
 
 The in-process job prices the database in the process that measures the standalone rate; the
 worker figures also carry the difference between two processes running the same code, which
@@ -22,7 +25,7 @@ embed each face once. A job goes in chunks of 16 photos, the standalone batch, a
 clock stops when the job is marked done in the database; the index file is saved after that,
 once per job, not per photo.
 
-    .venv/bin/python benchmarks/bench_enrol.py --out var/bench-enrol.json [--runtimes torch onnx]
+    .venv/bin/python benchmarks/bench_enrol.py --out var/bench-enrol.json [--configs torch onnx]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -37,7 +41,8 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +52,41 @@ DATA = Path(os.environ.get("CQAFACE_SHARED_DATA", ROOT.parent / "shared" / "data
 ADMIN_URL = os.environ.get("CQAFACE_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/test")
 REDIS = os.environ.get("CQAFACE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 CHUNK = 16  # photos per task: the standalone batch
+BEFORE = "before:CQAFACE_RUNTIME=torch,CQAFACE_ENROL_MIN_FACE_SIZE=20"
+
+
+def parse_configs(specs: list[str]) -> dict[str, dict[str, str | None]]:
+    """NAME -> the environment it runs in: its own variables, the others' unset."""
+    configs: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        name, _, assignments = spec.partition(":")
+        if name in ("torch", "onnx") and not assignments:
+            assignments = f"CQAFACE_RUNTIME={name}"
+        pairs = [item.split("=", 1) for item in assignments.split(",") if item]
+        if any(len(pair) != 2 or not pair[0].startswith("CQAFACE_") for pair in pairs):
+            raise SystemExit(f"--configs {spec!r}: expected NAME:CQAFACE_VAR=VALUE,...")
+        configs[name] = dict(pairs)
+    names = {var for config in configs.values() for var in config}
+    return {name: {var: config.get(var) for var in names} for name, config in configs.items()}
+
+
+@contextmanager
+def environment(values: dict[str, str | None]) -> Iterator[None]:
+    """This process's environment with ``values`` set (None: unset), restored after."""
+    saved = {var: os.environ.get(var) for var in values}
+
+    def apply(mapping: dict[str, str | None]) -> None:
+        for var, value in mapping.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(saved)
 
 
 def photos(n: int) -> list[tuple[str, Path]]:
@@ -58,14 +98,15 @@ def photos(n: int) -> list[tuple[str, Path]]:
     return chosen
 
 
-def load_encoder(first: Path, runtime: str):
-    """The serving encoder on ``runtime``, warmed up (its detector is made on first use)."""
+def load_encoder(first: Path):
+    """The serving encoder of this environment, warmed up (its detector is made on first
+    use)."""
     from embedder.imageio import load_image
     from identify.search.encode import FaceEncoder
 
-    os.environ["CQAFACE_RUNTIME"] = runtime
     encoder = FaceEncoder.load(None)
-    encoder.encode(encoder.faces(load_image(first.read_bytes()), "largest"), "no")  # warm
+    faces = encoder.faces(load_image(first.read_bytes()), "largest", gallery=True)
+    encoder.encode(faces, "no")  # warm
     return encoder
 
 
@@ -79,7 +120,7 @@ def standalone(encoder, items: list[tuple[str, Path]], batch: int) -> float:
         faces = []
         for _, path in items[k : k + batch]:
             with suppress(FaceInputError):  # no usable face: counted, as in the full path
-                faces += encoder.faces(load_image(path.read_bytes()), "largest")
+                faces += encoder.faces(load_image(path.read_bytes()), "largest", gallery=True)
         encoder.encode(faces, "no")
     return len(items) / (time.perf_counter() - start)
 
@@ -90,7 +131,7 @@ class FullPath:
     worker (``encoder`` given), the job runs in this process, as in the embedded mode: the
     database's cost measured in the very process that measures the standalone rate."""
 
-    def __init__(self, workers: int, runtime: str, encoder: object = None) -> None:
+    def __init__(self, workers: int, config: dict[str, str | None], encoder: object = None):
         from sqlalchemy import create_engine, text
 
         from identify.gallery import migrate
@@ -101,7 +142,7 @@ class FullPath:
         with self.admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{self.name}"'))
         url = self.admin.url.set(database=self.name).render_as_string(hide_password=False)
-        tmp = Path(tempfile.mkdtemp(prefix="bench-enrol-"))
+        tmp = self.tmp = Path(tempfile.mkdtemp(prefix="bench-enrol-"))
         self.env = {
             "CQAFACE_DATABASE_URL": url,
             "CQAFACE_BROKER_URL": REDIS,
@@ -110,7 +151,6 @@ class FullPath:
             "CQAFACE_MASKED_TEMPLATES": "0",
             "CQAFACE_WORKER_CONCURRENCY": str(workers),
             "CQAFACE_ENROL_CHUNK": str(CHUNK),
-            "CQAFACE_RUNTIME": runtime,
         }
         os.environ.update(self.env)  # this app's queue and database
         migrate.upgrade(url)
@@ -122,7 +162,11 @@ class FullPath:
             if encoder is not None
             else subprocess.Popen(
                 [str(Path(sys.executable).parent / "cqaface"), "worker", "--loglevel", "WARNING"],
-                env={**os.environ, **self.env},
+                env={
+                    **{k: v for k, v in os.environ.items() if k not in config},
+                    **{k: v for k, v in config.items() if v is not None},
+                    **self.env,
+                },
                 cwd=ROOT,
                 start_new_session=True,
                 stdout=open(tmp / "worker.log", "wb"),  # noqa: SIM115
@@ -184,6 +228,7 @@ class FullPath:
         with self.admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
         self.admin.dispose()
+        shutil.rmtree(self.tmp, ignore_errors=True)  # its data dir, index and worker log
         client = redis.Redis.from_url(REDIS)
         keys = list(client.scan_iter(f"{self.env['CQAFACE_QUEUE']}:*"))
         if keys:
@@ -200,7 +245,8 @@ SETUPS = (
 
 
 def measure(encoder, stacks: dict[int, FullPath], part: list[tuple[str, Path]]) -> dict:
-    """One round of the five set-ups of one runtime on the same photos, photos/s each."""
+    """One round of the five set-ups of one configuration on the same photos, photos/s
+    each."""
     return {
         "standalone_one_by_one": standalone(encoder, part, 1),
         "standalone_batched_16": standalone(encoder, part, CHUNK),
@@ -211,24 +257,25 @@ def measure(encoder, stacks: dict[int, FullPath], part: list[tuple[str, Path]]) 
 
 
 def summary(rates: dict[str, dict[str, list[float]]]) -> dict:
-    """Medians per runtime and set-up; the queue+DB overheads; each runtime's speed-up over
-    the first one, as the median of the rounds' ratios (both measured in the same round)."""
+    """Medians per configuration and set-up; the queue+DB overheads; each configuration's
+    speed-up over the first one, as the median of the rounds' ratios (both measured in the
+    same round)."""
 
     def ratio_median(a: list[float], b: list[float]) -> float:
         return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
 
     figures: dict[str, dict] = {}
     first = next(iter(rates))
-    for runtime, series in rates.items():
+    for name, series in rates.items():
         standalone = series["standalone_batched_16"]
-        figures[runtime] = {
+        figures[name] = {
             "photos_per_s": {key: round(statistics.median(v), 2) for key, v in series.items()},
             "spread": {key: [round(min(v), 2), round(max(v), 2)] for key, v in series.items()},
             "overhead_in_process_median": ratio_median(standalone, series["in_process_job"]) - 1,
             "overhead_1_worker_median": ratio_median(standalone, series["full_path_1"]) - 1,
         }
-        if runtime != first:
-            figures[runtime][f"over_{first}"] = {
+        if name != first:
+            figures[name][f"over_{first}"] = {
                 key: ratio_median(v, rates[first][key]) for key, v in series.items()
             }
     return figures
@@ -259,41 +306,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=960)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx"])
+    parser.add_argument("--configs", nargs="+", default=[BEFORE, "default:"])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-enrol.json")
     args = parser.parse_args()
     os.environ["CQAFACE_MASKED_TEMPLATES"] = "0"
     items = photos(args.photos)
     warmup = [(f"warmup-{p.parent.name}", p) for p in sorted((DATA / "orl").glob("s[1-5]/*"))]
+    configs = parse_configs(args.configs)
     encoders, stacks = {}, {}
     try:
-        for runtime in args.runtimes:
-            encoders[runtime] = load_encoder(items[0][1], runtime)
-            stacks[runtime] = {
-                0: FullPath(0, runtime, encoders[runtime]),
-                1: FullPath(1, runtime),
-                2: FullPath(2, runtime),
-            }
-            for stack in stacks[runtime].values():
-                stack.rate(warmup)  # each process loads the model (and exports it once)
-        rates = {runtime: {key: [] for _, key in SETUPS} for runtime in args.runtimes}
+        for name, config in configs.items():
+            with environment(config):
+                encoders[name] = load_encoder(items[0][1])
+                stacks[name] = {
+                    0: FullPath(0, config, encoders[name]),
+                    1: FullPath(1, config),
+                    2: FullPath(2, config),
+                }
+                for stack in stacks[name].values():
+                    stack.rate(warmup)  # each process loads the model (and exports it once)
+        rates = {name: {key: [] for _, key in SETUPS} for name in configs}
         size = len(items) // args.rounds
         for r in range(args.rounds):  # interleaved: the machine's load drifts
             part = items[r * size : (r + 1) * size]
-            for runtime in args.runtimes:
-                for key, rate in measure(encoders[runtime], stacks[runtime], part).items():
-                    rates[runtime][key].append(rate)
+            for name, config in configs.items():
+                with environment(config):
+                    for key, rate in measure(encoders[name], stacks[name], part).items():
+                        rates[name][key].append(rate)
             print(
                 f"round {r + 1}: "
                 + "; ".join(
-                    f"{rt} " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates[rt].items())
-                    for rt in args.runtimes
+                    f"{name} " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates[name].items())
+                    for name in configs
                 ),
                 flush=True,
             )
     finally:
-        for runtime_stacks in stacks.values():
-            for stack in runtime_stacks.values():
+        for config_stacks in stacks.values():
+            for stack in config_stacks.values():
                 stack.close()
     figures = summary(rates)
     report(figures, size * args.rounds, args.rounds)
@@ -301,7 +351,8 @@ def main() -> None:
         "photos": size * args.rounds,
         "rounds": args.rounds,
         "chunk": CHUNK,
-        "runtimes": figures,
+        "configs": {name: args.configs[i] for i, name in enumerate(configs)},
+        "figures": figures,
         "per_round": rates,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,10 @@ SOURCES = {
         "Embedder and detector on the CPU: PyTorch eager against ONNX Runtime",
         "make bench-runtime",
     ),
+    "profile-detect.json": (
+        "Detector per stage, face sizes, and the enrolment minimum",
+        "make profile-detect",
+    ),
     "bench-train.json": ("Training step: CQA-Face against the global baseline", "make bench-train"),
     "bench-search.json": (
         "Gallery search: FAISS exact, PQ, HNSW against numpy",

@@ -231,36 +231,44 @@ class MTCNN:
         self.factor = factor
         self.networks = networks or torch_networks(device)
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
+    def detect(self, image: np.ndarray, *, min_face_size: float | None = None) -> list[Detection]:
         """Faces in one HxWx3 uint8 RGB photo, most confident first."""
-        return self.detect_batch([image])[0]
+        return self.detect_batch([image], min_face_size=min_face_size)[0]
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+    def detect_batch(
+        self, images: Sequence[np.ndarray], *, min_face_size: float | None = None
+    ) -> list[list[Detection]]:
         """Faces in each photo; photos may differ in size. The R-Net and O-Net stages run once
-        over the candidates of all photos, which is where batching pays."""
+        over the candidates of all photos, which is where batching pays.
+
+        ``min_face_size`` above the detector's own skips the pyramid's finer levels: the
+        pyramid starts at its coarsest level that still sees a face of that size, so P-Net
+        runs on fewer pixels and R-Net on fewer candidates. The levels kept are the detector's
+        own (not a pyramid anchored anew), so a face both find comes out the same."""
         for image in images:
             _check_image(image)
         if not images:
             return []
         tables = [_Integral.of(image) for image in images]
-        candidates = self._propose(tables)
+        candidates = self._propose(tables, min_face_size or self.min_face_size)
         candidates = self._refine(tables, candidates)
         candidates, landmarks = self._output(tables, candidates)
         return _detections(len(images), candidates, landmarks)
 
-    def _propose(self, tables: list[_Integral]) -> _Candidates:
+    def _propose(self, tables: list[_Integral], min_face_size: float) -> _Candidates:
         """Stage 1: P-Net over an image pyramid, then squared, regressed boxes."""
         parts = []
         for index, table in enumerate(tables):
-            boxes, scores = self._propose_one(table)
+            boxes, scores = self._propose_one(table, min_face_size)
             parts.append(_Candidates(np.full(len(boxes), index), boxes, scores))
         return _concat(parts)
 
-    def _propose_one(self, table: _Integral) -> tuple[np.ndarray, np.ndarray]:
+    def _propose_one(self, table: _Integral, min_face_size: float) -> tuple[np.ndarray, np.ndarray]:
         height, width = table.height, table.width
         whole = np.array([[0, 0, width, height]])
         levels = []
-        for scale in _pyramid(height, width, self.min_face_size, self.factor):
+        scales = _pyramid(height, width, self.min_face_size, self.factor)
+        for scale in _from_level_for(scales, min_face_size):
             level = table.resample(whole, int(height * scale + 1), int(width * scale + 1))
             prob, reg = (part[0] for part in self.networks.pnet(level))
             box, score, offset = _windows(prob, reg, scale, self.thresholds[0])
@@ -333,6 +341,13 @@ def _pyramid(height: int, width: int, min_face: float, factor: float) -> list[fl
         scale *= factor
         side *= factor
     return scales
+
+
+def _from_level_for(scales: list[float], min_face_size: float) -> list[float]:
+    """The pyramid from its coarsest level whose smallest face (12 px / scale) is at most
+    ``min_face_size``: every face of that size or larger is still seen at some level."""
+    sees = [i for i, scale in enumerate(scales) if 12.0 / scale <= min_face_size * (1 + 1e-9)]
+    return scales[max(sees, default=0) :]
 
 
 def _windows(

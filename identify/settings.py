@@ -221,6 +221,17 @@ def min_face_size() -> int:
     return int(_number("CQAFACE_MIN_FACE_SIZE", 20, int))
 
 
+def enrol_min_face_size() -> int:
+    """CQAFACE_ENROL_MIN_FACE_SIZE: gallery faces smaller than this (pixels) are refused
+    (`no_face`, with the size in the reason); CQAFACE_MIN_FACE_SIZE still applies if larger.
+    A template is the face scaled to 112x112, so a gallery face under 40 px gives a poor one,
+    and probes stay free to be small. Enrolment detects only faces this large, from the
+    probes' own pyramid without its finer levels, so a face found both ways keeps its
+    landmarks. `benchmarks/profile_detect.py` measures the time saved and the outcomes that
+    change."""
+    return int(_number("CQAFACE_ENROL_MIN_FACE_SIZE", 40, int))
+
+
 def secret_key() -> str:
     """CQAFACE_SECRET_KEY: signs web sessions and CSRF tokens. Unset, a random key is made once
     and kept in DATA_DIR/secret_key (mode 0600), so that no default secret exists anywhere."""

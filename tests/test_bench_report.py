@@ -60,7 +60,7 @@ def test_a_rerun_benchmark_replaces_its_section_and_the_others_are_kept(tmp_path
     embedder = EARLIER[EARLIER.index("## Embedder") : EARLIER.index("## Gallery")]
     assert embedder in text
     assert text.endswith(
-        "Not run for this report: `make bench-runtime`, `make bench-train`, "
-        "`make bench-enrol`, `make bench-load`.\n"
+        "Not run for this report: `make bench-runtime`, `make profile-detect`, "
+        "`make bench-train`, `make bench-enrol`, `make bench-load`.\n"
     )
-    assert printed == f"wrote {out}: 1 benchmarks measured, 1 kept, 4 missing\n"
+    assert printed == f"wrote {out}: 1 benchmarks measured, 1 kept, 5 missing\n"

@@ -415,7 +415,7 @@ class Gallery:
             item.image = load_image(item.data, max_bytes=settings.max_photo_bytes())
             if self.encoder is None:
                 raise RuntimeError("this gallery has no encoder: use add_images with vectors")
-            item.faces = self.encoder.faces(item.image, settings.enrol_policy())
+            item.faces = self.encoder.faces(item.image, settings.enrol_policy(), gallery=True)
         except FaceInputError as error:
             return EnrolResult(item.name, status_of(error), str(error))
         return item

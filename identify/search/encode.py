@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from embedder.faces import Face, Policy, find_faces
+from embedder.errors import FaceTooSmall
+from embedder.faces import Face, Policy, select_faces
 from embedder.masks import apply_mask
 from identify import settings
 
@@ -48,15 +49,27 @@ class FaceEncoder:
     def model_version(self) -> str:
         return str(self.embedder.version)
 
-    def faces(self, image: np.ndarray, policy: Policy) -> list[Face]:
-        """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors."""
+    def faces(self, image: np.ndarray, policy: Policy, *, gallery: bool = False) -> list[Face]:
+        """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors. A ``gallery``
+        photo's faces must reach CQAFACE_ENROL_MIN_FACE_SIZE, a probe's CQAFACE_MIN_FACE_SIZE;
+        a refusal for size names the setting."""
         if self.detector is None:
             from embedder import runtime
 
             self.detector = runtime.load_detector(settings.min_face_size())
-        return find_faces(
-            image, detector=self.detector, policy=policy, min_face_size=settings.min_face_size()
-        )
+        setting, minimum = "CQAFACE_MIN_FACE_SIZE", settings.min_face_size()
+        detections = None
+        if gallery and settings.enrol_min_face_size() > minimum:
+            setting, minimum = "CQAFACE_ENROL_MIN_FACE_SIZE", settings.enrol_min_face_size()
+            detections = self.detector.detect(image, min_face_size=minimum)
+            if not any(d.size >= minimum for d in detections):
+                detections = None  # look for smaller faces too: "too small", not "no face"
+        if detections is None:
+            detections = self.detector.detect(image)
+        try:
+            return select_faces(image, detections, policy=policy, min_face_size=minimum)
+        except FaceTooSmall as error:
+            raise FaceTooSmall(f"{error} ({setting})") from None
 
     def encode(self, faces: list[Face], mask: MaskMode = "auto") -> list[EncodedFace]:
         """Embed ``faces``; the mask flag comes from the model's classifier (``auto``; no
