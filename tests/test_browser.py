@@ -105,6 +105,14 @@ def _wait(driver, condition, timeout: float = 60):
     return wait.until(condition)
 
 
+def _text(driver, element_id: str) -> str | None:
+    """An element's text read in one step inside the page: the page's live updates replace
+    the text of the job's fields, and an element handle read across such an update fails
+    ("node does not belong to the document") where a script sees either the old or new text."""
+    script = "const e = document.getElementById(arguments[0]); return e && e.innerText;"
+    return driver.execute_script(script, element_id)
+
+
 def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -137,10 +145,10 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     driver.find_element(By.ID, "upload").click()
     _wait(driver, ec.presence_of_element_located((By.ID, "job-status")))
     _shot(driver, "02-job-started")
-    _wait(driver, lambda d: d.find_element(By.ID, "job-status").text == "done", timeout=180)
+    _wait(driver, lambda d: _text(d, "job-status") == "done", timeout=180)
     _wait(driver, lambda d: "corrupt.png" in d.find_element(By.ID, "failed").text)
-    assert driver.find_element(By.ID, "job-done").text == "10"
-    assert "enrolled 9" in driver.find_element(By.ID, "job-counts").text
+    assert _text(driver, "job-done") == "10"
+    assert "enrolled 9" in _text(driver, "job-counts")
     assert driver.find_element(By.ID, "job-progress").get_attribute("value") == "10"
     _shot(driver, "03-job-done")
 
@@ -384,18 +392,17 @@ def test_a_jobs_progress_arrives_by_events_while_it_runs(browser, stack, metrics
     driver.get(f"{site}/jobs/{job_id}")
     _wait(driver, lambda d: d.find_element(By.ID, "job").get_attribute("data-live") == "events")
     _wait(driver, lambda d: _gauges(site, metrics_key)["cqaface_event_streams"] == 1)
-    assert driver.find_element(By.ID, "job-status").text == "queued"
+    assert _text(driver, "job-status") == "queued"
     # Now run it: the real enrolment of a job, in this process, on the server's database.
     runner = Services(database_url=stack.url, index_dir=stack.tmp / "runner-index", model_path=None)
     try:
         jobs.run_job(runner.gallery, job_id)
     finally:
         runner.close()
-    _wait(driver, lambda d: d.find_element(By.ID, "job-status").text == "done", timeout=120)
-    _wait(driver, lambda d: "broken.png" in d.find_element(By.ID, "failed").text)
-    assert driver.find_element(By.ID, "job-done").text == "5"
-    counts = driver.find_element(By.ID, "job-counts").text.split(", ")
-    assert sorted(counts) == ["enrolled 4", "unreadable 1"]
+    _wait(driver, lambda d: _text(d, "job-status") == "done", timeout=120)
+    _wait(driver, lambda d: "broken.png" in (_text(d, "failed") or ""))
+    assert _text(driver, "job-done") == "5"
+    assert sorted(_text(driver, "job-counts").split(", ")) == ["enrolled 4", "unreadable 1"]
     _shot(driver, "14-live-job-done")
     seen = _wait(
         driver, lambda d: (g := _gauges(site, metrics_key))["cqaface_event_streams"] == 0 and g
@@ -429,7 +436,7 @@ def test_a_closed_page_ends_its_stream_and_without_events_the_page_polls(
         _wait(driver, lambda d: _gauges(site, metrics_key).get("GET /jobs/<int:job_id>.json 200"))
         assert _gauges(site, metrics_key)["cqaface_event_streams"] == 0
         cli(stack.env, "job", "cancel", str(job_id))
-        _wait(driver, lambda d: d.find_element(By.ID, "job-status").text == "cancelled")
+        _wait(driver, lambda d: _text(d, "job-status") == "cancelled")
         _shot(driver, "15-polled")
     finally:
         driver.execute_cdp_cmd(
