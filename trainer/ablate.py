@@ -68,14 +68,12 @@ class Sweep:
         configs = []
         for text in self.values:
             value = _value(text)
-            current = getattr(base.data if owner is DataConfig else base, name)
-            if value == current:
+            if value == getattr(base.data if owner is DataConfig else base, name):
                 configs.append(base)
-            elif owner is DataConfig:
-                data = replace(base.data, **{name: value})
-                configs.append(replace(base, name=f"{base.name}-{name}{text}", data=data))
-            else:
-                configs.append(replace(base, name=f"{base.name}-{name}{text}", **{name: value}))
+                continue
+            in_data = owner is DataConfig
+            change = {"data": replace(base.data, **{name: value})} if in_data else {name: value}
+            configs.append(replace(base, name=f"{base.name}-{name}{text}", **change))
         return configs
 
 
