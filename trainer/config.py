@@ -68,6 +68,10 @@ class DataConfig:
     # pretrained network's own embedding of the bare face.
     maps: str | None = None
     mask_maps: float = 0.5  # with `maps`: probability of the masked variant of a face
+    # With `maps`: False trains the whole network on the crops (stage 2, with `mask` as
+    # augmentation) and takes only the pretrained network's embeddings from the cache, as the
+    # distillation target of each face.
+    train_on_maps: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,12 @@ class TrainConfig:
     distill_weight: float = 0.0  # weight of embedding distillation (needs data.teacher or maps)
     # A pretrained network's file (embedder/pretrained.py) to start the stem from.
     init: str | None = None
+    # The run folder of an earlier stage: the model, CosFace head and distillation projection
+    # start from its newest checkpoint, so stage 2 continues where stage 1's losses ended.
+    start: str | None = None
+    # Keep the stem's batch-norm statistics at their pretrained values while its weights train:
+    # a fine-tune on masked CelebA batches must not re-estimate what MS1M measured.
+    freeze_stem_bn: bool = False
     grad_clip: float | None = 5.0
     amp: bool = True  # bf16 autocast on CUDA only; CPU trains in float32
     compile: bool = False  # torch.compile the model: ~1.2x on CPU after ~2 min of compiling

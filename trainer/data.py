@@ -68,11 +68,14 @@ def training_inputs(
 ) -> tuple[TrainingSet, Augment | PickVariant, Teacher | None]:
     """What the loop trains on: crops with their augmentation (and the offline teacher when
     distilling), or, for stage 1 on a pretrained stem, its cached maps with their variants and
-    the pretrained network's own embeddings as the teacher."""
+    the pretrained network's own embeddings as the teacher. Stage 2 trains on the crops and
+    keeps stage 1's teacher: the cache's embeddings of the bare faces."""
     faces = training_set(config.data)
     if config.data.maps:
         cache = map_cache(config, faces)
         target = cache.teacher if config.distill_weight else None
+        if not config.data.train_on_maps:
+            return faces, augmentation(config.data), target
         return MapSet(cache, faces), PickVariant(config.data.mask_maps), target
     teacher_vectors = teacher(config.data, faces) if config.distill_weight else None
     return faces, augmentation(config.data), teacher_vectors

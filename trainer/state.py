@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 PATTERN = re.compile(r"step-(\d+)\.pt$")
+STAGE_PARTS = ("model", "head", "distill")  # what a later stage takes from an earlier one
 
 
 def rng_states() -> dict[str, Any]:
@@ -52,6 +53,30 @@ def checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     found = [p for p in folder.glob("step-*.pt") if PATTERN.search(p.name)]
     return sorted(found, key=lambda p: int(PATTERN.search(p.name).group(1)))
+
+
+def load_stage(run: Path, *modules: torch.nn.Module | None) -> int:
+    """Starts model, CosFace head and distillation projection (in the order a checkpoint names
+    them) from an earlier stage's newest checkpoint in `run`; returns its step. A run without
+    checkpoints or of another shape fails naming the file and the first tensor that differs."""
+    saved = latest(run / "checkpoints")
+    if saved is None:
+        raise ValueError(f"{run}: no training checkpoint to start from (checkpoints/step-*.pt)")
+    path = checkpoints(run / "checkpoints")[-1]
+    for key, module in zip(STAGE_PARTS, modules, strict=True):
+        if module is None:
+            continue
+        if saved.get(key) is None:
+            raise ValueError(f"{path}: holds no {key!r} to start from")
+        own = module.state_dict()
+        for name, value in saved[key].items():
+            if name not in own or own[name].shape != value.shape:
+                shape = tuple(own[name].shape) if name in own else "no such tensor"
+                raise ValueError(
+                    f"{path}: {key}.{name} has shape {tuple(value.shape)} there, {shape} here"
+                )
+        module.load_state_dict(saved[key])
+    return saved["step"]
 
 
 def latest(folder: Path) -> dict[str, Any] | None:

@@ -97,6 +97,7 @@ class Trainee(nn.Module):
         distill: Distillation | None = None,
         distill_weight: float = 0.0,
         on_maps: bool = False,
+        freeze_stem_bn: bool = False,
     ) -> None:
         super().__init__()
         self.model, self.head, self.distill = model, head, distill
@@ -104,6 +105,15 @@ class Trainee(nn.Module):
         # Stage 1 on a pretrained stem: inputs are its cached maps and the stem stays frozen.
         self.on_maps = on_maps
         model.stem.requires_grad_(not on_maps)
+        self.freeze_stem_bn = freeze_stem_bn
+
+    def train(self, mode: bool = True) -> Trainee:
+        super().train(mode)
+        if self.freeze_stem_bn:
+            for module in self.model.stem.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def forward(
         self,
@@ -182,9 +192,17 @@ class _Run:
             distill = Distillation(config.model.embedding_size, teacher.dim)
         if config.init:
             pretrained.load_into(model, config.init)
-        on_maps = config.data.maps is not None
+        if config.start:
+            state.load_stage(Path(config.start), model, head, distill)
+        on_maps = config.data.maps is not None and config.data.train_on_maps
         self.trainee = Trainee(
-            model, head, config.attention_lambda, distill, config.distill_weight, on_maps
+            model,
+            head,
+            config.attention_lambda,
+            distill,
+            config.distill_weight,
+            on_maps,
+            config.freeze_stem_bn,
         ).to(ctx.device, memory_format=torch.channels_last)
         self.wrapped: nn.Module = self.trainee
         self.ddp: DistributedDataParallel | None = None

@@ -1,0 +1,35 @@
+"""Stage 2 on insightface's MS1M MobileFaceNet "y1": the whole network fine-tuned end to end,
+starting where stage 1 ended (its model, CosFace head and distillation projection).
+
+The stem now trains too, on the crops, with three in four synthetic-masked afresh each epoch
+(stage 1 saw one fixed masked copy per face). The loss stays stage 1's, and so does its target:
+y1's own embedding of the bare face, read from stage 1's map cache. The learning rate is low
+and the stem's batch-norm statistics stay MS1M's (`freeze_stem_bn`): the from-scratch run of
+an earlier recipe collapsed there (running variances of 0.003, strangers at cosine +0.999).
+Each pass is 32 faces (`micro_batches`): the stem's activations for a batch of 256 would not
+stay in the caches of two cores, and with frozen statistics the split changes nothing.
+
+Needs stage 1's run first (embedder/weights/MODEL_CARD.md):
+    cqaface ablate cpu_y1_stage1 --variants cqa_gdc --branches "" --seeds 2 --output runs
+    cqaface train cpu_y1_stage2
+"""
+
+from dataclasses import replace
+from pathlib import Path
+
+from trainer.configs.cpu_y1_stage1 import config as stage1
+
+config = replace(
+    stage1,
+    name="cpu_y1_stage2",
+    data=replace(stage1.data, train_on_maps=False, mask=0.75, flip=0.5),
+    start=str(Path(stage1.output) / "cpu_y1_stage1-cqa_gdc-seed2"),
+    freeze_stem_bn=True,
+    seed=2,
+    micro_batches=8,
+    lr=0.005,
+    epochs=1,
+    warmup_epochs=0.1,
+    checkpoint_every=20,
+    log_every=5,
+)
