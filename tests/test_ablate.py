@@ -79,6 +79,18 @@ def test_a_sweep_trains_every_variant_at_each_value_and_the_base_value_keeps_its
     ]
 
 
+def test_each_seed_of_a_later_stage_starts_from_the_earlier_stages_run_of_that_seed() -> None:
+    from trainer.ablate import plan
+    from trainer.config import load_config
+
+    rows = plan(load_config("cpu_y1_stage2"), ["cqa_gdc"], [], [0, 1, 2])
+    assert [(r.name, r.start) for r in rows] == [
+        ("cpu_y1_stage2-cqa_gdc", "runs/cpu_y1_stage1-cqa_gdc"),
+        ("cpu_y1_stage2-cqa_gdc-seed1", "runs/cpu_y1_stage1-cqa_gdc-seed1"),
+        ("cpu_y1_stage2-cqa_gdc-seed2", "runs/cpu_y1_stage1-cqa_gdc-seed2"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -146,7 +146,7 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     _wait(driver, ec.presence_of_element_located((By.ID, "job-status")))
     _shot(driver, "02-job-started")
     _wait(driver, lambda d: _text(d, "job-status") == "done", timeout=180)
-    _wait(driver, lambda d: "corrupt.png" in d.find_element(By.ID, "failed").text)
+    _wait(driver, lambda d: "corrupt.png" in (_text(d, "failed") or ""))
     assert _text(driver, "job-done") == "10"
     assert "enrolled 9" in _text(driver, "job-counts")
     assert driver.find_element(By.ID, "job-progress").get_attribute("value") == "10"

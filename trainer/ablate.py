@@ -34,9 +34,13 @@ BRANCHES = (2, 4, 8)
 
 
 def _row(base: TrainConfig, label: str, model: ModelConfig, seed: int) -> TrainConfig:
+    """A later stage's row starts from the earlier stage's run of the same seed: `start` names
+    the base seed's run, and the other seeds' runs carry the same suffix as their own names."""
     suffix = "" if seed == base.seed else f"-seed{seed}"
     extra = {**base.extra, "untrained": label == PRETRAINED}
-    return replace(base, name=f"{base.name}-{label}{suffix}", model=model, seed=seed, extra=extra)
+    start = base.start and base.start + suffix
+    name = f"{base.name}-{label}{suffix}"
+    return replace(base, name=name, model=model, seed=seed, extra=extra, start=start)
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,11 @@ def load_stage(run: Path, *modules: torch.nn.Module | None) -> int:
     """Starts model, CosFace head and distillation projection (in the order a checkpoint names
     them) from an earlier stage's newest checkpoint in `run`; returns its step. A run without
     checkpoints or of another shape fails naming the file and the first tensor that differs."""
-    saved = latest(run / "checkpoints")
-    if saved is None:
+    found = checkpoints(run / "checkpoints")
+    if not found:
         raise ValueError(f"{run}: no training checkpoint to start from (checkpoints/step-*.pt)")
-    path = checkpoints(run / "checkpoints")[-1]
+    path = found[-1]
+    saved = _read(path)
     for key, module in zip(STAGE_PARTS, modules, strict=True):
         if module is None:
             continue
@@ -81,7 +82,9 @@ def load_stage(run: Path, *modules: torch.nn.Module | None) -> int:
 
 def latest(folder: Path) -> dict[str, Any] | None:
     found = checkpoints(folder)
-    if not found:
-        return None
+    return _read(found[-1]) if found else None
+
+
+def _read(path: Path) -> dict[str, Any]:
     # Our own files, holding numpy RNG state and Python tuples: not loadable weights-only.
-    return torch.load(found[-1], map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -190,10 +190,10 @@ class _Run:
         distill = None
         if teacher is not None and config.distill_weight > 0:
             distill = Distillation(config.model.embedding_size, teacher.dim)
-        if config.init:
-            pretrained.load_into(model, config.init)
         if config.start:
             state.load_stage(Path(config.start), model, head, distill)
+        elif config.init:
+            pretrained.load_into(model, config.init)
         on_maps = config.data.maps is not None and config.data.train_on_maps
         self.trainee = Trainee(
             model,

@@ -11,10 +11,10 @@ map cache. The learning rate is low and the stem's batch-norm statistics stay MS
 variances of 0.003, strangers at cosine +0.999). Each pass is 32 faces (`micro_batches`), so
 that the stem's activations stay small on two cores; the head's batch norm sees 32 at a time.
 
-Needs stage 1's run of seed 2 first (embedder/weights/MODEL_CARD.md has the times):
-    cqaface ablate cpu_y1_stage1 --variants cqa_gdc --branches "" --seeds 2 --output runs
-    cqaface ablate cpu_y1_stage2 --variants cqa_gdc --branches "" --sweep data.mask=0.5,0.75 \
-        --output runs  # trains and measures both
+Each seed starts from stage 1's run of the same seed (embedder/weights/MODEL_CARD.md has the
+times):
+    cqaface ablate cpu_y1_stage1 --variants cqa_gdc --branches "" --seeds 0,1,2 --output runs
+    cqaface ablate cpu_y1_stage2 --variants cqa_gdc --branches "" --seeds 0,1,2 --output runs
 """
 
 from dataclasses import replace
@@ -26,9 +26,8 @@ config = replace(
     stage1,
     name="cpu_y1_stage2",
     data=replace(stage1.data, train_on_maps=False, mask=0.5, flip=0.5),
-    start=str(Path(stage1.output) / "cpu_y1_stage1-cqa_gdc-seed2"),
+    start=str(Path(stage1.output) / "cpu_y1_stage1-cqa_gdc"),
     freeze_stem_bn=True,
-    seed=2,
     micro_batches=8,
     lr=0.005,
     epochs=1,
