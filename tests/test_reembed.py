@@ -4,6 +4,7 @@ only when all is done."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
@@ -75,3 +76,14 @@ def test_faces_kept_without_crop_or_photo_are_reported_skipped(tmp_path, encoder
     gallery = enrolled(tmp_path, old, orl_dir, "none")
     report = reembed(gallery.engine, new, directory=gallery.index_dir)
     assert report.embedded == 0 and len(report.skipped) == 2
+
+
+def test_a_kept_crop_reads_back_as_the_very_rgb_pixels_that_were_embedded() -> None:
+    from identify.gallery.enrolment import png_bytes
+    from identify.gallery.reembed import _crop
+    from identify.gallery.tables import Face
+
+    crop = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    crop[..., 0] = 255  # a red face: a swap of the channels would turn it blue
+    read = _crop(None, Face(crop_png=png_bytes(crop)))  # type: ignore[arg-type]
+    assert read.dtype == np.uint8 and np.array_equal(read, crop)

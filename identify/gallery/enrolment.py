@@ -11,7 +11,6 @@ rebuilds.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 from collections import defaultdict
@@ -20,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
-from PIL import Image as PILImage
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -125,11 +124,48 @@ def status_of(error: FaceInputError) -> ItemStatus:
 
 
 def png_bytes(crop: np.ndarray) -> bytes:
-    """A crop as PNG, lossless for re-embedding; level 1 is 3.5x faster than the default 6
-    for 12% more bytes (measured on celeba crops)."""
-    out = io.BytesIO()
-    PILImage.fromarray(crop).save(out, format="PNG", compress_level=1)
-    return out.getvalue()
+    """An RGB crop as PNG, lossless for re-embedding. Level 1 is 3.5x faster than the default
+    6 for 12% more bytes, and OpenCV's encoder takes 0.78 ms a celeba crop where Pillow's took
+    1.07 at the same level and size (200 crops, side by side)."""
+    ok, encoded = cv2.imencode(".png", crop[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"cannot encode a crop of shape {crop.shape} as PNG")
+    return encoded.tobytes()
+
+
+def _insert(
+    session: Session, entity: type[Image | Face | Embedding], rows: list[dict[str, Any]]
+) -> list[int]:
+    """INSERT ``rows`` into ``entity``'s table in one statement; their ids, in row order."""
+    if not rows:
+        return []
+    table = entity.__table__
+    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    return list(session.execute(statement, rows).scalars())
+
+
+def _image_row(photo: PhotoRecord, subject_id: int) -> dict[str, Any]:
+    return {
+        "subject_id": subject_id,
+        "sha256": photo.sha256,
+        "source": photo.source,
+        "size_bytes": photo.size_bytes,
+        "width": photo.width,
+        "height": photo.height,
+        "content": photo.content,
+    }
+
+
+def _face_row(image_id: int, record: FaceRecord) -> dict[str, Any]:
+    return {
+        "image_id": image_id,
+        "box": [float(v) for v in record.box],
+        "landmarks": np.asarray(record.landmarks, float).round(3).tolist(),
+        "detection_score": float(record.score),
+        "masked": bool(record.masked),
+        "part_qualities": [float(q) for q in np.asarray(record.quality).reshape(-1)],
+        "crop_png": record.crop_png,
+    }
 
 
 def _duplicate(name: str, image_id: int, subject_id: int) -> EnrolResult:
@@ -459,50 +495,78 @@ class Gallery:
         return results
 
     def _store(self, session: Session, photos: list[PhotoRecord]) -> list[EnrolResult]:
-        known = {
-            image.sha256: image
-            for image in session.scalars(
-                select(Image).where(Image.sha256.in_(sorted({p.sha256 for p in photos})))
+        """One INSERT per table for the lot, as Core statements that return the new ids in row
+        order: the ORM's unit of work (objects, relationships, flush) cost more per photo than
+        the rows themselves, a fifth of a bulk job's database time."""
+        stored = {
+            sha: (image_id, subject_id)
+            for sha, image_id, subject_id in session.execute(
+                select(Image.sha256, Image.id, Image.subject_id).where(
+                    Image.sha256.in_(sorted({p.sha256 for p in photos}))
+                )
             )
         }
-        first_copies = {p.sha256: p for p in reversed(photos) if p.sha256 not in known}
-        owners = self._owners(session, [p.subject for p in first_copies.values()])
-        contributions: dict[tuple[int, TemplateKind], list[np.ndarray]] = defaultdict(list)
-        rows: list[tuple[str, Image, bool]] = []  # (name, image, is a duplicate)
+        first: dict[str, PhotoRecord] = {}
         for photo in photos:
-            name = photo.source or photo.sha256
-            if photo.sha256 in known:
-                rows.append((name, known[photo.sha256], True))
-                continue
-            owner = owners[photo.subject]
-            image = Image(
-                subject_id=owner.id,
-                sha256=photo.sha256,
-                source=photo.source,
-                size_bytes=photo.size_bytes,
-                width=photo.width,
-                height=photo.height,
-                content=photo.content,
-                faces=[self._face(record, owner.id, contributions) for record in photo.faces],
-            )
-            session.add(image)
-            known[photo.sha256] = image
-            rows.append((name, image, False))
-        session.flush()  # one INSERT per table for the lot
-        subject_templates.add_vectors(session, self.model_version, contributions)
+            if photo.sha256 not in stored:
+                first.setdefault(photo.sha256, photo)
+        owners = self._owners(session, [p.subject for p in first.values()])
+        new = [(p, owners[p.subject].id) for p in first.values()]
+        image_ids = _insert(session, Image, [_image_row(p, owner) for p, owner in new])
+        faces = [
+            (image_id, owner, record)
+            for (photo, owner), image_id in zip(new, image_ids, strict=True)
+            for record in photo.faces
+        ]
+        face_ids = _insert(session, Face, [_face_row(image_id, r) for image_id, _, r in faces])
+        faces_of: dict[int, list[int]] = defaultdict(list)
+        for face_id, (image_id, _, _) in zip(face_ids, faces, strict=True):
+            faces_of[image_id].append(face_id)
+        self._embed_rows(
+            session, [(i, owner, r) for i, (_, owner, r) in zip(face_ids, faces, strict=True)]
+        )
+        for (photo, owner), image_id in zip(new, image_ids, strict=True):
+            stored[photo.sha256] = (image_id, owner)
         return [
-            _duplicate(name, image.id, image.subject_id)
-            if duplicate
-            else EnrolResult(
-                name,
+            EnrolResult(
+                photo.source or photo.sha256,
                 ItemStatus.ENROLLED,
                 None,
-                image.subject_id,
-                image.id,
-                [face.id for face in image.faces],
+                stored[photo.sha256][1],
+                stored[photo.sha256][0],
+                faces_of[stored[photo.sha256][0]],
             )
-            for name, image, duplicate in rows
+            if first.get(photo.sha256) is photo
+            else _duplicate(photo.source or photo.sha256, *stored[photo.sha256])
+            for photo in photos
         ]
+
+    def _embed_rows(self, session: Session, faces: list[tuple[int, int, FaceRecord]]) -> None:
+        """The embedding rows of (face id, subject id, record) faces; their unit vectors are
+        added to the subjects' templates."""
+        rows: list[dict[str, Any]] = []
+        contributions: dict[tuple[int, TemplateKind], list[np.ndarray]] = defaultdict(list)
+        for face_id, subject_id, record in faces:
+            for kind, vector in (
+                (TemplateKind.NORMAL, record.vector),
+                (TemplateKind.MASKED, record.masked_vector),
+            ):
+                if vector is None:
+                    continue
+                unit = vec.normalise(np.asarray(vector, np.float32))
+                rows.append(
+                    {
+                        "face_id": face_id,
+                        "model_version": self.model_version,
+                        "kind": kind,
+                        "dim": len(unit),
+                        "vector": vec.to_bytes(unit),
+                    }
+                )
+                target = subject_templates.contributes_to(record.masked, kind)
+                contributions[(subject_id, target)].append(unit)
+        _insert(session, Embedding, rows)
+        subject_templates.add_vectors(session, self.model_version, contributions)
 
     def _owners(self, session: Session, subjects: list[int | str]) -> dict[int | str, Subject]:
         """The subjects of ``subjects`` (ids, or names: created when absent), row-locked in id
@@ -543,34 +607,6 @@ class Gallery:
                 session.add(found[name])
         session.flush()
         return found
-
-    def _face(
-        self,
-        record: FaceRecord,
-        subject_id: int,
-        contributions: dict[tuple[int, TemplateKind], list[np.ndarray]],
-    ) -> Face:
-        """A face row with its embeddings; its unit vectors join the template contributions."""
-        embeddings = []
-        for kind, vector in (
-            (TemplateKind.NORMAL, record.vector),
-            (TemplateKind.MASKED, record.masked_vector),
-        ):
-            if vector is None:
-                continue
-            unit = vec.normalise(np.asarray(vector, np.float32))
-            embeddings.append(Embedding.of(unit, model_version=self.model_version, kind=kind))
-            target = subject_templates.contributes_to(record.masked, kind)
-            contributions[(subject_id, target)].append(unit)
-        return Face(
-            box=[float(v) for v in record.box],
-            landmarks=np.asarray(record.landmarks, float).round(3).tolist(),
-            detection_score=float(record.score),
-            masked=bool(record.masked),
-            part_qualities=[float(q) for q in np.asarray(record.quality).reshape(-1)],
-            crop_png=record.crop_png,
-            embeddings=embeddings,
-        )
 
     def enrol_folder(self, root: str | os.PathLike[str]) -> Iterator[EnrolResult]:
         """Enrol ``root/<subject name>/<photo>`` for every photo, yielding one result each
