@@ -63,7 +63,7 @@ def test_apikey_create_prints_a_working_key_once_and_revoke_disables_it(url, tmp
     assert key.startswith("cqf_") and len(key) > 40
     assert main(["apikey", "list"]) == 0
     listed = capsys.readouterr().out
-    assert key not in listed and key.split("_")[2] not in listed
+    assert key not in listed and key.split("_", 2)[2] not in listed
     (row,) = [json.loads(line) for line in listed.splitlines()]
     assert row["scopes"] == ["identify"] and row["revoked"] is False
     app = make_app(url, tmp_path)
