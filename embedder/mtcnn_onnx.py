@@ -17,7 +17,7 @@ from torch import nn
 
 from embedder import onnx_cache
 from embedder.mtcnn import MTCNN, Networks, load_nets, weights_dir
-from embedder.onnx_export import session
+from embedder.onnx_export import GRAPH_REVISION, session, split_prelu
 
 # name -> (input side, output names); None: any height and width (P-Net).
 NETS = {
@@ -45,7 +45,7 @@ def export_net(net: nn.Module, name: str, path: Path) -> None:
     dynamic = {0: "batch"} if side else {0: "batch", 1: "height", 2: "width"}
     dummy = torch.zeros(2, side or 40, side or 50, 3)
     torch.onnx.export(
-        _FromNHWC(net).eval(),
+        _FromNHWC(split_prelu(net)).eval(),
         (dummy,),
         str(path),
         input_names=["pixels"],
@@ -78,7 +78,7 @@ def weights_key(folder: Path) -> str:
 def onnx_networks(threads: int | None = None) -> Networks:
     """The three nets under ONNX Runtime, exported to the cache on first use."""
     folder = weights_dir()
-    key = weights_key(folder)
+    key = f"{weights_key(folder)}-g{GRAPH_REVISION}"
     nets = dict(zip(NETS, load_nets(folder), strict=True))
     paths = {
         name: onnx_cache.cached(

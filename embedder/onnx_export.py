@@ -8,12 +8,15 @@ ONNX metadata.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from embedder import onnx_cache, settings
 from embedder.checkpoint import Checkpoint
@@ -22,6 +25,44 @@ from embedder.inference import INPUT_SIZE, EmbedderBase
 
 OUTPUTS = ("embedding", "attention", "quality")
 OPSET = 18
+# Bumped whenever the exported graph changes for the same weights, so that no cache serves an
+# older graph: 2 = PReLU split into ops of the blocked layout (`split_prelu`).
+GRAPH_REVISION = 2
+
+
+class SplitPReLU(nn.Module):
+    """PReLU as relu(x) - a * relu(-x), the sign flip and the slopes as 1x1 depthwise
+    convolutions: the same numbers bit for bit (one side is always an exact zero, the other
+    one product), in ops that ONNX Runtime's CPU provider runs in its blocked (NCHWc) layout.
+    Its own PRelu kernel, and the layout changes it forced around every activation, took about
+    65% of the embedder's time (`make bench-runtime` measures the difference). Activations of
+    other ranks (after a linear layer) become max(x, 0) + a * min(x, 0), exact as well."""
+
+    def __init__(self, prelu: nn.PReLU) -> None:
+        super().__init__()
+        weight = prelu.weight.detach().clone()
+        self.channels = weight.numel()  # a constant of the graph, not read off the input
+        self.register_buffer("weight", weight)
+        self.register_buffer("flip", -torch.ones_like(weight).view(-1, 1, 1, 1))
+        self.register_buffer("negated_slope", -weight.view(-1, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or self.channels == 1:
+            slope = self.weight.view([1, -1] + [1] * (x.dim() - 2))  # per channel (dim 1)
+            return torch.clamp(x, min=0) + slope * torch.clamp(x, max=0)
+        negative = F.relu(F.conv2d(x, self.flip, groups=self.channels))
+        return F.conv2d(negative, self.negated_slope, groups=self.channels) + F.relu(x)
+
+
+def split_prelu(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for export, every :class:`nn.PReLU` replaced by :class:`SplitPReLU`
+    (the original is untouched: it may go on training or serving under PyTorch)."""
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.PReLU):
+            parent, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(parent), attribute, SplitPReLU(module))
+    return model
 
 
 def export(checkpoint: Checkpoint, path: str | Path, opset: int = OPSET) -> Path:
@@ -29,7 +70,7 @@ def export(checkpoint: Checkpoint, path: str | Path, opset: int = OPSET) -> Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = checkpoint.build()
+    model = split_prelu(checkpoint.build())
     dummy = torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE)
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
@@ -81,7 +122,7 @@ def session(path: str | Path, threads: int | None = None) -> Any:
 def cached_export(checkpoint: Checkpoint) -> Path:
     """The checkpoint's graph from the ONNX cache, exported there on first use; the key is the
     version (a digest of the weights) and the opset, so a new checkpoint is exported anew."""
-    key = f"{checkpoint.version}-opset{OPSET}"
+    key = f"{checkpoint.version}-opset{OPSET}-g{GRAPH_REVISION}"
     return onnx_cache.cached("embedder", key, lambda path: export(checkpoint, path))
 
 
