@@ -20,10 +20,11 @@ on this shared machine alone reaches 15-20% (a forked and a freshly started proc
 Model loading is kept out of every figure (each worker first runs a warm-up job), and the five
 set-ups are timed in interleaved rounds on the same photos (the machine's load drifts; the
 medians are reported). Masked templates are off (CQAFACE_MASKED_TEMPLATES=0) so that both sides
-embed each face once. A job goes in chunks of 16 photos, the standalone batch, and a round is
-6 chunks (96 photos; 10 rounds by default), so that 2 processes share it evenly. A worker's
-clock stops when the job is marked done in the database; the index file is saved after that,
-once per job, not per photo.
+embed each face once. A job goes to the workers in tasks of the product's default size
+(CQAFACE_ENROL_CHUNK, 50 photos; --chunk), each embedded 16 photos at a time
+(CQAFACE_ENROL_BATCH), the standalone batch; a round is 96 photos by default (10 rounds),
+which 2 processes share as a task each. A worker's clock stops when the job is marked done
+in the database; the index file is saved after that, once per job, not per photo.
 
     .venv/bin/python benchmarks/bench_enrol.py --out var/bench-enrol.json [--configs torch onnx]
 """
@@ -51,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("CQAFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 ADMIN_URL = os.environ.get("CQAFACE_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/test")
 REDIS = os.environ.get("CQAFACE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
-CHUNK = 16  # photos per task: the standalone batch
+BATCH = 16  # photos embedded at once: the workers' default (CQAFACE_ENROL_BATCH)
 BEFORE = "before:CQAFACE_RUNTIME=torch,CQAFACE_ENROL_MIN_FACE_SIZE=20"
 
 
@@ -131,7 +132,9 @@ class FullPath:
     worker (``encoder`` given), the job runs in this process, as in the embedded mode: the
     database's cost measured in the very process that measures the standalone rate."""
 
-    def __init__(self, workers: int, config: dict[str, str | None], encoder: object = None):
+    def __init__(
+        self, workers: int, config: dict[str, str | None], chunk: int, encoder: object = None
+    ):
         from sqlalchemy import create_engine, text
 
         from identify.gallery import migrate
@@ -150,7 +153,7 @@ class FullPath:
             "CQAFACE_DATA_DIR": str(tmp),
             "CQAFACE_MASKED_TEMPLATES": "0",
             "CQAFACE_WORKER_CONCURRENCY": str(workers),
-            "CQAFACE_ENROL_CHUNK": str(CHUNK),
+            "CQAFACE_ENROL_CHUNK": str(chunk),
         }
         os.environ.update(self.env)  # this app's queue and database
         migrate.upgrade(url)
@@ -249,7 +252,7 @@ def measure(encoder, stacks: dict[int, FullPath], part: list[tuple[str, Path]]) 
     each."""
     return {
         "standalone_one_by_one": standalone(encoder, part, 1),
-        "standalone_batched_16": standalone(encoder, part, CHUNK),
+        "standalone_batched_16": standalone(encoder, part, BATCH),
         "in_process_job": stacks[0].rate(part),
         "full_path_1": stacks[1].rate(part),
         "full_path_2": stacks[2].rate(part),
@@ -307,8 +310,12 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=960)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--configs", nargs="+", default=[BEFORE, "default:"])
+    parser.add_argument("--chunk", type=int, help="photos per task (default: the product's)")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-enrol.json")
     args = parser.parse_args()
+    from identify import settings
+
+    chunk = args.chunk or settings.enrol_chunk()
     os.environ["CQAFACE_MASKED_TEMPLATES"] = "0"
     items = photos(args.photos)
     warmup = [(f"warmup-{p.parent.name}", p) for p in sorted((DATA / "orl").glob("s[1-5]/*"))]
@@ -319,9 +326,9 @@ def main() -> None:
             with environment(config):
                 encoders[name] = load_encoder(items[0][1])
                 stacks[name] = {
-                    0: FullPath(0, config, encoders[name]),
-                    1: FullPath(1, config),
-                    2: FullPath(2, config),
+                    0: FullPath(0, config, chunk, encoders[name]),
+                    1: FullPath(1, config, chunk),
+                    2: FullPath(2, config, chunk),
                 }
                 for stack in stacks[name].values():
                     stack.rate(warmup)  # each process loads the model (and exports it once)
@@ -350,7 +357,8 @@ def main() -> None:
     result = {
         "photos": size * args.rounds,
         "rounds": args.rounds,
-        "chunk": CHUNK,
+        "chunk": chunk,
+        "batch": BATCH,
         "configs": {name: args.configs[i] for i, name in enumerate(configs)},
         "figures": figures,
         "per_round": rates,

@@ -127,3 +127,24 @@ def test_accounts_revision_keeps_users_keys_and_audit_and_counts_from_zero(empty
             assert connection.execute(text("SELECT user_id FROM audit_log")).all() == [(1,)]
     finally:
         engine.dispose()
+
+
+def test_blob_revision_stores_compressed_bytes_uncompressed_on_postgres(postgres_database):
+    from sqlalchemy import text
+
+    url = postgres_database()
+    storage = text(
+        "SELECT attrelid::regclass::text, attstorage FROM pg_attribute "
+        "WHERE (attrelid = 'faces'::regclass AND attname = 'crop_png') "
+        "OR (attrelid = 'images'::regclass AND attname = 'content') ORDER BY 1"
+    )
+    engine = create_engine(url)
+    try:
+        migrate.upgrade(url)
+        with engine.connect() as connection:
+            assert connection.execute(storage).all() == [("faces", "e"), ("images", "e")]
+        migrate.downgrade("0004_accounts", url)
+        with engine.connect() as connection:
+            assert connection.execute(storage).all() == [("faces", "x"), ("images", "x")]
+    finally:
+        engine.dispose()
