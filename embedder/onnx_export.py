@@ -57,6 +57,8 @@ class SplitPReLU(nn.Module):
 def split_prelu(model: nn.Module) -> nn.Module:
     """A copy of ``model`` for export, every :class:`nn.PReLU` replaced by :class:`SplitPReLU`
     (the original is untouched: it may go on training or serving under PyTorch)."""
+    if isinstance(model, nn.PReLU):
+        return SplitPReLU(model)
     model = copy.deepcopy(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.PReLU):

@@ -1,11 +1,12 @@
 """What runs the networks when serving: ONNX Runtime on CPU, PyTorch on CUDA.
 
 On the CPU ONNX Runtime gives the same embeddings and detections as PyTorch eager (cosine
->= 0.9999 on real crops, boxes within 1e-4 px on the 2,356 celeba photos) and is faster when a
-process has two threads (`make bench-runtime`: embedder 1.1-1.3x, detector 1.1x; enrolment in
-one process 1.3x, `make bench-enrol`), so `auto` (CQAFACE_RUNTIME's default) picks it on CPU
-and keeps PyTorch on CUDA. Training always uses PyTorch. The web app, the CLI and the workers
-all build their networks here, so they cannot drift apart.
+>= 0.9999 on real crops, the same faces in the 2,356 celeba photos) and is faster once its
+graphs hold no PRelu (`onnx_export.split_prelu`; `make bench-runtime`, two threads: embedder
+1.6x at batch 1 and 2.0x at batch 16, detector 1.2x; `make bench-enrol`: enrolment 1.8-1.9x
+with gallery faces from 40 px), so `auto` (CQAFACE_RUNTIME's default) picks it on CPU and keeps
+PyTorch on CUDA. Training always uses PyTorch. The web app, the CLI and the workers all build
+their networks here, so they cannot drift apart.
 """
 
 from __future__ import annotations
