@@ -76,10 +76,11 @@ def test_the_exported_prelu_is_prelu_bit_for_bit(channels: int, shape: tuple[int
 
 def test_the_exported_graphs_hold_no_prelu_and_the_nets_keep_theirs() -> None:
     """ONNX Runtime's PRelu kernel cost the CPU path 65% of the embedder's time."""
-    model = ckpt.load(settings.model_path()).build()
+    checkpoint = ckpt.load(settings.model_path())
+    model = checkpoint.build()
     assert not any(isinstance(m, nn.PReLU) for m in split_prelu(model).modules())
     assert any(isinstance(m, nn.PReLU) for m in model.modules())  # a copy was changed
-    graphs = [cached_export(ckpt.load(settings.model_path()))]
+    graphs = [cached_export(checkpoint)]
     onnx_networks()
     graphs += sorted(Path(settings.onnx_cache_dir()).glob("mtcnn-*.onnx"))
     for graph in graphs:
