@@ -214,8 +214,11 @@ def test_a_worker_enrols_all_of_orl_with_progress_readable_throughout(shared_sta
     assert report["rate_per_s"] > 0 and report["eta_s"] == 0.0
     assert any(0 < r["done"] < 400 and r["eta_s"] for r in seen), "no progress seen mid-job"
     assert "PROGRESS" in states
+    # The database says done first; the worker that finished the job then saves the indexes
+    # and only then stores SUCCESS, so a Celery client waits for it as for any task.
     final = AsyncResult(task_id, app=app.extensions["celery"])
-    assert final.state == "SUCCESS" and final.result["counts"] == {"enrolled": 400}
+    assert final.get(timeout=DEADLINE_S)["counts"] == {"enrolled": 400}
+    assert final.state == "SUCCESS"
     # The worker saved the indexes: a process starting now loads them, 40 subjects.
     index_files = list(Path(shared_stack.env["CQAFACE_INDEX_DIR"]).glob("*normal*"))
     assert index_files
