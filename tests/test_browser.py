@@ -179,8 +179,8 @@ def test_sign_in_enrol_search_and_delete(browser, site, orl_dir, tmp_path):
     # Delete a subject, with its confirmation page.
     driver.get(f"{site}/subjects?q=s3")
     driver.find_element(By.CLASS_NAME, "subject-name").click()
-    driver.find_element(By.ID, "delete-subject").click()
-    assert "Delete “s3”?" in driver.find_element(By.TAG_NAME, "h1").text
+    _wait(driver, lambda d: d.find_elements(By.ID, "delete-subject"))[0].click()
+    _wait(driver, lambda d: d.find_element(By.TAG_NAME, "h1").text == "Delete “s3”?")
     _shot(driver, "05-confirm-delete")
     driver.find_element(By.ID, "confirm-delete").click()
     _wait(driver, lambda d: "Deleted subject s3" in d.find_element(By.CLASS_NAME, "flash").text)
