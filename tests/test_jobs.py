@@ -4,6 +4,7 @@ time, and a job cut short resumes without redoing or losing anything."""
 from __future__ import annotations
 
 import shutil
+import threading
 
 import pytest
 import torch
@@ -14,7 +15,15 @@ from embedder.inference import Embedder
 from embedder.model import build_model
 from identify.gallery.db import make_engine
 from identify.gallery.enrolment import Gallery
-from identify.gallery.jobs import cancel_job, create_job, job_progress, run_job
+from identify.gallery.jobs import (
+    cancel_job,
+    create_job,
+    finish_job,
+    job_progress,
+    publish_running,
+    run_job,
+    start_job,
+)
 from identify.gallery.tables import ItemStatus, JobItem, JobStatus
 from identify.search.encode import FaceEncoder
 
@@ -149,3 +158,53 @@ def test_a_cancelled_job_is_not_run(gallery, folder):
     progress = run_job(gallery, job_id)
     assert progress.status == JobStatus.CANCELLED and progress.done == 0
     assert not cancel_job(gallery, job_id)  # already over
+
+
+def _all_enrolled(gallery: Gallery, job_id: int) -> None:
+    with gallery.sessions() as session, session.begin():
+        session.execute(
+            update(JobItem).where(JobItem.job_id == job_id).values(status=ItemStatus.ENROLLED)
+        )
+
+
+def test_progress_is_published_only_while_the_job_runs(gallery, folder):
+    job_id = create_job(gallery, folder)
+    published = []
+    assert not publish_running(gallery, job_id, published.append)  # queued
+    assert start_job(gallery, job_id, task_id="t-1")
+    assert publish_running(gallery, job_id, published.append)
+    _all_enrolled(gallery, job_id)
+    assert finish_job(gallery, job_id)
+    assert not publish_running(gallery, job_id, published.append)  # done
+    [running] = published
+    assert (running.status, running.task_id, running.done) == (JobStatus.RUNNING, "t-1", 0)
+
+
+def test_a_job_cannot_finish_while_its_progress_is_being_published(gallery, database_url, folder):
+    """A worker's PROGRESS must never land after the SUCCESS of the worker finishing the job:
+    finish_job waits until the report being published is out."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite galleries have one writing process (the embedded mode)")
+    job_id = create_job(gallery, folder)
+    start_job(gallery, job_id)
+    _all_enrolled(gallery, job_id)
+    inside, release, events = threading.Event(), threading.Event(), []
+
+    def slow_publish(progress) -> None:
+        inside.set()
+        release.wait(60)
+        events.append(("published", progress.status))
+
+    publisher = threading.Thread(target=publish_running, args=(gallery, job_id, slow_publish))
+    publisher.start()
+    assert inside.wait(60)
+    finisher = threading.Thread(
+        target=lambda: events.append(("finished", finish_job(gallery, job_id)))
+    )
+    finisher.start()
+    finisher.join(1.0)
+    assert finisher.is_alive(), "finish_job did not wait for the report being published"
+    release.set()
+    publisher.join(60)
+    finisher.join(60)
+    assert events == [("published", JobStatus.RUNNING), ("finished", True)]

@@ -4,7 +4,8 @@ left pending marks the job done, saves the indexes and removes the job's files.
 
 Transient errors (database or broker gone for a moment) retry with exponential backoff, a
 bounded number of times; bad photos are never an error (they end as item statuses). A job's
-progress is in the database, and mirrored as the PROGRESS state of the job's task id.
+progress is in the database, and mirrored as the PROGRESS state of the job's task id, then
+SUCCESS once the job is done and its indexes saved.
 """
 
 from __future__ import annotations
@@ -119,9 +120,14 @@ def _finish(job_id: int) -> bool:
 
 
 def _publish(job_id: int) -> None:
-    report = jobs.job_progress(services().engine, job_id).to_json()
-    if report["task_id"] and report["status"] == "running":
-        _store(report["task_id"], report, "PROGRESS")
+    """The PROGRESS state, stored while the job row is held so that it cannot overwrite the
+    SUCCESS of a worker finishing the job meanwhile."""
+
+    def store(progress: jobs.JobProgress) -> None:
+        if progress.task_id:
+            _store(progress.task_id, progress.to_json(), "PROGRESS")
+
+    jobs.publish_running(services().engine, job_id, store)
 
 
 def _store(task_id: str, meta: dict[str, Any], state: str) -> None:

@@ -426,40 +426,57 @@ def job_progress(target: Target, job_id: int) -> JobProgress:
         job = session.get(EnrolmentJob, job_id)
         if job is None:
             raise LookupError(f"no enrolment job {job_id}")
-        counts = {
-            s.value: int(n)
-            for s, n in session.execute(
-                select(JobItem.status, func.count())
-                .where(JobItem.job_id == job_id)
-                .group_by(JobItem.status)
-            ).all()
-        }
-        last = session.scalar(select(func.max(JobItem.finished_at)).where(JobItem.job_id == job_id))
-        failed = session.execute(
-            select(JobItem.path, JobItem.subject_name, JobItem.status, JobItem.reason)
-            .where(
-                JobItem.job_id == job_id,
-                JobItem.status.not_in((ItemStatus.PENDING, ItemStatus.ENROLLED)),
-            )
-            .order_by(JobItem.id)
-            .limit(FAILED_SHOWN)
+        return _progress(session, job)
+
+
+def publish_running(target: Target, job_id: int, publish: Callable[[JobProgress], None]) -> bool:
+    """Hand a running job's progress to ``publish`` while holding its row shared: on
+    PostgreSQL :func:`finish_job` waits for ``publish`` to return, so a progress report never
+    lands after the final one, which the finishing worker stores only after finish_job."""
+    with _sessions(target)() as session, session.begin():
+        job = session.get(EnrolmentJob, job_id, with_for_update={"read": True})
+        if job is None or job.status != JobStatus.RUNNING:
+            return False
+        publish(_progress(session, job))
+        return True
+
+
+def _progress(session: Session, job: EnrolmentJob) -> JobProgress:
+    job_id = job.id
+    counts = {
+        s.value: int(n)
+        for s, n in session.execute(
+            select(JobItem.status, func.count())
+            .where(JobItem.job_id == job_id)
+            .group_by(JobItem.status)
         ).all()
-        progress = JobProgress(
-            job_id,
-            job.status,
-            job.total_items,
-            counts,
-            kind=JobKind(job.kind).value,
-            source=job.source,
-            task_id=job.task_id,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            error=job.error,
-            failed=[
-                {"path": p, "subject": s, "status": st.value, "reason": r} for p, s, st, r in failed
-            ],
+    }
+    last = session.scalar(select(func.max(JobItem.finished_at)).where(JobItem.job_id == job_id))
+    failed = session.execute(
+        select(JobItem.path, JobItem.subject_name, JobItem.status, JobItem.reason)
+        .where(
+            JobItem.job_id == job_id,
+            JobItem.status.not_in((ItemStatus.PENDING, ItemStatus.ENROLLED)),
         )
+        .order_by(JobItem.id)
+        .limit(FAILED_SHOWN)
+    ).all()
+    progress = JobProgress(
+        job_id,
+        job.status,
+        job.total_items,
+        counts,
+        kind=JobKind(job.kind).value,
+        source=job.source,
+        task_id=job.task_id,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        error=job.error,
+        failed=[
+            {"path": p, "subject": s, "status": st.value, "reason": r} for p, s, st, r in failed
+        ],
+    )
     if job.started_at is not None and progress.done:
         end = job.finished_at or (last if job.status in _TERMINAL_JOB else None) or utcnow()
         elapsed = (_aware(end) - _aware(job.started_at)).total_seconds()
