@@ -121,7 +121,9 @@ def _finish(job_id: int) -> bool:
 
 def _publish(job_id: int) -> None:
     """The PROGRESS state, stored while the job row is held so that it cannot overwrite the
-    SUCCESS of a worker finishing the job meanwhile."""
+    SUCCESS of a worker finishing the job meanwhile. While the result backend is away, Celery
+    retries a store for up to about 20 s; finishing or cancelling this job waits as long, the
+    photos do not (their rows are not held)."""
 
     def store(progress: jobs.JobProgress) -> None:
         if progress.task_id:
