@@ -346,6 +346,34 @@ def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatc
     assert app.extensions["celery"].conf.result_backend == "redis://127.0.0.1:6379/5"
 
 
+def _sqlite_app(tmp_path: Path, name: str):
+    return create_app(
+        {"DATABASE_URL": f"sqlite:///{tmp_path / name}.db", "INDEX_DIR": str(tmp_path / name)}
+    )
+
+
+def test_a_forked_worker_process_drops_the_database_connections_it_inherited(tmp_path):
+    from celery.signals import worker_process_init
+
+    app = _sqlite_app(tmp_path, "a")
+    engine = app.extensions["cqaface"].engine
+    inherited = engine.pool
+    worker_process_init.send(sender=None)
+    assert engine.pool is not inherited
+
+
+def test_an_app_that_is_dropped_is_freed_with_its_database_connections(tmp_path):
+    """A process that makes apps one after another (tests, a long-lived tool) must not keep
+    every one of them, each with its connection pool, to the end."""
+    import gc
+    import weakref
+
+    dropped = weakref.ref(_sqlite_app(tmp_path, "a"))
+    kept = _sqlite_app(tmp_path, "b")  # the newest is Celery's default app, and held as such
+    gc.collect()
+    assert dropped() is None and kept.extensions["cqaface"]
+
+
 def test_cli_enrol_through_the_workers_waits_or_detaches(shared_stack, orl_dir, tmp_path):
     folder = tmp_path / "photos"
     for person in ("s39", "s40"):

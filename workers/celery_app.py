@@ -11,6 +11,7 @@ which therefore exceeds the longest task.
 from __future__ import annotations
 
 import os
+import weakref
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
@@ -64,14 +65,20 @@ def celery_init_app(app: Flask) -> Celery:
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
-
-    @worker_process_init.connect(weak=False)
-    def _own_connections(**_: object) -> None:
-        """A forked pool process must never use its parent's database connections (two
-        processes on one socket read each other's results): drop them without closing."""
-        app.extensions["cqaface"].engine.dispose(close=False)
-
+    _apps.add(app)
     return celery_app
+
+
+# Held weakly: a receiver per app would keep every app a process ever made, with its pool.
+_apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+
+
+@worker_process_init.connect
+def _own_connections(**_: object) -> None:
+    """A forked pool process must never use its parent's database connections (two processes
+    on one socket read each other's results): drop them without closing."""
+    for app in list(_apps):
+        app.extensions["cqaface"].engine.dispose(close=False)
 
 
 @worker_process_init.connect
