@@ -50,6 +50,11 @@ def celery_config(broker: str | None, backend: str | None) -> dict[str, object]:
     }
 
 
+# The apps whose connections a forked pool process drops; held weakly, so that an app its
+# process lets go of (tests make hundreds) is freed with its connection pool.
+_apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+
+
 def celery_init_app(app: Flask) -> Celery:
     class FlaskTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:
@@ -67,10 +72,6 @@ def celery_init_app(app: Flask) -> Celery:
     app.extensions["celery"] = celery_app
     _apps.add(app)
     return celery_app
-
-
-# Held weakly: a receiver per app would keep every app a process ever made, with its pool.
-_apps: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
 @worker_process_init.connect
