@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
+from web_helpers import make_app
 
 from identify.gallery import migrate
 from identify.gallery.db import make_engine, session_factory
@@ -346,16 +347,10 @@ def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatc
     assert app.extensions["celery"].conf.result_backend == "redis://127.0.0.1:6379/5"
 
 
-def _sqlite_app(tmp_path: Path, name: str):
-    return create_app(
-        {"DATABASE_URL": f"sqlite:///{tmp_path / name}.db", "INDEX_DIR": str(tmp_path / name)}
-    )
-
-
 def test_a_forked_worker_process_drops_the_database_connections_it_inherited(tmp_path):
     from celery.signals import worker_process_init
 
-    app = _sqlite_app(tmp_path, "a")
+    app = make_app(f"sqlite:///{tmp_path / 'a.db'}", tmp_path)
     engine = app.extensions["cqaface"].engine
     inherited = engine.pool
     worker_process_init.send(sender=None)
@@ -368,8 +363,9 @@ def test_an_app_that_is_dropped_is_freed_with_its_database_connections(tmp_path)
     import gc
     import weakref
 
-    dropped = weakref.ref(_sqlite_app(tmp_path, "a"))
-    kept = _sqlite_app(tmp_path, "b")  # the newest is Celery's default app, and held as such
+    dropped = weakref.ref(make_app(f"sqlite:///{tmp_path / 'a.db'}", tmp_path))
+    # The newest app's Celery app is the process's default, and held as such.
+    kept = make_app(f"sqlite:///{tmp_path / 'b.db'}", tmp_path)
     gc.collect()
     assert dropped() is None and kept.extensions["cqaface"]
 
