@@ -410,12 +410,13 @@ def section(
     fig.savefig(plots / f"{bench.name}.png", dpi=80)
     source = figures["report"]
     raw = f"{os.path.relpath(results, out.parent)}/{bench.name}.json"
+    recovered = f", recovered from {source['recovered_from']}" if "recovered_from" in source else ""
     where = f", {source['machine']}" if source.get("machine") else ""
     parts = [
         f"## {bench.title}",
         "",
         f"`{bench.command}`: commit {source['commit']}, written {source['written']}{where}; "
-        f"every figure in [`{raw}`]({raw}).",
+        f"every figure in [`{raw}`]({raw}){recovered}.",
         "",
         markdown_table(bench.table(figures)),
         "",
