@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -402,12 +403,11 @@ def fresh_result(path: Path) -> dict[str, Any]:
 
 def section(
     bench: Benchmark, figures: dict[str, Any], results: Path, plots: Path, out: Path
-) -> str:
+) -> tuple[str, Figure]:
+    """One benchmark's markdown and plot, built before anything is written."""
     fig = Figure(figsize=(8, 4), layout="constrained")  # no pyplot: no GUI backend, no state
     bench.plot(fig, figures)
     fig.suptitle(bench.title, fontsize="medium")
-    plots.mkdir(parents=True, exist_ok=True)
-    fig.savefig(plots / f"{bench.name}.png", dpi=80)
     source = figures["report"]
     raw = f"{os.path.relpath(results, out.parent)}/{bench.name}.json"
     recovered = f", recovered from {source['recovered_from']}" if "recovered_from" in source else ""
@@ -425,7 +425,7 @@ def section(
     reading = results / f"{bench.name}.md"
     if reading.is_file():
         parts += ["", reading.read_text().strip()]
-    return "\n".join(parts) + "\n"
+    return "\n".join(parts) + "\n", fig
 
 
 def main() -> int:
@@ -435,6 +435,32 @@ def main() -> int:
     parser.add_argument("--plots", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args()
+    built: list[tuple[Benchmark, dict[str, Any], bool, str, Figure]] = []
+    missing = []
+    for bench in BENCHMARKS:
+        fresh, committed = args.runs / f"{bench.name}.json", args.results / f"{bench.name}.json"
+        source = fresh if fresh.is_file() else committed
+        if not source.is_file():
+            missing.append(f"`{bench.command}`")
+            continue
+        try:
+            figures = fresh_result(source) if source == fresh else json.loads(source.read_text())
+            text, fig = section(bench, figures, args.results, args.plots, args.out)
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+        ) as error:  # JSON errors are ValueErrors
+            print(
+                f"report.py: {source} is not a {bench.name} result "
+                f"({type(error).__name__}: {error}); nothing written",
+                file=sys.stderr,
+            )
+            return 2
+        built.append((bench, figures, source == fresh, text, fig))
+    args.results.mkdir(parents=True, exist_ok=True)
+    args.plots.mkdir(parents=True, exist_ok=True)
     parts = [
         "# Benchmarks",
         "",
@@ -443,25 +469,17 @@ def main() -> int:
         "so compare figures measured side by side in one run (the ratios), not across runs.",
         "",
     ]
-    measured, kept, missing = [], [], []
-    args.results.mkdir(parents=True, exist_ok=True)
-    for bench in BENCHMARKS:
-        fresh, committed = args.runs / f"{bench.name}.json", args.results / f"{bench.name}.json"
-        if fresh.is_file():
-            figures = fresh_result(fresh)
-            committed.write_text(json.dumps(figures, indent=1) + "\n")
-            measured.append(bench.name)
-        elif committed.is_file():
-            figures = json.loads(committed.read_text())
-            kept.append(bench.name)
-        else:
-            missing.append(f"`{bench.command}`")
-            continue
-        parts.append(section(bench, figures, args.results, args.plots, args.out))
+    for bench, figures, is_fresh, text, fig in built:
+        if is_fresh:
+            (args.results / f"{bench.name}.json").write_text(json.dumps(figures, indent=1) + "\n")
+        fig.savefig(args.plots / f"{bench.name}.png", dpi=80)
+        parts.append(text)
     if missing:
         parts.append("Not run for this report: " + ", ".join(missing) + ".\n")
     args.out.write_text("\n".join(parts))
-    print(f"wrote {args.out}: {len(measured)} measured, {len(kept)} kept, {len(missing)} missing")
+    measured = [bench.name for bench, _, is_fresh, _, _ in built if is_fresh]
+    kept = len(built) - len(measured)
+    print(f"wrote {args.out}: {len(measured)} measured, {kept} kept, {len(missing)} missing")
     for name in measured:
         if (args.results / f"{name}.md").is_file():
             print(f"check the reading {args.results / name}.md against the new figures")

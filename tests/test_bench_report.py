@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 LOAD = {
@@ -98,3 +100,37 @@ def test_a_fresh_run_replaces_its_results_and_the_others_are_kept(tmp_path: Path
         f"wrote {out}: 1 measured, 1 kept, 6 missing\n"
         f"check the reading {results}/bench-load.md against the new figures\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("fresh", "error"),
+    [
+        ("{not json", "JSONDecodeError"),
+        ("[1, 2]", "TypeError"),
+        (json.dumps({k: v for k, v in LOAD.items() if k != "p99_s"}), "KeyError: 'p99_s'"),
+    ],
+)
+def test_a_broken_fresh_result_is_refused_and_nothing_is_written(
+    tmp_path: Path, fresh: str, error: str
+) -> None:
+    runs, results, plots = tmp_path / "var", tmp_path / "results", tmp_path / "plots"
+    runs.mkdir()
+    results.mkdir()
+    (runs / "bench-load.json").write_text(fresh)
+    committed = json.dumps({**LOAD, "report": {"written": "2026-11-29 01:04 UTC", "commit": "x"}})
+    (results / "bench-load.json").write_text(committed)
+    (results / "bench-train.json").write_text(json.dumps(TRAIN))
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("the earlier report\n")
+    command = [sys.executable, "benchmarks/report.py", "--runs", str(runs)]
+    command += ["--results", str(results), "--plots", str(plots), "--out", str(out)]
+
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(
+        f"report.py: {runs / 'bench-load.json'} is not a bench-load result ({error}"
+    )
+    assert done.stderr.endswith("; nothing written\n") and "Traceback" not in done.stderr
+    assert (results / "bench-load.json").read_text() == committed
+    assert out.read_text() == "the earlier report\n" and not plots.exists()
