@@ -66,9 +66,14 @@ def main() -> int:
     parser.add_argument("--identities", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("var/bench-mask-fusion.json"))
     args = parser.parse_args()
+    if min(args.gallery, args.probes, args.identities) < 1:
+        parser.error("--gallery, --probes and --identities must be at least 1")
     started = time.perf_counter()
     photos = Path(shared_data("celeba-photos"))
     aligned = Path(shared_data("celeba-112"))
+    for folder in (photos, aligned):
+        if not folder.is_dir():
+            parser.error(f"no data set at {folder} (CQAFACE_SHARED_DATA)")
     identities = sorted(p.name for p in photos.iterdir() if p.is_dir())[: args.identities]
     embedder = Embedder.load(args.model, device="cpu")
     encoder = FaceEncoder(embedder)
@@ -110,6 +115,8 @@ def main() -> int:
             embedder.embed([seeded_mask(c, f"probe/{n}") for n, c in probes]).vectors
         )
         labels += [subject_of[identity]] * len(probes)
+    if not labels:
+        parser.error(f"no identity has {args.gallery + 1} crops in {aligned}: lower --gallery")
     labels_arr = np.asarray(labels)
     plain = np.concatenate(probe_vectors)
     masked_probes = np.concatenate(masked_probe_vectors)
