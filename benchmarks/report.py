@@ -1,7 +1,11 @@
-"""Gather the benchmarks' JSON figures into BENCHMARKS.md: the machine, the commit, the command
-that produced each file, and its figures as written (no figure is typed by hand).
+"""Write BENCHMARKS.md from the benchmarks' JSON: one short table and one plot per benchmark,
+the raw figures in benchmarks/results/NAME.json, the reading in benchmarks/results/NAME.md.
 
     python benchmarks/report.py --runs var --out BENCHMARKS.md
+
+A JSON file found in RUNS (a fresh run) is copied into RESULTS with its provenance (machine,
+commit, date); a benchmark not rerun keeps its committed JSON, so no figure is typed by hand.
+The readings are written by people: the report names the ones a fresh run may have outdated.
 """
 
 from __future__ import annotations
@@ -11,29 +15,351 @@ import json
 import os
 import platform
 import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# file in RUNS -> (title, the make target that writes it)
-SOURCES = {
-    "bench-embedder.json": ("Embedder: detection, alignment, embedding", "make bench-embedder"),
-    "bench-runtime.json": (
+from matplotlib.figure import Figure
+
+Rows = list[list[Any]]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str  # NAME.json in RUNS and RESULTS
+    title: str
+    command: str
+    table: Callable[[dict[str, Any]], Rows]  # header row first
+    plot: Callable[[Figure, dict[str, Any]], None]
+
+
+# ----- one table and one plot per benchmark ---------------------------------------------------
+
+
+def _bars(fig: Figure, labels: list[str], series: dict[str, list[float]], xlabel: str) -> None:
+    ax = fig.subplots()
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        ax.barh([y + i * width for y in range(len(labels))], values, width, label=name)
+    ax.set_yticks([y + width * (len(series) - 1) / 2 for y in range(len(labels))], labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    if len(series) > 1:
+        ax.legend()
+
+
+def embedder_table(d: dict[str, Any]) -> Rows:
+    rate, embed = d["detect_align"]["photos_per_s"], d["embeddings_per_s"]
+    return [
+        ["figure", "per second"],
+        ["detect + align, 1 process (photos)", rate["1"]],
+        ["detect + align, 2 processes (photos)", rate["2"]],
+        *[[f"embeddings, {key.replace('_', ' ')}", value] for key, value in embed.items()],
+    ]
+
+
+def embedder_plot(fig: Figure, d: dict[str, Any]) -> None:
+    embed = d["embeddings_per_s"]
+    _bars(fig, [k.replace("_", " ") for k in embed], {"": list(embed.values())}, "embeddings/s")
+
+
+RUNTIME_STAGES = {
+    "embedder, batch 1 (faces/s)": ("embedder", "batch1", "faces_per_s_median"),
+    "embedder, batch 16 (faces/s)": ("embedder", "batch16", "faces_per_s_median"),
+    "P-Net (photos/s)": ("mtcnn", "pnet", "photos_per_s_median"),
+    "R-Net (photos/s)": ("mtcnn", "rnet", "photos_per_s_median"),
+    "O-Net (photos/s)": ("mtcnn", "onet", "photos_per_s_median"),
+    "whole detector (photos/s)": ("mtcnn", "detect_one_by_one", "photos_per_s_median"),
+}
+
+
+def runtime_table(d: dict[str, Any]) -> Rows:
+    rows: Rows = [["stage", "PyTorch eager", "ONNX Runtime", "ONNX / PyTorch"]]
+    for label, (part, stage, key) in RUNTIME_STAGES.items():
+        figures = d[part][stage]
+        rows.append(
+            [label, figures["torch"][key], figures["onnx"][key], figures["onnx_over_torch"]]
+        )
+    return rows
+
+
+def runtime_plot(fig: Figure, d: dict[str, Any]) -> None:
+    ratios = [d[part][stage]["onnx_over_torch"] for part, stage, _ in RUNTIME_STAGES.values()]
+    _bars(fig, list(RUNTIME_STAGES), {"": ratios}, "ONNX Runtime / PyTorch eager (1 = same speed)")
+    fig.axes[0].axvline(1, color="black", linewidth=0.8)
+
+
+DETECT_STAGES = {
+    "decode": ("decode",),
+    "P-Net": ("pnet", "total"),
+    "R-Net": ("rnet", "total"),
+    "O-Net": ("onet", "total"),
+    "align": ("align",),
+    "embed (batches of 16)": ("embed_batched_16",),
+}
+
+
+def _profile_columns(d: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        f"{runtime}, from {px} px": d[part]["ms_per_photo"][runtime]
+        for part, px in (("profile", 20), ("profile_min40", 40))
+        for runtime in ("torch", "onnx")
+    }
+
+
+def _stage_ms(figures: dict[str, Any], keys: tuple[str, ...]) -> float:
+    value: Any = figures
+    for key in keys:
+        value = value[key]
+    return float(value)
+
+
+def profile_table(d: dict[str, Any]) -> Rows:
+    columns = _profile_columns(d)
+    rows: Rows = [["ms per photo, one thread", *columns]]
+    for label, keys in {**DETECT_STAGES, "detection in all": ("detect_total",)}.items():
+        cells = [_stage_ms(figures, keys) for figures in columns.values()]
+        rows.append([label, *[cell if cell else "-" for cell in cells]])
+    return rows
+
+
+def profile_plot(fig: Figure, d: dict[str, Any]) -> None:
+    ax = fig.subplots()
+    columns = _profile_columns(d)
+    left = [0.0] * len(columns)
+    for label, keys in DETECT_STAGES.items():
+        widths = [_stage_ms(figures, keys) for figures in columns.values()]
+        ax.barh(list(columns), widths, left=left, label=label)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per photo (the 40 px runs time detection only)")
+    ax.legend(fontsize="small")
+
+
+TRAIN_HEADS = {
+    "global": "global",
+    "cqa": "CQA",
+    "cqa_without_cal": "CQA without CAL",
+    "cqa_without_qan": "CQA without QAN",
+}
+
+
+def train_table(d: dict[str, Any]) -> Rows:
+    heads = [f"{label}, samples/s" for label in TRAIN_HEADS.values()]
+    rows: Rows = [["stem", "batch", *heads, "CQA / global"]]
+    for stem in ("mobilefacenet", "r50"):
+        rates = d[stem]["samples_per_s"]
+        rows.append(
+            [
+                stem,
+                d[stem]["batch"],
+                *[rates[h] for h in TRAIN_HEADS],
+                d[stem]["cqa_over_global_samples_per_s"],
+            ]
+        )
+    return rows
+
+
+def train_plot(fig: Figure, d: dict[str, Any]) -> None:
+    series = {
+        stem: [
+            d[stem]["samples_per_s"][h] / d[stem]["samples_per_s"]["global"] for h in TRAIN_HEADS
+        ]
+        for stem in ("mobilefacenet", "r50")
+    }
+    _bars(fig, list(TRAIN_HEADS.values()), series, "samples/s relative to the global head")
+
+
+SEARCH_METHODS = {
+    "numpy float32 scan": "numpy_f32",
+    "faiss exact": "faiss_exact",
+    "16-byte PQ + OPQ, 100 re-scored": "faiss_pq16_shortlist100",
+    "32-byte PQ + OPQ, 300 re-scored (default)": "faiss_pq32_shortlist300",
+}
+
+
+def search_table(d: dict[str, Any]) -> Rows:
+    rows: Rows = [
+        [
+            "templates",
+            *[f"{m}: p50 ms" for m in SEARCH_METHODS],
+            "default: recall@1",
+            "exact: Rank-1",
+        ]
+    ]
+    for size in d["sizes"]:
+        single = size["single"]
+        rows.append(
+            [
+                size["templates"],
+                *[single[key]["p50_ms"] for key in SEARCH_METHODS.values()],
+                size["recall_at_1_vs_exact"]["faiss_pq32_shortlist300"],
+                size["rank1"]["faiss_exact"],
+            ]
+        )
+    return rows
+
+
+def search_plot(fig: Figure, d: dict[str, Any]) -> None:
+    ax = fig.subplots()
+    sizes = [size["templates"] for size in d["sizes"]]
+    for label, key in SEARCH_METHODS.items():
+        ax.plot(sizes, [size["single"][key]["p50_ms"] for size in d["sizes"]], "o-", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="templates", ylabel="p50 ms per probe")
+    ax.legend(fontsize="small")
+
+
+ENROL_SETUPS = {
+    "standalone, one photo at a time": "standalone_one_by_one",
+    "standalone, embedding batched by 16": "standalone_batched_16",
+    "job in the same process -> DB": "in_process_job",
+    "queue -> 1 worker process -> DB -> index": "full_path_1",
+    "queue -> 2 worker processes -> DB -> index": "full_path_2",
+}
+
+
+def enrol_table(d: dict[str, Any]) -> Rows:
+    """Photos/s per set-up and configuration, and each configuration's median ratio to the
+    first (the bench's `over_FIRST`)."""
+    configs = list(d["figures"])
+    over = f"over_{configs[0]}"
+    compared = [c for c in configs if over in d["figures"][c]]
+    rows: Rows = [
+        ["photos/s (median of rounds)", *configs, *[f"{c} / {configs[0]}" for c in compared]]
+    ]
+    for label, key in ENROL_SETUPS.items():
+        rates = [d["figures"][c]["photos_per_s"][key] for c in configs]
+        rows.append([label, *rates, *[d["figures"][c][over][key] for c in compared]])
+    return rows
+
+
+def enrol_plot(fig: Figure, d: dict[str, Any]) -> None:
+    series = {
+        c: [f["photos_per_s"][k] for k in ENROL_SETUPS.values()] for c, f in d["figures"].items()
+    }
+    _bars(fig, list(ENROL_SETUPS), series, "photos/s")
+
+
+def load_table(d: dict[str, Any]) -> Rows:
+    return [
+        ["subjects", "clients", "seconds", "requests/s", "p50 s", "p99 s", "max s", "errors"],
+        [
+            d["subjects"],
+            d["clients"],
+            d["seconds"],
+            d["requests_per_s"],
+            d["p50_s"],
+            d["p99_s"],
+            d["max_s"],
+            len(d["errors"]),
+        ],
+    ]
+
+
+def load_plot(fig: Figure, d: dict[str, Any]) -> None:
+    _bars(
+        fig,
+        ["p50", "p99", "max"],
+        {"": [d["p50_s"], d["p99_s"], d["max_s"]]},
+        "seconds per identify request",
+    )
+
+
+FUSION_COLUMNS = {
+    "Rank-1": "rank1",
+    "Rank-5": "rank5",
+    "TAR@FAR 1e-2": "tar_at_far_1e-2",
+    "TAR@FAR 1e-3": "tar_at_far_1e-3",
+    "genuine over the served threshold": "genuine_above_served_threshold",
+    "impostors over the served threshold": "impostors_above_served_threshold",
+}
+
+
+def fusion_table(d: dict[str, Any]) -> Rows:
+    rows: Rows = [["probes, policy", *FUSION_COLUMNS]]
+    rows.append(
+        ["bare, normal", *[d["unmasked_probes"].get(k, "-") for k in FUSION_COLUMNS.values()]]
+    )
+    for policy, figures in d["policies"].items():
+        rows.append([f"masked, {policy}", *[figures[k] for k in FUSION_COLUMNS.values()]])
+    return rows
+
+
+def fusion_plot(fig: Figure, d: dict[str, Any]) -> None:
+    left, right = fig.subplots(1, 2)
+    policies = list(d["policies"])
+    left.bar(policies, [d["policies"][p]["rank1"] for p in policies])
+    left.set(ylim=(0.9, 1.0), ylabel="Rank-1 of masked probes")
+    right.bar(policies, [d["policies"][p]["impostors_above_served_threshold"] for p in policies])
+    right.axhline(1e-3, color="black", linewidth=0.8, label="FAR 1e-3, as calibrated")
+    right.set(ylabel="impostor scores over the served threshold")
+    right.legend(fontsize="small", loc="upper left")
+
+
+BENCHMARKS = (
+    Benchmark(
+        "bench-embedder",
+        "Embedder: detection, alignment, embedding",
+        "make bench-embedder",
+        embedder_table,
+        embedder_plot,
+    ),
+    Benchmark(
+        "bench-runtime",
         "Embedder and detector on the CPU: PyTorch eager against ONNX Runtime",
         "make bench-runtime",
+        runtime_table,
+        runtime_plot,
     ),
-    "profile-detect.json": (
-        "Detector per stage, face sizes, and the enrolment minimum",
+    Benchmark(
+        "profile-detect",
+        "Detector per stage and the enrolment minimum",
         "make profile-detect",
+        profile_table,
+        profile_plot,
     ),
-    "bench-train.json": ("Training step: CQA-Face against the global baseline", "make bench-train"),
-    "bench-search.json": (
-        "Gallery search: FAISS exact, PQ, HNSW against numpy",
+    Benchmark(
+        "bench-train",
+        "Training step: CQA-Face against the global head",
+        "make bench-train",
+        train_table,
+        train_plot,
+    ),
+    Benchmark(
+        "bench-search",
+        "Gallery search: FAISS exact and PQ against numpy",
         "make bench-search",
+        search_table,
+        search_plot,
     ),
-    "bench-enrol.json": ("Bulk enrolment: queue, workers, database, index", "make bench-enrol"),
-    "bench-load.json": ("Identify under load through the HTTP API", "make bench-load"),
-}
+    Benchmark(
+        "bench-enrol",
+        "Bulk enrolment: queue, workers, database, index",
+        "make bench-enrol",
+        enrol_table,
+        enrol_plot,
+    ),
+    Benchmark(
+        "bench-load",
+        "Identify under load through the HTTP API",
+        "make bench-load",
+        load_table,
+        load_plot,
+    ),
+    Benchmark(
+        "bench-mask-fusion",
+        "Masked probes: how to score them (CQAFACE_MASK_FUSION)",
+        "make bench-mask-fusion",
+        fusion_table,
+        fusion_plot,
+    ),
+)
+
+
+# ----- the report ------------------------------------------------------------------------------
 
 
 def machine() -> str:
@@ -56,89 +382,107 @@ def commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(value, dict):
-        rows = []
-        for key, item in value.items():
-            rows += flatten(item, f"{prefix}.{key}" if prefix else str(key))
-        return rows
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        rows = []
-        for i, item in enumerate(value):
-            rows += flatten(item, f"{prefix}[{i}]")
-        return rows
-    return [(prefix, value)]
-
-
 def shown(value: Any) -> str:
     """Floats to 4 significant digits: the figures are noisy well before that."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(shown(v) for v in value) + "]"
-    return value if isinstance(value, str) else json.dumps(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def section(path: Path, title: str, command: str) -> str:
+def markdown_table(rows: Rows) -> str:
+    lines = ["| " + " | ".join(shown(cell) for cell in row) + " |" for row in rows]
+    lines.insert(1, "|" + " --- |" * len(rows[0]))
+    return "\n".join(lines)
+
+
+def fresh_result(path: Path) -> dict[str, Any]:
+    """A run's JSON with where and when it was measured (the file's time, this checkout)."""
     figures = json.loads(path.read_text())
     written = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"## {title}",
+    figures["report"] = {"written": written, "commit": commit(), "machine": machine()}
+    return figures
+
+
+def section(
+    bench: Benchmark, figures: dict[str, Any], results: Path, plots: Path, out: Path
+) -> tuple[str, Figure]:
+    """One benchmark's markdown and plot, built before anything is written."""
+    fig = Figure(figsize=(8, 4), layout="constrained")  # no pyplot: no GUI backend, no state
+    bench.plot(fig, figures)
+    fig.suptitle(bench.title, fontsize="medium")
+    source = figures["report"]
+    raw = f"{os.path.relpath(results, out.parent)}/{bench.name}.json"
+    recovered = f", recovered from {source['recovered_from']}" if "recovered_from" in source else ""
+    where = f", {source['machine']}" if source.get("machine") else ""
+    parts = [
+        f"## {bench.title}",
         "",
-        f"`{command}` (written {written})",
+        f"`{bench.command}`: commit {source['commit']}, written {source['written']}{where}; "
+        f"every figure in [`{raw}`]({raw}){recovered}.",
         "",
-        "| figure | value |",
-        "| --- | --- |",
+        markdown_table(bench.table(figures)),
+        "",
+        f"![{bench.title}]({os.path.relpath(plots, out.parent)}/{bench.name}.png)",
     ]
-    lines += [f"| {name} | {shown(value)} |" for name, value in flatten(figures)]
-    return "\n".join(lines) + "\n"
-
-
-def kept_sections(path: Path) -> dict[str, str]:
-    """The sections of an earlier report by title: a benchmark not rerun here keeps its
-    figures (var/ does not survive a new machine; the report does)."""
-    if not path.is_file():
-        return {}
-    text = path.read_text()
-    sections = {}
-    for chunk in text.split("\n## ")[1:]:
-        title, _, _ = chunk.partition("\n")
-        body = chunk.split("\nNot run for this report:")[0].rstrip("\n")
-        sections[title] = f"## {body}\n"
-    return sections
+    reading = results / f"{bench.name}.md"
+    if reading.is_file():
+        parts += ["", reading.read_text().strip()]
+    return "\n".join(parts) + "\n", fig
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, default=Path("var"))
+    parser.add_argument("--runs", type=Path, default=Path("var"), help="fresh JSON files")
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--plots", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args()
+    built: list[tuple[Benchmark, dict[str, Any], bool, str, Figure]] = []
+    missing = []
+    for bench in BENCHMARKS:
+        fresh, committed = args.runs / f"{bench.name}.json", args.results / f"{bench.name}.json"
+        source = fresh if fresh.is_file() else committed
+        if not source.is_file():
+            missing.append(f"`{bench.command}`")
+            continue
+        try:
+            figures = fresh_result(source) if source == fresh else json.loads(source.read_text())
+            text, fig = section(bench, figures, args.results, args.plots, args.out)
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+        ) as error:  # JSON errors are ValueErrors
+            print(
+                f"report.py: {source} is not a {bench.name} result "
+                f"({type(error).__name__}: {error}); nothing written",
+                file=sys.stderr,
+            )
+            return 2
+        built.append((bench, figures, source == fresh, text, fig))
+    args.results.mkdir(parents=True, exist_ok=True)
+    args.plots.mkdir(parents=True, exist_ok=True)
     parts = [
         "# Benchmarks",
         "",
-        f"Machine: {machine()}. Commit {commit()}. Written by `make bench` "
-        "(`benchmarks/report.py`) from the JSON files in "
-        f"`{args.runs}/`; a benchmark not rerun keeps its earlier section, and each section "
-        "says when its figures were written. The machine is shared, so compare figures "
-        "measured side by side in one run (the ratios), not across runs.",
+        "Written by `make bench` (`benchmarks/report.py`) from the JSON in `benchmarks/results/`; "
+        "each section names the commit, date and machine of its figures. The machine is shared, "
+        "so compare figures measured side by side in one run (the ratios), not across runs.",
         "",
     ]
-    earlier = kept_sections(args.out)
-    missing, kept = [], 0
-    for name, (title, command) in SOURCES.items():
-        path = args.runs / name
-        if path.is_file():
-            parts.append(section(path, title, command))
-        elif title in earlier:
-            parts.append(earlier[title])
-            kept += 1
-        else:
-            missing.append(f"`{command}`")
+    for bench, figures, is_fresh, text, fig in built:
+        if is_fresh:
+            (args.results / f"{bench.name}.json").write_text(json.dumps(figures, indent=1) + "\n")
+        fig.savefig(args.plots / f"{bench.name}.png", dpi=80)
+        parts.append(text)
     if missing:
         parts.append("Not run for this report: " + ", ".join(missing) + ".\n")
     args.out.write_text("\n".join(parts))
-    measured = len(SOURCES) - len(missing) - kept
-    print(f"wrote {args.out}: {measured} benchmarks measured, {kept} kept, {len(missing)} missing")
+    measured = [bench.name for bench, _, is_fresh, _, _ in built if is_fresh]
+    kept = len(built) - len(measured)
+    print(f"wrote {args.out}: {len(measured)} measured, {kept} kept, {len(missing)} missing")
+    for name in measured:
+        if (args.results / f"{name}.md").is_file():
+            print(f"check the reading {args.results / name}.md against the new figures")
     return 0
 
 

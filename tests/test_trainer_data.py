@@ -4,8 +4,6 @@ split and augmentation."""
 from __future__ import annotations
 
 import json
-import os
-import pickle
 import struct
 from pathlib import Path
 
@@ -43,11 +41,6 @@ from trainer.recordio import (
     write_face_records,
 )
 from trainer.split import PAIRS_FILE, SPLIT_FILE, Split, make_split, write_split
-from trainer.verification_bin import (
-    VerificationBinError,
-    load_verification_bin,
-    write_verification_bin,
-)
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -190,43 +183,6 @@ def test_broken_recordio_files_get_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.rec").write_bytes(b"\0" * 16)
     with open(tmp_path / "bad.rec", "rb") as f, pytest.raises(RecordIOError, match="magic"):
         read_record(f, 0)
-
-
-# --- verification .bin ---------------------------------------------------------------------
-
-
-def test_verification_bin_round_trip(tmp_path: Path, some_crops: list[Path]) -> None:
-    images = [p.read_bytes() for p in some_crops[:4]]
-    write_verification_bin(tmp_path / "val.bin", images, [True, False])
-    loaded = load_verification_bin(tmp_path / "val.bin")
-    assert loaded.images == images and loaded.issame == [True, False]
-    crops = loaded.crops()
-    assert crops.shape == (4, 112, 112, 3) and crops.dtype == np.uint8
-    assert np.array_equal(crops[3], _rgb(some_crops[3]))
-
-
-class _RunsCode:
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, ("echo pwned",))
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        (([b"a", b"b"], _RunsCode()), "refusing a pickle that loads"),
-        (([b"a", b"b"], np.array([True])), "refusing a pickle that loads"),
-        ({"images": [], "issame": []}, "expected a pair"),
-        (([b"a", "b"], [True]), "list of encoded image bytes"),
-        (([b"a", b"b"], [1]), "list of booleans"),
-        (([b"a", b"b", b"c"], [True]), "3 images for 1 pairs"),
-    ],
-)
-def test_verification_bin_refuses_anything_but_bytes_and_bools(
-    tmp_path: Path, content: object, message: str
-) -> None:
-    (tmp_path / "x.bin").write_bytes(pickle.dumps(content))
-    with pytest.raises(VerificationBinError, match=message):
-        load_verification_bin(tmp_path / "x.bin")
 
 
 # --- LFW pairs and CSV pairs ---------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train CQA-Face from a config (preset name or file)")
-    p.add_argument("config", help="preset in trainer/configs (e.g. cpu_celeba_compact) or a .py")
+    p.add_argument("config", help="preset in trainer/configs (e.g. cpu_y1_stage1) or a .py")
     p.add_argument("--output", type=Path, help="runs folder (default: the config's)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument(

@@ -38,12 +38,6 @@ def cache_dir(name: str) -> str:
     return str(root / name)
 
 
-def teacher_file(name: str) -> str:
-    """A teacher-embedding file (CQAFACE_TEACHER_DIR, default var/teacher in the project)."""
-    root = Path(os.environ.get("CQAFACE_TEACHER_DIR", PROJECT_ROOT / "var" / "teacher"))
-    return str(root / name)
-
-
 @dataclass(frozen=True)
 class DataConfig:
     root: str  # a folder per identity of aligned 112x112 crops, or an insightface .rec file

@@ -2,7 +2,7 @@
 
 A folder is split by identity (trainer.split) on the fly, deterministically; the main process
 records the split and the validation pairs in the run folder. A `.rec` file trains on all of
-its identities (its validation comes from separate `.bin` sets).
+its identities, without periodic validation.
 """
 
 from __future__ import annotations

@@ -62,11 +62,6 @@ def template_states(session: Session, model_version: str, kind: TemplateKind) ->
     return TemplateStates(np.asarray(ids, np.int64), np.asarray(tags, np.int64), digest.hexdigest())
 
 
-def state_checksum(session: Session, model_version: str, kind: TemplateKind) -> str:
-    """The checksum of :func:`template_states`."""
-    return template_states(session, model_version, kind).checksum
-
-
 def load_templates(
     session: Session, model_version: str, kind: TemplateKind
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -149,9 +149,3 @@ def revoke_key(session: Session, prefix: str) -> bool:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     return True
-
-
-def principal_of(user: User) -> Principal:
-    """A web session's principal: everything the user's role allows."""
-    role = Role(user.role)
-    return Principal(user.id, user.email, role, ROLE_SCOPES[role], None)

@@ -81,12 +81,11 @@ def progress(job_id: int) -> dict[str, Any]:
     from workers import enrolment
 
     try:
-        report = _jsonable(enrolment.progress(services().engine, job_id))
+        report = enrolment.progress(services().engine, job_id)
     except LookupError:
         raise ApiError(404, "not_found", f"no enrolment job {job_id}") from None
     for item in report.get("failed") or []:  # paths inside the archive, not on the server
         item["path"] = _UPLOAD_PATH.sub("", str(item.get("path", "")))
-    report.pop("options", None)
     return report
 
 
@@ -136,15 +135,3 @@ def recent(*, page: int = 1, per_page: int = 20) -> tuple[list[dict[str, Any]], 
         record.pop("failed", None)
         items.append(record)
     return items, int(total)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):
-        return value.value
-    return value
