@@ -135,9 +135,11 @@ def _check_members(members: list[zipfile.ZipInfo]) -> None:
 
 def _photo_members(members: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, str, str]]:
     files = [
-        (m, PurePosixPath(m.filename).parts)
+        (m, parts)
         for m in members
-        if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+        if not m.is_dir()
+        and not m.filename.startswith("__MACOSX/")
+        and (parts := PurePosixPath(m.filename).parts)  # "." names no file
     ]
     tops = {parts[0] for _, parts in files}
     nested = len(tops) == 1 and all(len(parts) == 3 for _, parts in files)
@@ -178,7 +180,10 @@ def list_items(
     ``{"subject": ..., "path": ...}``; relative paths are relative to ``base_dir`` (default:
     the list file's folder). ``restricted``: every photo under CQAFACE_IMPORT_ROOTS."""
     source = Path(listing)
-    text = source.read_text()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SourceError("bad_list", f"{listing} is not UTF-8 text: {error.reason}") from None
     base = base_dir or source.parent
     items = []
     lines = [line for line in text.splitlines() if line.strip()]
