@@ -27,6 +27,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.failures import FailureGroup
 from server_process import cli, stack_env, start_server
 
 from identify.web.api import OPENAPI_PATH
@@ -108,13 +109,33 @@ def _fuzz(operation, mode, headers, examples, base, session, failures) -> int:
             case.headers = {**(case.headers or {}), **headers}
         try:
             case.call_and_validate(base_url=f"{base}/api/v1", session=session, checks=CHECKS)
-        except Exception as error:  # recorded, not shrunk: the run goes on
+        except (Exception, FailureGroup) as error:  # recorded, not shrunk: the run goes on
             failures.append(f"{case.as_curl_command()}\n  {' '.join(str(error).split())[:600]}")
 
     try:
         run()
     except Unsatisfiable:  # no parameter or body to make invalid (GET /health)
         assert mode == GenerationMode.NEGATIVE, operation.label
+    return ran
+
+
+def _cover(schema, operation, headers, base, session, failures) -> int:
+    """schemathesis's coverage phase: each parameter and body field at its boundaries and just
+    past them (an id of 2147483647 and 2147483648, 0.5, true, a missing field), no randomness."""
+    ran = 0
+    modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+    config = schema.config.generation_for(operation=operation)
+    for case in schema.iter_coverage_cases(
+        operation, generation_modes=modes, generation_config=config
+    ):
+        ran += 1
+        for name in ("Authorization", "X-API-Key"):
+            (case.headers or {}).pop(name, None)
+        case.headers = {**(case.headers or {}), **headers}
+        try:
+            case.call_and_validate(base_url=f"{base}/api/v1", session=session, checks=CHECKS)
+        except (Exception, FailureGroup) as error:
+            failures.append(f"{case.as_curl_command()}\n  {' '.join(str(error).split())[:600]}")
     return ran
 
 
@@ -128,6 +149,7 @@ def test_every_operation_answers_within_its_contract(served):
         (m.upper(), p) for p, ops in spec["paths"].items() for m in ops if m != "parameters"
     }
     failures: list[str] = []
+    full = {"Authorization": f"Bearer {keys[','.join(SCOPES)]}"}
     ran = 0
     started = time.perf_counter()
     with requests.Session() as session:
@@ -138,8 +160,12 @@ def test_every_operation_answers_within_its_contract(served):
                     ran += _fuzz(operation, mode, headers, examples, base, session, failures)
                     for k in range(before, len(failures)):
                         failures[k] = f"{operation.label} [{label}, {mode.value}]: {failures[k]}"
+            before = len(failures)
+            ran += _cover(schema, operation, full, base, session, failures)
+            for k in range(before, len(failures)):
+                failures[k] = f"{operation.label} [all scopes, coverage]: {failures[k]}"
     seconds = time.perf_counter() - started
     print(f"\nschemathesis: {len(operations)} operations, {ran} examples, {seconds:.0f} s")
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:30])
     assert server.alive(), server.tail()
     assert "Traceback" not in server.log.read_text(errors="replace"), server.tail(80)
-    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:30])

@@ -236,3 +236,23 @@ def test_cli_check_names_lists_stored_names_that_break_the_policy(
     with session_factory(engine)() as session:
         assert sorted(session.scalars(select(Subject.name))) == sorted(["Ada", BIDI, "Zoe\u0301"])
     engine.dispose()
+
+
+def test_an_uploaded_photo_name_is_kept_as_printable_data(app, key, orl_dir):
+    """A photo's file name of 5,000 characters with a bidi override is its source, escaped and
+    cut to 255 characters, never a path (nor a value too long for the column)."""
+    client = app.test_client()
+    subject = client.post("/api/v1/subjects", json={"name": "Ada"}, headers=bearer(key))
+    subject_id = subject.get_json()["id"]
+    photo = (orl_dir / "s1" / "1.pgm").read_bytes()
+    name = "x" * 5000 + "\u202e.pgm"
+    response = client.post(
+        f"/api/v1/subjects/{subject_id}/images",
+        data={"image": (io.BytesIO(photo), name)},
+        headers=bearer(key),
+    )
+    assert response.status_code == 201, response.get_json()
+    (result,) = response.get_json()["results"]
+    assert result["status"] == "enrolled" and result["source"] == "x" * 254 + "\u2026"
+    detail = client.get(f"/api/v1/subjects/{subject_id}", headers=bearer(key)).get_json()
+    assert [image["source"] for image in detail["images"]] == ["x" * 254 + "\u2026"]

@@ -20,6 +20,7 @@ from embedder.errors import FaceInputError
 from identify import settings
 from identify.gallery.tables import Image, ItemStatus, Subject
 from identify.services import services
+from identify.subject_names import printable
 from identify.web import auth
 from identify.web.common import (
     answer_json,
@@ -308,7 +309,7 @@ def add_images(subject_id: int) -> tuple[Response, int]:
     results = []
     for upload in uploads:
         data = upload.read()
-        name = upload.filename or "upload"
+        name = printable(upload.filename or "upload")  # data, shown as sent: never a path
         if not data:
             results.append({"source": name, "status": "unreadable", "reason": "empty file"})
             continue
