@@ -256,3 +256,22 @@ def test_an_uploaded_photo_name_is_kept_as_printable_data(app, key, orl_dir):
     assert result["status"] == "enrolled" and result["source"] == "x" * 254 + "\u2026"
     detail = client.get(f"/api/v1/subjects/{subject_id}", headers=bearer(key)).get_json()
     assert [image["source"] for image in detail["images"]] == ["x" * 254 + "\u2026"]
+
+
+def test_the_admin_ui_refuses_a_bidi_rename_and_a_page_past_the_range(app, key):
+    from web_helpers import add_user, sign_in
+
+    subject_id = (
+        app.test_client()
+        .post("/api/v1/subjects", json={"name": "Ada"}, headers=bearer(key))
+        .get_json()["id"]
+    )
+    add_user(app, "ops@x.org", "operator")
+    client, token = sign_in(app, "ops@x.org")
+    page = client.post(f"/subjects/{subject_id}/rename", data={"name": BIDI, "csrf_token": token})
+    assert page.status_code == 400
+    assert "U+202E (RIGHT-TO-LEFT OVERRIDE) at position 4" in page.get_data(as_text=True)
+    assert client.get(f"/subjects?page={HUGE}").status_code == 400
+    assert client.get(f"/subjects/{HUGE}").status_code == 404
+    with app.app_context(), db() as session:
+        assert session.scalars(select(Subject.name)).all() == ["Ada"]

@@ -18,7 +18,11 @@ from identify.integers import argument, id_argument
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("worker", help="start a Celery worker (needs CQAFACE_BROKER_URL)")
-    p.add_argument("--concurrency", type=int, help="processes (CQAFACE_WORKER_CONCURRENCY)")
+    p.add_argument(
+        "--concurrency",
+        type=argument("--concurrency", minimum=1),
+        help="processes (CQAFACE_WORKER_CONCURRENCY)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(handler=worker)
 
