@@ -41,11 +41,6 @@ def parse_int(value: object, field: str, *, minimum: int = DB_MIN, maximum: int 
     return number
 
 
-def parse_id(value: object, field: str) -> int:
-    """A row id: a positive integer that an id column can hold."""
-    return parse_int(value, field, minimum=1, maximum=ID_MAX)
-
-
 def argument(field: str, *, minimum: int = DB_MIN, maximum: int = DB_MAX) -> Callable[[str], int]:
     """An argparse ``type=`` that parses with :func:`parse_int` (argparse then reports the
     error as a usage error: one line and exit status 2)."""
@@ -61,7 +56,7 @@ def argument(field: str, *, minimum: int = DB_MIN, maximum: int = DB_MAX) -> Cal
 
 
 def id_argument(field: str) -> Callable[[str], int]:
-    """An argparse ``type=`` for a row id (:func:`parse_id`'s range)."""
+    """An argparse ``type=`` for a row id: 1 to what an id column can hold."""
     return argument(field, minimum=1, maximum=ID_MAX)
 
 

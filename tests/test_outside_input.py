@@ -275,3 +275,26 @@ def test_the_admin_ui_refuses_a_bidi_rename_and_a_page_past_the_range(app, key):
     assert client.get(f"/subjects/{HUGE}").status_code == 404
     with app.app_context(), db() as session:
         assert session.scalars(select(Subject.name)).all() == ["Ada"]
+
+
+def test_a_job_fails_only_the_items_whose_name_or_path_it_cannot_hold(database_url):
+    """create_job applies the name policy to every source (zip, folder, CSV, JSON lines): a
+    refused name or a path longer than its column fails its item, named safely; the others are
+    pending, their names NFC."""
+    from identify.gallery import jobs
+    from identify.gallery.db import make_engine
+
+    engine = make_engine(database_url)
+    long_path = "ok/" + "p" * 1100 + ".jpg"
+    job_id = jobs.create_job(
+        engine,
+        [("ok", long_path), (BIDI, "b/1.jpg"), ("  Zoe\u0301 ", "z/1.jpg"), ("x\x00", "n/1.jpg")],
+    )
+    report = jobs.job_progress(engine, job_id)
+    engine.dispose()
+    assert report.total == 4 and report.counts == {"failed": 3, "pending": 1}
+    failed = {item["subject"]: item for item in report.failed}
+    assert set(failed) == {"ok", "Bob<U+202E>evil", "x<U+0000>"}
+    assert failed["ok"]["reason"] == "the photo's path has 1107 characters, more than 1024"
+    assert len(failed["ok"]["path"]) == 1024 and failed["ok"]["path"].startswith("ok/ppp")
+    assert "U+0000 (Cc) at position 2" in failed["x<U+0000>"]["reason"]

@@ -148,16 +148,13 @@ def _new_item(job_id: int, path: str, subject: str) -> dict[str, Any]:
     policy or its path is longer than the column. A refused item keeps its names as data, in
     a form safe to show; the rest of the job goes on."""
     row = {"job_id": job_id, "attempts": 0, "updated_at": utcnow()}
+    name, refusal = "", None
     try:
         name = subject_name(subject)
     except SubjectNameError as error:
         refusal = str(error)
-    else:
-        refusal = (
-            None
-            if len(path) <= JOB_PATH_LENGTH
-            else (f"the photo's path has {len(path)} characters, more than {JOB_PATH_LENGTH}")
-        )
+    if refusal is None and len(path) > JOB_PATH_LENGTH:
+        refusal = f"the photo's path has {len(path)} characters, more than {JOB_PATH_LENGTH}"
     if refusal is None:
         return {**row, "path": path, "subject_name": name, "status": ItemStatus.PENDING}
     return {

@@ -1,7 +1,7 @@
-"""Outside values of a request, checked once: integers through identify.integers (the
-database's 64-bit range), subject names through identify.subject_names. A bad value is a 400
-that names the field, never an exception deeper down; an id in a URL path that no row can have
-is a 404, like any other missing one."""
+"""Outside values of a request, checked once: integers through identify.integers (ids
+within the id columns' range, the rest within 64 bits), subject names through
+identify.subject_names. A bad value is a 400 that names the field, never an exception deeper
+down; an id in a URL path that no row can have is a 404, like any other missing one."""
 
 from __future__ import annotations
 
