@@ -27,7 +27,11 @@ def device() -> str:
 def threads() -> int | None:
     """CQAFACE_THREADS: intra-op threads for CPU inference (unset: torch's default)."""
     value = os.environ.get("CQAFACE_THREADS")
-    return int(value) if value else None
+    if not value:
+        return None
+    if not (value.strip().isascii() and value.strip().isdigit() and int(value) >= 1):
+        raise ValueError(f"CQAFACE_THREADS={value!r}: expected a number of threads, 1 or more")
+    return int(value)
 
 
 RUNTIMES = ("auto", "torch", "onnx")

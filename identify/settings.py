@@ -7,7 +7,9 @@ by configuration only.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -32,13 +34,20 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 
 def _number(name: str, default: float, kind: type = float) -> float:
+    """A finite number: NaN would pass no comparison (a limit that never trips), and int()
+    alone also reads "1_000" and other scripts' digits."""
     value = _get(name)
     if value is None:
         return default
     try:
-        return kind(value)
+        if kind is int and not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+            raise ValueError
+        number = kind(value)
     except ValueError:
         raise ValueError(f"{name}={value!r} is not a {kind.__name__}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name}={value!r} is not a finite number")
+    return number
 
 
 def data_dir() -> Path:

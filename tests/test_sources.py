@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from identify.gallery.jobs import upload_file
 from workers.sources import SourceError, folder_items, list_items, zip_items
 
 
@@ -37,10 +38,30 @@ def _refused(code: str, archive, destination: Path) -> None:
 def test_a_zip_gives_one_subject_per_folder_with_or_without_a_top_folder(tmp_path):
     flat = _zip({"ada/1.jpg": b"a1", "ada/2.png": b"a2", "bob/1.jpg": b"b1", "notes.txt": b""})
     items = zip_items(flat, tmp_path / "flat")
-    assert [(s, p.name) for s, p in items] == [("ada", "1.jpg"), ("ada", "2.png"), ("bob", "1.jpg")]
-    assert items[0][1].read_bytes() == b"a1" and items[0][1].is_relative_to(tmp_path / "flat")
+    assert items == [("ada", "ada/1.jpg"), ("ada", "ada/2.png"), ("bob", "bob/1.jpg")]
+    stored = upload_file(tmp_path / "flat", "ada/1.jpg")
+    assert stored.read_bytes() == b"a1" and stored.parent == tmp_path / "flat"
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == sorted(
+        upload_file(tmp_path / "flat", name).name for _, name in items
+    )
     nested = _zip({"upload/ada/1.jpg": b"a1", "upload/bob/1.jpg": b"b1"})
     assert [s for s, _ in zip_items(nested, tmp_path / "nested")] == ["ada", "bob"]
+
+
+def test_archive_names_are_never_paths_a_5000_character_folder_name_included(tmp_path):
+    """Each photo is stored under a generated name, whatever its member's name: a folder name
+    longer than any file name (the OSError of issue 33), a bidi override, a NUL-free oddity."""
+    long_name = "A" * 5000
+    archive = _zip({f"{long_name}/1.jpg": b"l", "Bob\u202eevil/1.jpg": b"b", "ok/1.jpg": b"o"})
+    items = zip_items(archive, tmp_path / "up")
+    assert items == [
+        (long_name, f"{long_name}/1.jpg"),
+        ("Bob\u202eevil", "Bob\u202eevil/1.jpg"),
+        ("ok", "ok/1.jpg"),
+    ]
+    names = sorted(p.name for p in (tmp_path / "up").iterdir())
+    assert all(len(name) == 36 and name.endswith(".jpg") for name in names)
+    assert upload_file(tmp_path / "up", f"{long_name}/1.jpg").read_bytes() == b"l"
 
 
 def test_zip_slip_members_are_refused(tmp_path):

@@ -171,9 +171,9 @@ def _parse(path: Path) -> list[tuple[int, int, PairRef]]:
 
 def _header(path: Path, line: str) -> tuple[int, int]:
     fields = line.split()
-    if len(fields) == 1 and fields[0].isdigit():  # pairsDevTrain.txt / pairsDevTest.txt
+    if len(fields) == 1 and _decimal(fields[0]):  # pairsDevTrain.txt / pairsDevTest.txt
         return 1, int(fields[0])
-    if len(fields) == 2 and all(f.isdigit() for f in fields):
+    if len(fields) == 2 and all(_decimal(f) for f in fields):
         return int(fields[0]), int(fields[1])
     raise PairsFormatError(f"{path}:1: expected 'folds pairs_per_fold', got {line!r}")
 
@@ -200,6 +200,11 @@ def _parse_line(path: Path, number: int, line: str, matched: bool) -> PairRef:
     return ref
 
 
+def _decimal(text: str) -> bool:
+    """ASCII digits: str.isdigit() also holds for "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _format_line(ref: PairRef) -> str:
     for name in (ref.name1, ref.name2):
         if not name or any(c.isspace() for c in name):
@@ -212,7 +217,7 @@ def _format_line(ref: PairRef) -> str:
 def _csv_pair(path: Path, number: int, row: list[str], base: Path, has_fold: bool) -> Pair:
     width = 4 if has_fold else 3
     same = row[2].strip().lower() if len(row) == width else ""
-    if same not in ("0", "1", "true", "false") or (has_fold and not row[3].isdigit()):
+    if same not in ("0", "1", "true", "false") or (has_fold and not _decimal(row[3])):
         raise PairsFormatError(f"{path}:{number}: expected 'path1,path2,same[,fold]', got {row}")
     return Pair(
         base / row[0],

@@ -6,16 +6,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from identify.integers import argument, id_argument
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("worker", help="start a Celery worker (needs CQAFACE_BROKER_URL)")
-    p.add_argument("--concurrency", type=int, help="processes (CQAFACE_WORKER_CONCURRENCY)")
+    p.add_argument(
+        "--concurrency",
+        type=argument("--concurrency", minimum=1),
+        help="processes (CQAFACE_WORKER_CONCURRENCY)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(handler=worker)
 
@@ -33,13 +40,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     job = commands.add_parser("job", help="enrolment jobs")
     job_commands = job.add_subparsers(dest="job_command", required=True, metavar="ACTION")
     p = job_commands.add_parser("show", help="a job's progress (JSON)")
-    p.add_argument("job_id", type=int)
+    p.add_argument("job_id", type=id_argument("job_id"))
     p.set_defaults(handler=job_show)
     p = job_commands.add_parser("list", help="the latest jobs (JSON lines)")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=argument("--limit", minimum=1), default=20)
     p.set_defaults(handler=job_list)
     p = job_commands.add_parser("cancel", help="cancel a queued or running job")
-    p.add_argument("job_id", type=int)
+    p.add_argument("job_id", type=id_argument("job_id"))
     p.set_defaults(handler=job_cancel)
 
 
@@ -132,7 +139,11 @@ def enrol(args: argparse.Namespace) -> int:
         elif source.suffix.lower() == ".zip":
             work_dir = enrolment.new_upload_dir()
             options = {"work_dir": str(work_dir)}
-            kind, items = "zip", zip_items(source, work_dir)
+            try:
+                kind, items = "zip", zip_items(source, work_dir)
+            except BaseException:
+                shutil.rmtree(work_dir, ignore_errors=True)  # nothing left in uploads
+                raise
         else:
             kind, items = "files", list_items(source, restricted=False)
     except SourceError as error:

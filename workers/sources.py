@@ -22,8 +22,13 @@ from typing import BinaryIO
 
 from identify import settings
 from identify.gallery.enrolment import PHOTO_SUFFIXES
+from identify.gallery.jobs import upload_file
 
-Item = tuple[str, Path]  # (subject name, photo path)
+# (subject name, photo path); for an archive, the member's name inside it (its photo is at
+# identify.gallery.jobs.upload_file(work dir, name)). Subject names are checked against the
+# name policy when the job is made (identify.gallery.jobs.create_job): a name it refuses fails
+# its items, not the whole source.
+Item = tuple[str, Path | str]
 
 _COPY_BLOCK = 1 << 20
 
@@ -78,7 +83,8 @@ def folder_items(root: str | os.PathLike[str], *, restricted: bool) -> list[Item
 
 
 def zip_items(archive: BinaryIO | str | os.PathLike[str], destination_dir: Path) -> list[Item]:
-    """Extract the photos of an uploaded archive into ``destination_dir`` and list them.
+    """Extract the photos of an uploaded archive into ``destination_dir``, each under a
+    generated name (identify.gallery.jobs.upload_file), and list them by member name.
 
     Layout: ``SUBJECT/PHOTO``, or all of it inside one top folder (``TOP/SUBJECT/PHOTO``);
     other members (photos at the top, deeper files, other suffixes, ``__MACOSX``) are skipped.
@@ -99,10 +105,9 @@ def zip_items(archive: BinaryIO | str | os.PathLike[str], destination_dir: Path)
             raise SourceError("empty_source", "no photos in the archive (expected SUBJECT/PHOTO)")
         destination.mkdir(parents=True, exist_ok=True)
         try:
-            return [
-                (subject, _extract(bundle, member, destination / subject / name))
-                for member, subject, name in photos
-            ]
+            for member, _subject, _name in photos:
+                _extract(bundle, member, upload_file(destination, member.filename))
+            return [(subject, member.filename) for member, subject, _name in photos]
         except BaseException:
             shutil.rmtree(destination, ignore_errors=True)
             raise
@@ -130,9 +135,11 @@ def _check_members(members: list[zipfile.ZipInfo]) -> None:
 
 def _photo_members(members: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo, str, str]]:
     files = [
-        (m, PurePosixPath(m.filename).parts)
+        (m, parts)
         for m in members
-        if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+        if not m.is_dir()
+        and not m.filename.startswith("__MACOSX/")
+        and (parts := PurePosixPath(m.filename).parts)  # "." names no file
     ]
     tops = {parts[0] for _, parts in files}
     nested = len(tops) == 1 and all(len(parts) == 3 for _, parts in files)
@@ -145,9 +152,8 @@ def _photo_members(members: list[zipfile.ZipInfo]) -> list[tuple[zipfile.ZipInfo
     return chosen
 
 
-def _extract(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> Path:
+def _extract(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> None:
     """Copy one member, stopping at the size its header declared (a lying header is a bomb)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     try:
         with bundle.open(member) as source, open(target, "wb") as out:
@@ -165,7 +171,6 @@ def _extract(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> 
     ) as error:
         # A broken archive is the sender's error; an OSError (a full disk) is the server's.
         raise SourceError("not_a_zip", f"cannot extract {member.filename!r}: {error}") from None
-    return target
 
 
 def list_items(
@@ -175,7 +180,10 @@ def list_items(
     ``{"subject": ..., "path": ...}``; relative paths are relative to ``base_dir`` (default:
     the list file's folder). ``restricted``: every photo under CQAFACE_IMPORT_ROOTS."""
     source = Path(listing)
-    text = source.read_text()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise SourceError("bad_list", f"{listing} is not UTF-8 text: {error.reason}") from None
     base = base_dir or source.parent
     items = []
     lines = [line for line in text.splitlines() if line.strip()]

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from identify.integers import argument, id_argument
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     db = commands.add_parser("db", help="migrate the gallery database (Alembic)")
@@ -40,7 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("reembed", help="re-embed the stored faces with a (new) model")
     p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=argument("--batch-size", minimum=1), default=64)
     p.set_defaults(handler=reembed)
 
     gallery = commands.add_parser("gallery", help="enrol photos synchronously")
@@ -55,17 +57,30 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = gallery_commands.add_parser("remove", help="delete a subject, an image or a face")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--subject", type=int, help="subject id: with all its photos")
-    target.add_argument("--image", type=int, help="image id: its faces and embeddings")
-    target.add_argument("--face", type=int, help="face id: a wrong detection")
+    target.add_argument(
+        "--subject", type=id_argument("--subject"), help="subject id: with all its photos"
+    )
+    target.add_argument(
+        "--image", type=id_argument("--image"), help="image id: its faces and embeddings"
+    )
+    target.add_argument("--face", type=id_argument("--face"), help="face id: a wrong detection")
     p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
     p.set_defaults(handler=gallery_remove)
     p = gallery_commands.add_parser("subjects", help="list subjects with their photo counts")
     p.set_defaults(handler=gallery_subjects)
+    p = gallery_commands.add_parser(
+        "check-names",
+        help="list subject names that break the name policy (JSON lines; changes nothing)",
+        description="One JSON line {subject_id, name, problem} per stored subject name that "
+        "the name policy (NFC, no control, format or bidi characters, at most 255 characters) "
+        "would refuse; the name is shown with such characters written <U+XXXX>. Exit status 0 "
+        "when every name keeps the policy, 1 when some do not.",
+    )
+    p.set_defaults(handler=gallery_check_names)
 
     p = commands.add_parser("verify", help="is the largest face of a photo this subject? (JSON)")
     p.add_argument("image", type=Path)
-    p.add_argument("subject_id", type=int)
+    p.add_argument("subject_id", type=id_argument("subject_id"))
     p.add_argument("--mask", choices=["auto", "yes", "no"], default="auto")
     p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
     p.set_defaults(handler=verify)
@@ -80,7 +95,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "could be.",
     )
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--k", type=int, default=5, help="candidates per face (default 5)")
+    p.add_argument(
+        "--k",
+        type=argument("--k", minimum=1, maximum=100),
+        default=5,
+        help="candidates per face (default 5)",
+    )
     p.add_argument("--mask", choices=["auto", "yes", "no"], default="auto")
     p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
     p.set_defaults(handler=identify)
@@ -127,17 +147,23 @@ def _safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _gallery(model: Path | None) -> Any:
-    """The gallery of the configured database for ``model``; refuses an unmigrated database."""
+def _migrated_engine() -> Any:
+    """The configured database's engine; refuses an unmigrated database."""
     from identify.gallery import migrate
     from identify.gallery.db import make_engine
-    from identify.gallery.enrolment import Gallery
-    from identify.search.encode import FaceEncoder
 
     engine = make_engine()
     if migrate.current(engine) is None:
         raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
-    return Gallery.for_encoder(engine, FaceEncoder.load(model))
+    return engine
+
+
+def _gallery(model: Path | None) -> Any:
+    """The gallery of the configured database for ``model``."""
+    from identify.gallery.enrolment import Gallery
+    from identify.search.encode import FaceEncoder
+
+    return Gallery.for_encoder(_migrated_engine(), FaceEncoder.load(model))
 
 
 def index_rebuild(args: argparse.Namespace) -> int:
@@ -200,12 +226,14 @@ def reembed(args: argparse.Namespace) -> int:
 
 def gallery_add(args: argparse.Namespace) -> int:
     from identify.gallery.tables import ItemStatus
+    from identify.subject_names import subject_name
 
+    name = subject_name(args.subject)  # before the model loads: a refusal is one quick line
     gallery = _gallery(args.model)
     gallery.open_indexes()
     ok = 0
     for path in args.images:
-        result = gallery.enrol(args.subject, path, source_name=str(path))
+        result = gallery.enrol(name, path, source_name=str(path))
         ok += result.status in (ItemStatus.ENROLLED, ItemStatus.DUPLICATE)
         _emit(
             {
@@ -239,14 +267,9 @@ def gallery_remove(args: argparse.Namespace) -> int:
 def gallery_subjects(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
-    from identify.gallery import migrate
-    from identify.gallery.db import make_engine
     from identify.gallery.tables import Image, Subject
 
-    engine = make_engine()
-    if migrate.current(engine) is None:
-        raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
-    with engine.connect() as connection:
+    with _migrated_engine().connect() as connection:
         rows = connection.execute(
             select(Subject.id, Subject.name, func.count(Image.id))
             .outerjoin(Image, Image.subject_id == Subject.id)
@@ -256,6 +279,28 @@ def gallery_subjects(args: argparse.Namespace) -> int:
         for subject_id, name, images in rows:
             _emit({"subject_id": subject_id, "name": name, "images": images})
     return 0
+
+
+def gallery_check_names(args: argparse.Namespace) -> int:
+    import unicodedata
+
+    from sqlalchemy import select
+
+    from identify.gallery.tables import Subject
+    from identify.subject_names import printable, problem
+
+    broken = 0
+    with _migrated_engine().connect() as connection:
+        for subject_id, name in connection.execute(
+            select(Subject.id, Subject.name).order_by(Subject.id)
+        ):
+            why = problem(name)
+            if why is None and unicodedata.normalize("NFC", name) != name:
+                why = "the subject name is not NFC-normalised"
+            if why is not None:
+                broken += 1
+                _emit({"subject_id": subject_id, "name": printable(name), "problem": why})
+    return 1 if broken else 0
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -279,8 +324,6 @@ def identify(args: argparse.Namespace) -> int:
     from embedder.errors import FaceInputError
     from identify.search.searcher import Searcher
 
-    if args.k < 1:
-        raise ValueError("--k must be at least 1")
     searcher = Searcher(_gallery(args.model))
     searched = 0
     for path in args.images:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from identify.gallery.enrolment import photos_by_subject
+from identify.integers import argument
 
 DEMO_EMAIL = "admin@demo.local"
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("prepare")
     p.add_argument("gallery", type=Path)
     p.add_argument("out", type=Path)
-    p.add_argument("--subjects", type=int, default=30)
+    p.add_argument("--subjects", type=argument("--subjects", minimum=1), default=30)
     p = commands.add_parser("report")
     p.add_argument("out", type=Path)
     commands.add_parser("login")

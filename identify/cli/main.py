@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from embedder import cli as embedder_cli
 from identify.cli import core, web
@@ -15,8 +15,16 @@ if TYPE_CHECKING:
     from sqlalchemy.exc import DBAPIError
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line and exit status 2, like every other refusal of the command
+    (its subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cqaface", description="CQA-Face Identify: face embedding and identification."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -10,12 +10,23 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from identify.integers import argument
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("serve", help="run the web UI and JSON API (gunicorn)")
     p.add_argument("--host", help="listen address (default: CQAFACE_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default: CQAFACE_PORT or 8000)")
-    p.add_argument("--threads", type=int, default=8, help="request threads (one process)")
+    p.add_argument(
+        "--port",
+        type=argument("--port", minimum=1, maximum=65535),
+        help="port (default: CQAFACE_PORT or 8000)",
+    )
+    p.add_argument(
+        "--threads",
+        type=argument("--threads", minimum=1),
+        default=8,
+        help="request threads (one process)",
+    )
     p.add_argument("--no-preload", action="store_true", help="load the model on first use")
     p.set_defaults(handler=serve)
 

@@ -8,12 +8,13 @@ Nothing here knows about Celery: the workers' tasks and the in-process runner bo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
@@ -22,8 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from identify import settings
 from identify.gallery.db import session_factory
-from identify.gallery.enrolment import EnrolResult, Gallery, photos_by_subject
+from identify.gallery.enrolment import PHOTO_SUFFIXES, EnrolResult, Gallery, photos_by_subject
 from identify.gallery.tables import (
+    JOB_PATH_LENGTH,
     EnrolmentJob,
     Image,
     ItemStatus,
@@ -32,6 +34,7 @@ from identify.gallery.tables import (
     JobStatus,
     utcnow,
 )
+from identify.subject_names import SubjectNameError, printable, subject_name
 
 # Errors of the moment (the database restarting, a connection dropped): retry the task.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -134,20 +137,59 @@ def create_job(
         )
         session.add(job)
         session.flush()
-        rows = [
-            {
-                "job_id": job.id,
-                "path": path,
-                "subject_name": subject[:255],
-                "status": ItemStatus.PENDING,
-                "attempts": 0,
-                "updated_at": utcnow(),
-            }
-            for path, subject in unique.items()
-        ]
+        rows = [_new_item(job.id, path, subject) for path, subject in unique.items()]
         for start in range(0, len(rows), 5000):
             session.execute(insert(JobItem), rows[start : start + 5000])
         return job.id
+
+
+def _new_item(job_id: int, path: str, subject: str) -> dict[str, Any]:
+    """A job item's row: pending, or already failed when its subject name breaks the name
+    policy or its path is longer than the column. A refused item keeps its names as data, in
+    a form safe to show; the rest of the job goes on."""
+    row = {"job_id": job_id, "attempts": 0, "updated_at": utcnow()}
+    name, refusal = "", None
+    try:
+        name = subject_name(subject)
+    except SubjectNameError as error:
+        refusal = str(error)
+    if refusal is None and len(path) > JOB_PATH_LENGTH:
+        refusal = f"the photo's path has {len(path)} characters, more than {JOB_PATH_LENGTH}"
+    if refusal is None:
+        return {**row, "path": path, "subject_name": name, "status": ItemStatus.PENDING}
+    return {
+        **row,
+        "path": _shown_path(path),
+        "subject_name": printable(subject),
+        "status": ItemStatus.FAILED,
+        "reason": refusal,
+        "finished_at": utcnow(),
+    }
+
+
+def _shown_path(path: str) -> str:
+    """A refused item's path as data: printable, and when too long cut to the column with a
+    hash of the whole (two long paths that share their start stay two items)."""
+    shown = printable(path, limit=len(path) * 8)
+    if len(shown) <= JOB_PATH_LENGTH:
+        return shown
+    digest = hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{printable(path, limit=JOB_PATH_LENGTH - 17)}#{digest}"
+
+
+def upload_file(work_dir: str | os.PathLike[str], member: str) -> Path:
+    """Where the photo of an uploaded archive's member ``member`` is stored: under a name
+    made from a hash of the member's name. The member's name is outside text (it may be longer
+    than a file name can be, or hold anything): it stays data (the job item's path, the
+    image's source) and never becomes a path."""
+    suffix = PurePosixPath(member).suffix.lower()
+    digest = hashlib.sha256(member.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return Path(work_dir) / f"{digest}{suffix if suffix in PHOTO_SUFFIXES else ''}"
+
+
+def _stored(work_dir: str | None, path: str) -> str | Path:
+    """The file of a job item: its path, or for an uploaded archive its stored upload."""
+    return path if work_dir is None else upload_file(work_dir, path)
 
 
 def start_job(target: Target, job_id: int, *, task_id: str | None = None) -> bool:
@@ -208,8 +250,10 @@ def process_items(
     recorded = 0
     while True:
         with sessions() as session:
-            status = session.scalar(select(EnrolmentJob.status).where(EnrolmentJob.id == job_id))
-            if status is None or status == JobStatus.CANCELLED:
+            job = session.execute(
+                select(EnrolmentJob.status, EnrolmentJob.options).where(EnrolmentJob.id == job_id)
+            ).first()
+            if job is None or job.status == JobStatus.CANCELLED:
                 return recorded
             items = session.execute(
                 select(JobItem.id, JobItem.subject_name, JobItem.path, JobItem.attempts)
@@ -233,7 +277,10 @@ def process_items(
             continue
         _count_attempt(sessions, [item.id for item in group])
         try:
-            results = gallery.enrol_many([(i.subject_name, i.path, i.path) for i in group])
+            work_dir = (job.options or {}).get("work_dir")
+            results = gallery.enrol_many(
+                [(i.subject_name, _stored(work_dir, i.path), i.path) for i in group]
+            )
         except TRANSIENT_ERRORS:
             raise
         except Exception as error:  # a bug or a library failure: retried alone, then failed

@@ -270,6 +270,9 @@ class EnrolmentJob(Base):
     )
 
 
+JOB_PATH_LENGTH = 1024
+
+
 class JobItem(Base):
     """One photo of a job and what happened to it (a stable status and a human reason)."""
 
@@ -281,7 +284,7 @@ class JobItem(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("enrolment_jobs.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(String(1024))
+    path: Mapped[str] = mapped_column(String(JOB_PATH_LENGTH))
     subject_name: Mapped[str] = mapped_column(String(255))
     status: Mapped[ItemStatus] = mapped_column(
         _enum(ItemStatus, "item_status"), default=ItemStatus.PENDING

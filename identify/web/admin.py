@@ -44,6 +44,7 @@ from identify.web.common import (
     subject_page,
 )
 from identify.web.http_errors import ApiError, face_input_error
+from identify.web.params import name_param, page_param
 
 admin = Blueprint(
     "admin",
@@ -101,13 +102,6 @@ def login_required(*roles: Role) -> Callable:
         return wrapper
 
     return decorate
-
-
-def _int_arg(name: str, default: int) -> int:
-    try:
-        return max(1, int(request.args.get(name, default)))
-    except ValueError:
-        return default
 
 
 # ----- sign in ------------------------------------------------------------------------------
@@ -222,7 +216,7 @@ def search() -> str:
 @login_required()
 def subjects() -> str:
     q = request.args.get("q", "").strip()
-    page = _int_arg("page", 1)
+    page = page_param(request.args.get("page"), PER_PAGE)
     with db() as s:
         items, total = subject_page(s, q=q or None, page=page, per_page=PER_PAGE)
     pages = max(1, -(-total // PER_PAGE))
@@ -242,9 +236,7 @@ def subject(subject_id: int) -> str:
 @admin.post("/subjects/<int:subject_id>/rename")
 @login_required(*MANAGERS)
 def rename(subject_id: int) -> BaseResponse:
-    name = request.form.get("name", "").strip()
-    if not name or len(name) > 255:
-        raise ApiError(400, "bad_name", "a name has 1 to 255 characters")
+    name = name_param(request.form.get("name", ""))
     with db() as s:
         row = s.get(Subject, subject_id)
         if row is None:
@@ -347,7 +339,7 @@ def job_events(job_id: int) -> Response:
 @login_required(Role.ADMIN)
 def audit_log() -> str:
     filters = {k: request.args.get(k, "").strip() for k in ("action", "user", "since", "until")}
-    page = _int_arg("page", 1)
+    page = page_param(request.args.get("page"), 50)
     with db() as s:
         user_id = None
         if filters["user"]:

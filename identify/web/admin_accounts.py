@@ -14,6 +14,7 @@ from identify.web.accounts import Secret
 from identify.web.admin import load_user, login_required
 from identify.web.common import db
 from identify.web.http_errors import ApiError
+from identify.web.params import id_param
 
 accounts_ui = Blueprint("accounts", __name__)
 accounts_ui.before_request(load_user)
@@ -28,10 +29,7 @@ def _one(name: str, default: str = "") -> str:
 
 
 def _id_field(name: str) -> int:
-    try:
-        return int(_one(name))
-    except ValueError:
-        raise ApiError(400, "bad_parameter", f"{name} is a user id") from None
+    return id_param(_one(name), name)
 
 
 def _shown_once(title: str, secret: Secret, **context: object) -> str:

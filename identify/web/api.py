@@ -20,6 +20,7 @@ from embedder.errors import FaceInputError
 from identify import settings
 from identify.gallery.tables import Image, ItemStatus, Subject
 from identify.services import services
+from identify.subject_names import printable
 from identify.web import auth
 from identify.web.common import (
     answer_json,
@@ -38,6 +39,7 @@ from identify.web.common import (
     subject_page,
 )
 from identify.web.http_errors import ApiError, face_input_error
+from identify.web.params import id_param, int_param, name_param, page_param
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 PUBLIC = frozenset({"api.health", "api.openapi"})
@@ -151,23 +153,10 @@ def _image_bytes(field: str = "image") -> bytes:
 
 
 def _page_args() -> tuple[int, int]:
-    try:
-        page = int(request.args.get("page", 1))
-        per_page = int(request.args.get("per_page", 50))
-    except ValueError:
-        raise ApiError(400, "bad_parameter", "page and per_page are integers") from None
-    if page < 1 or not 1 <= per_page <= 500:
-        raise ApiError(400, "bad_parameter", "page >= 1 and 1 <= per_page <= 500")
-    return page, per_page
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ApiError(400, "bad_name", "name is a non-empty string")
-    name = value.strip()
-    if len(name) > 255:
-        raise ApiError(400, "bad_name", "name has at most 255 characters")
-    return name
+    per_page = int_param(
+        request.args.get("per_page"), "per_page", default=50, minimum=1, maximum=500
+    )
+    return page_param(request.args.get("page"), per_page), per_page
 
 
 # ----- search -------------------------------------------------------------------------------
@@ -200,10 +189,7 @@ def identify() -> Response:
 @requires("identify")
 def verify() -> Response:
     params = _params()
-    try:
-        subject_id = int(params.get("subject_id"))
-    except (TypeError, ValueError):
-        raise ApiError(400, "bad_parameter", "subject_id (an integer) is required") from None
+    subject_id = id_param(params.get("subject_id"), "subject_id")
     mask = parse_mask(params.get("mask"))
     threshold = parse_threshold(params.get("threshold"))
     data = _image_bytes()
@@ -253,7 +239,7 @@ def list_subjects() -> Response:
 @requires("enrol")
 def create_subject() -> tuple[Response, int]:
     body = _json_body() or dict(request.form.items())
-    name = _name(body.get("name"))
+    name = name_param(body.get("name"))
     external_id = body.get("external_id")
     external_id = None if external_id == "" else external_id
     if external_id is not None and (not isinstance(external_id, str) or len(external_id) > 255):
@@ -290,7 +276,7 @@ def get_subject(subject_id: int) -> Response:
 @api.patch("/subjects/<int:subject_id>")
 @requires("enrol")
 def rename_subject(subject_id: int) -> Response:
-    name = _name(_json_body().get("name"))
+    name = name_param(_json_body().get("name"))
     with db() as session:
         subject = session.get(Subject, subject_id)
         if subject is None:
@@ -323,7 +309,7 @@ def add_images(subject_id: int) -> tuple[Response, int]:
     results = []
     for upload in uploads:
         data = upload.read()
-        name = upload.filename or "upload"
+        name = printable(upload.filename or "upload")  # data, shown as sent: never a path
         if not data:
             results.append({"source": name, "status": "unreadable", "reason": "empty file"})
             continue

@@ -21,11 +21,13 @@ from embedder.imageio import load_image
 from identify import settings
 from identify.gallery.db import session_factory
 from identify.gallery.tables import AuditEntry, Face, Image, Subject, Template
+from identify.integers import ID_MAX
 from identify.search.encode import MASK_MODES, EncodedFace
 from identify.search.searcher import Decision, FaceAnswer, Match
 from identify.services import services
 from identify.web.audit_log import audit
 from identify.web.http_errors import ApiError
+from identify.web.params import int_param
 
 REFRESH_EVERY_S = 1.0
 _refresh_lock = threading.Lock()
@@ -56,10 +58,9 @@ def audit_page(
     if action:
         where.append(AuditEntry.action == action)
     if user_id not in (None, ""):
-        try:
-            where.append(AuditEntry.user_id == int(user_id))
-        except ValueError:
-            raise ApiError(400, "bad_parameter", "user_id is an integer") from None
+        where.append(
+            AuditEntry.user_id == int_param(user_id, "user_id", minimum=-ID_MAX - 1, maximum=ID_MAX)
+        )
     for value, op in ((since, "ge"), (until, "le")):
         if value:
             try:
@@ -122,15 +123,7 @@ def read_upload(upload: Any) -> bytes:
 
 
 def parse_k(value: Any, default: int = 5) -> int:
-    if value in (None, ""):
-        return default
-    try:
-        k = int(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, "bad_parameter", "k must be an integer", {"k": value}) from None
-    if not 1 <= k <= 100:
-        raise ApiError(400, "bad_parameter", "k must lie between 1 and 100", {"k": k})
-    return k
+    return int_param(value, "k", default=default, minimum=1, maximum=100)
 
 
 def parse_mask(value: Any) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from identify.gallery.tables import EnrolmentJob, User
 from identify.services import services
+from identify.subject_names import printable
 from identify.web.common import audit, db
 from identify.web.http_errors import ApiError
 
@@ -48,7 +49,8 @@ def start_zip(stream: IO[bytes], filename: str, user_id: int | None) -> int:
     except Exception:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
-    return _start(items, source=filename[:255], kind="zip", user_id=user_id, work_dir=work_dir)
+    source = printable(filename)  # the sender's name for it, shown on the job's page
+    return _start(items, source=source, kind="zip", user_id=user_id, work_dir=work_dir)
 
 
 def start_folder(folder: str, user_id: int | None) -> int:

@@ -38,7 +38,10 @@ def init_web(app: Flask) -> None:
     from identify.web.admin import admin
     from identify.web.admin_accounts import accounts_ui
     from identify.web.api import api
+    from identify.web.params import IdConverter, check_path_ids
 
+    app.url_map.converters["int"] = IdConverter  # before the routes that use it are added
+    app.url_value_preprocessor(check_path_ids)
     app.register_blueprint(api)
     app.register_blueprint(admin)
     app.register_blueprint(accounts_ui)
