@@ -155,9 +155,13 @@ def enrol(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.5)
     else:
+        held = app.extensions["cqaface"]
         with app.app_context():
             jobs.run_job(
-                app.extensions["cqaface"].gallery, job_id, progress=lambda _: bar.update(1)
+                held.enroller,
+                job_id,
+                save_indexes=held.save_indexes,
+                progress=lambda _: bar.update(1),
             )
     bar.close()
     report = enrolment.progress(engine, job_id)

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from identify import settings
-from identify.gallery.enrolment import PHOTO_SUFFIXES
+from identify.gallery.enroller import PHOTO_SUFFIXES
 
 Item = tuple[str, Path]  # (subject name, photo path)
 

@@ -168,7 +168,7 @@ def serve(args: argparse.Namespace) -> int:
             app = create_app()
             if preload:
                 with app.app_context():
-                    services().gallery  # noqa: B018  (load the model, open the indexes)
+                    services().searcher.index.open()  # load the model, open the indexes
             return app
 
     Server().run()

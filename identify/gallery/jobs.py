@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from identify import settings
 from identify.gallery.db import session_factory
-from identify.gallery.enrolment import EnrolResult, Gallery, photos_by_subject
+from identify.gallery.enroller import Enroller, photos_by_subject
+from identify.gallery.store import EnrolResult, GalleryStore
 from identify.gallery.tables import (
     EnrolmentJob,
     Image,
@@ -44,11 +45,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 FAILED_SHOWN = 100  # non-enrolled items listed by a progress report
 _TERMINAL_JOB = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
-Target = Gallery | Engine
+Target = GalleryStore | Engine
 
 
 def _sessions(target: Target) -> sessionmaker[Session]:
-    return target.sessions if isinstance(target, Gallery) else session_factory(target)
+    return target.sessions if isinstance(target, GalleryStore) else session_factory(target)
 
 
 @dataclass
@@ -187,7 +188,7 @@ def pending_ranges(target: Target, job_id: int, chunk: int) -> list[tuple[int, i
 
 
 def process_items(
-    gallery: Gallery,
+    enroller: Enroller,
     job_id: int,
     first_id: int,
     last_id: int,
@@ -204,7 +205,7 @@ def process_items(
     Transient errors (database, network) propagate, for the task to retry with backoff."""
     batch = batch or settings.enrol_batch()
     most = settings.item_attempts()
-    sessions = _sessions(gallery)
+    sessions = enroller.store.sessions
     recorded = 0
     while True:
         with sessions() as session:
@@ -233,7 +234,7 @@ def process_items(
             continue
         _count_attempt(sessions, [item.id for item in group])
         try:
-            results = gallery.enrol_many([(i.subject_name, i.path, i.path) for i in group])
+            results = enroller.enrol_many([(i.subject_name, i.path, i.path) for i in group])
         except TRANSIENT_ERRORS:
             raise
         except Exception as error:  # a bug or a library failure: retried alone, then failed
@@ -398,25 +399,28 @@ def remove_job_files(target: Target, job_id: int) -> None:
 
 
 def run_job(
-    gallery: Gallery,
+    enroller: Enroller,
     job_id: int,
     *,
+    save_indexes: Callable[[], object],
     batch: int | None = None,
     progress: Callable[[EnrolResult], None] | None = None,
 ) -> JobProgress:
     """Run a job in this process (the embedded mode: no broker); safe to call again after a
-    crash: items already done are not redone."""
-    if start_job(gallery, job_id):
+    crash: items already done are not redone. ``save_indexes`` brings the index files up to
+    the database once the job is done."""
+    store = enroller.store
+    if start_job(store, job_id):
         try:
-            for first, last in pending_ranges(gallery, job_id, settings.enrol_chunk()):
-                process_items(gallery, job_id, first, last, batch=batch, on_item=progress)
+            for first, last in pending_ranges(store, job_id, settings.enrol_chunk()):
+                process_items(enroller, job_id, first, last, batch=batch, on_item=progress)
         except Exception as error:
-            fail_job(gallery, job_id, f"{type(error).__name__}: {error}")
+            fail_job(store, job_id, f"{type(error).__name__}: {error}")
             raise
-        if finish_job(gallery, job_id):
-            gallery.save_indexes()
-            remove_job_files(gallery, job_id)
-    return job_progress(gallery, job_id)
+        if finish_job(store, job_id):
+            save_indexes()
+            remove_job_files(store, job_id)
+    return job_progress(store, job_id)
 
 
 def job_progress(target: Target, job_id: int) -> JobProgress:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -22,17 +23,14 @@ from identify.gallery.tables import Image, ItemStatus, Subject
 from identify.services import services
 from identify.web import auth
 from identify.web.common import (
-    answer_json,
     audit,
     audit_page,
     audit_search,
     db,
-    fresh_gallery,
     parse_k,
     parse_mask,
     parse_threshold,
     read_upload,
-    search_probe,
     subject_detail,
     subject_json,
     subject_page,
@@ -182,17 +180,18 @@ def identify() -> Response:
     threshold = parse_threshold(params.get("threshold"))
     data = _image_bytes()
     try:
-        result = search_probe(data, k=k, mask=mask, threshold=threshold)
+        probe = services().searcher.search(data, k=k, mask=mask, threshold=threshold)
     except FaceInputError as error:
         raise face_input_error(error) from None
+    sha256 = hashlib.sha256(data).hexdigest()
     with db() as session:
-        audit_search(session, _user_id(), result, via="api")
+        audit_search(session, _user_id(), sha256, probe, via="api")
     return jsonify(
-        probe_sha256=result.sha256,
-        model_version=services().gallery.model_version,
+        probe_sha256=sha256,
+        model_version=services().model_version,
         k=k,
         mask=mask,
-        faces=[answer_json(a) for a in result.answers],
+        faces=[a.to_api_json() for a in probe.answers],
     )
 
 
@@ -207,21 +206,17 @@ def verify() -> Response:
     mask = parse_mask(params.get("mask"))
     threshold = parse_threshold(params.get("threshold"))
     data = _image_bytes()
-    gallery = fresh_gallery()
     with db() as session:
         if session.get(Subject, subject_id) is None:
             raise ApiError(404, "not_found", f"no subject {subject_id}")
     try:
-        answer = services().searcher.verify(data, subject_id, mask=mask)
+        answer = services().searcher.verify(data, subject_id, mask=mask, threshold=threshold)
     except FaceInputError as error:
         raise face_input_error(error) from None
     except LookupError:
         raise ApiError(409, "no_template", f"subject {subject_id} has no face enrolled") from None
     record = answer.to_json()
-    if threshold is not None:
-        record["threshold"] = threshold
-        record["same"] = answer.score >= threshold
-    record["model_version"] = gallery.model_version
+    record["model_version"] = services().model_version
     with db() as session:
         audit(
             session,
@@ -305,7 +300,7 @@ def rename_subject(subject_id: int) -> Response:
 @api.delete("/subjects/<int:subject_id>")
 @requires("enrol")
 def delete_subject(subject_id: int) -> tuple[str, int]:
-    if not fresh_gallery().delete_subject(subject_id, actor=_user_id()):
+    if not services().store.delete_subject(subject_id, actor=_user_id()):
         raise ApiError(404, "not_found", f"no subject {subject_id}")
     return "", 204
 
@@ -319,7 +314,7 @@ def add_images(subject_id: int) -> tuple[Response, int]:
     with db() as session:
         if session.get(Subject, subject_id) is None:
             raise ApiError(404, "not_found", f"no subject {subject_id}")
-    gallery = fresh_gallery()
+    enroller = services().enroller
     results = []
     for upload in uploads:
         data = upload.read()
@@ -327,7 +322,7 @@ def add_images(subject_id: int) -> tuple[Response, int]:
         if not data:
             results.append({"source": name, "status": "unreadable", "reason": "empty file"})
             continue
-        result = gallery.enrol(subject_id, data, source_name=name)
+        result = enroller.enrol(subject_id, data, source_name=name)
         results.append(
             {
                 "source": name,
@@ -361,7 +356,7 @@ def delete_image(subject_id: int, image_id: int) -> tuple[str, int]:
         image = session.get(Image, image_id)
         if image is None or image.subject_id != subject_id:
             raise ApiError(404, "not_found", f"subject {subject_id} has no image {image_id}")
-    fresh_gallery().delete_image(image_id, actor=_user_id())
+    services().store.delete_image(image_id, actor=_user_id())
     return "", 204
 
 
