@@ -8,13 +8,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from sqlalchemy import func, select
 from synthetic import DIM, Live, add, face, live, near, sha, unit
 
-from embedder.config import ModelConfig
-from embedder.inference import Embedder
-from embedder.model import build_model
 from identify.gallery.db import make_engine
 from identify.gallery.enroller import Enroller, photos_by_subject
 from identify.gallery.store import GalleryStore
@@ -29,7 +25,6 @@ from identify.gallery.tables import (
     TemplateKind,
 )
 from identify.gallery.vectors import normalise
-from identify.search.encode import FaceEncoder
 
 
 @pytest.fixture
@@ -39,15 +34,6 @@ def gallery(database_url, tmp_path):
     g.index.open()
     yield g
     engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def encoder() -> FaceEncoder:
-    """A real embedder with random weights: bad photos are refused before it runs."""
-    torch.manual_seed(0)
-    return FaceEncoder(
-        Embedder(build_model(ModelConfig()).eval(), version="random-0", device="cpu")
-    )
 
 
 @pytest.fixture

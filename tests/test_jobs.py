@@ -8,12 +8,8 @@ import threading
 from dataclasses import dataclass
 
 import pytest
-import torch
 from sqlalchemy import select, update
 
-from embedder.config import ModelConfig
-from embedder.inference import Embedder
-from embedder.model import build_model
 from identify.gallery.db import make_engine
 from identify.gallery.enroller import Enroller
 from identify.gallery.jobs import (
@@ -27,17 +23,7 @@ from identify.gallery.jobs import (
 )
 from identify.gallery.store import GalleryStore
 from identify.gallery.tables import ItemStatus, JobItem, JobStatus
-from identify.search.encode import FaceEncoder
 from identify.search.live_index import LiveIndex
-
-
-@pytest.fixture(scope="module")
-def encoder() -> FaceEncoder:
-    """A real embedder with random weights: the vectors mean nothing, the pipeline is real."""
-    torch.manual_seed(0)
-    return FaceEncoder(
-        Embedder(build_model(ModelConfig()).eval(), version="random-0", device="cpu")
-    )
 
 
 @pytest.fixture
