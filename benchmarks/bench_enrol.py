@@ -138,8 +138,8 @@ class FullPath:
     ):
         from sqlalchemy import create_engine, text
 
+        from identify.app import create_app
         from identify.gallery import migrate
-        from identify.web.factory import create_app
 
         self.admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
         self.name = f"cqaface_bench_{uuid.uuid4().hex[:10]}"

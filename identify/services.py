@@ -9,6 +9,7 @@ with `services()`, never through the factory's module."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,12 +30,22 @@ if TYPE_CHECKING:
 
 
 class Services:
-    """Lazy, thread-safe holders; ``model_path`` None means the configured default model."""
+    """Lazy, thread-safe holders; ``model_path`` None means the configured default model.
+    ``submit`` hands an enrolment job to whoever runs jobs (the app factory wires the workers'
+    in), so that the web never imports the workers."""
 
-    def __init__(self, *, database_url: str, index_dir: Path, model_path: Path | None) -> None:
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        index_dir: Path,
+        model_path: Path | None,
+        submit: Callable[[int], None] | None = None,
+    ) -> None:
         self.database_url = database_url
         self.index_dir = index_dir
         self.model_path = model_path
+        self._submit = submit
         self._lock = threading.RLock()
         self._engine: Engine | None = None
         self._encoder: FaceEncoder | None = None
@@ -117,6 +128,12 @@ class Services:
 
                 self._searcher = Searcher.for_encoder(self.encoder, self.index, self.store)
             return self._searcher
+
+    def submit(self, job_id: int) -> None:
+        """Start an enrolment job made in the database."""
+        if self._submit is None:
+            raise RuntimeError("these services run no jobs: built without `submit`")
+        self._submit(job_id)
 
     def save_indexes(self) -> None:
         """Bring the index files up to the database. A process that searches saves its own

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.sources import SourceError, folder_items, list_items, zip_items
+from identify.gallery.sources import SourceError, folder_items, list_items, zip_items
 
 
 def _zip(members: dict[str, bytes], *, symlink: str | None = None) -> io.BytesIO:

@@ -30,12 +30,12 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from web_helpers import make_app
 
+from identify.app import create_app
 from identify.gallery import migrate
 from identify.gallery.db import make_engine, session_factory
+from identify.gallery.sources import folder_items
 from identify.gallery.tables import Face, Image, JobItem, Template
-from identify.web.factory import create_app
 from workers import enrolment
-from workers.sources import folder_items
 
 ROOT = Path(__file__).resolve().parents[1]
 CQAFACE = Path(sys.executable).parent / "cqaface"

@@ -44,8 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _app() -> Any:
+    from identify.app import create_app
     from identify.gallery import migrate
-    from identify.web.factory import create_app
 
     app = create_app()
     if migrate.current(app.extensions["cqaface"].engine) is None:
@@ -108,9 +108,9 @@ def enrol(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from identify.gallery import jobs
+    from identify.gallery.sources import SourceError, folder_items, list_items, unpacked_zip
     from workers import enrolment
     from workers.celery_app import check_broker
-    from workers.sources import SourceError, folder_items, list_items, zip_items
 
     app = _app()
     engine = app.extensions["cqaface"].engine
@@ -130,9 +130,8 @@ def enrol(args: argparse.Namespace) -> int:
         if source.is_dir():
             kind, items = "folder", folder_items(source, restricted=False)
         elif source.suffix.lower() == ".zip":
-            work_dir = enrolment.new_upload_dir()
-            options = {"work_dir": str(work_dir)}
-            kind, items = "zip", zip_items(source, work_dir)
+            items, work_dir = unpacked_zip(source)
+            kind, options = "zip", {"work_dir": str(work_dir)}
         else:
             kind, items = "files", list_items(source, restricted=False)
     except SourceError as error:

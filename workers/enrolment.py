@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
@@ -18,17 +17,10 @@ from identify import settings
 from identify.gallery import jobs
 from identify.gallery.jobs import create_job
 
-__all__ = ["cancel", "create_job", "new_upload_dir", "progress", "redispatch_stalled", "submit"]
+__all__ = ["cancel", "create_job", "progress", "redispatch_stalled", "submit"]
 
 log = logging.getLogger(__name__)
 _threads: dict[int, threading.Thread] = {}
-
-
-def new_upload_dir() -> Path:
-    """A fresh folder under DATA_DIR/uploads for an archive's photos (removed with its job)."""
-    path = settings.data_dir() / "uploads" / uuid.uuid4().hex
-    path.mkdir(parents=True)
-    return path
 
 
 def submit(job_id: int, app: Flask | None = None) -> None:

@@ -162,8 +162,8 @@ def serve(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", "-")
 
         def load(self):  # type: ignore[no-untyped-def]
+            from identify.app import create_app
             from identify.services import services
-            from identify.web.factory import create_app
 
             app = create_app()
             if preload:

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import stat
+import uuid
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -26,6 +27,13 @@ from identify.gallery.enroller import PHOTO_SUFFIXES
 Item = tuple[str, Path]  # (subject name, photo path)
 
 _COPY_BLOCK = 1 << 20
+
+
+def new_upload_dir() -> Path:
+    """A fresh folder under DATA_DIR/uploads for an archive's photos (removed with its job)."""
+    path = settings.data_dir() / "uploads" / uuid.uuid4().hex
+    path.mkdir(parents=True)
+    return path
 
 
 class SourceError(Exception):
@@ -106,6 +114,17 @@ def zip_items(archive: BinaryIO | str | os.PathLike[str], destination_dir: Path)
         except BaseException:
             shutil.rmtree(destination, ignore_errors=True)
             raise
+
+
+def unpacked_zip(archive: BinaryIO | str | os.PathLike[str]) -> tuple[list[Item], Path]:
+    """An archive extracted into a fresh upload folder: its items, and the folder (removed with
+    its job). A refused archive leaves no folder behind."""
+    work_dir = new_upload_dir()
+    try:
+        return zip_items(archive, work_dir), work_dir
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
 
 
 def _check_members(members: list[zipfile.ZipInfo]) -> None:
