@@ -108,7 +108,7 @@ def enrol(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from identify.gallery import jobs
-    from identify.gallery.sources import SourceError, folder_items, list_items, unpacked_zip
+    from identify.gallery.sources import SourceError, make_job
     from workers import enrolment
     from workers.celery_app import check_broker
 
@@ -124,29 +124,19 @@ def enrol(args: argparse.Namespace) -> int:
         return 2
     if broker:
         check_broker(app.extensions["celery"])  # before a job that no task would run
-    source: Path = args.source
-    options = None
     try:
-        if source.is_dir():
-            kind, items = "folder", folder_items(source, restricted=False)
-        elif source.suffix.lower() == ".zip":
-            items, work_dir = unpacked_zip(source)
-            kind, options = "zip", {"work_dir": str(work_dir)}
-        else:
-            kind, items = "files", list_items(source, restricted=False)
+        job = make_job(engine, args.source, restricted=False, name=str(args.source.resolve()))
     except SourceError as error:
         print(f"cqaface enrol: {error.code}: {error.message}", file=sys.stderr)
         return 2
-    job_id = enrolment.create_job(
-        engine, items, source=str(source.resolve()), kind=kind, options=options
-    )
+    job_id, held = job.id, app.extensions["cqaface"]
     if args.detach:
-        enrolment.submit(job_id, app)
-        print(json.dumps({"job_id": job_id, "total": len(items)}))
+        held.submit(job_id)
+        print(json.dumps({"job_id": job_id, "total": job.items}))
         return 0
-    bar = tqdm(total=len(items), unit="photo", file=sys.stderr, desc=f"job {job_id}")
+    bar = tqdm(total=job.items, unit="photo", file=sys.stderr, desc=f"job {job_id}")
     if broker:
-        enrolment.submit(job_id, app)
+        held.submit(job_id)
         while True:
             report = jobs.job_progress(engine, job_id)
             bar.update(report.done - bar.n)
@@ -154,7 +144,6 @@ def enrol(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.5)
     else:
-        held = app.extensions["cqaface"]
         with app.app_context():
             jobs.run_job(
                 held.enroller,

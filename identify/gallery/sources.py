@@ -18,15 +18,53 @@ import stat
 import uuid
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from identify import settings
+from identify.gallery import jobs
 from identify.gallery.enroller import PHOTO_SUFFIXES
 
 Item = tuple[str, Path]  # (subject name, photo path)
 
 _COPY_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: int
+    kind: str  # folder, zip or files
+    items: int
+
+
+def make_job(
+    target: jobs.Target,
+    source: BinaryIO | str | os.PathLike[str],
+    *,
+    user_id: int | None = None,
+    restricted: bool = True,
+    name: str | None = None,
+) -> NewJob:
+    """A queued job made of ``source``: an uploaded archive (a stream), a
+    folder of subject folders, or (not ``restricted``: the CLI's own files) a .zip or a CSV/JSON
+    list on this machine. ``restricted``: a folder must lie under CQAFACE_IMPORT_ROOTS. The web
+    and the CLI both make their jobs here; raises SourceError for a source refused as a whole,
+    and leaves nothing behind then."""
+    options, kind = None, "zip"
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if restricted or path.is_dir():
+            kind, items = "folder", folder_items(path, restricted=restricted)
+        elif path.suffix.lower() != ".zip":
+            kind, items = "files", list_items(path, restricted=False)
+    if kind == "zip":
+        items, work_dir = unpacked_zip(source)
+        options = {"work_dir": str(work_dir)}
+    job_id = jobs.create_job(
+        target, items, source=name or str(source), kind=kind, user_id=user_id, options=options
+    )
+    return NewJob(job_id, kind, len(items))
 
 
 def new_upload_dir() -> Path:

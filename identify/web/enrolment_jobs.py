@@ -36,33 +36,32 @@ def _source_error(error: Exception) -> ApiError:
 
 def start_zip(stream: IO[bytes], filename: str, user_id: int | None) -> int:
     """Extract an uploaded archive (safely) and start a job enrolling it."""
-    try:
-        items, work_dir = sources.unpacked_zip(stream)
-    except sources.SourceError as error:
-        raise _source_error(error) from None
-    return _start(items, source=filename[:255], kind="zip", user_id=user_id, work_dir=work_dir)
+    return _start(stream, filename[:255], user_id)
 
 
 def start_folder(folder: str, user_id: int | None) -> int:
     """Start a job enrolling a server folder, which must lie under CQAFACE_IMPORT_ROOTS."""
+    return _start(folder, folder, user_id)
+
+
+def _start(source: IO[bytes] | str, name: str, user_id: int | None) -> int:
     try:
-        items = sources.folder_items(folder, restricted=True)
+        job = sources.make_job(services().engine, source, user_id=user_id, name=name)
     except sources.SourceError as error:
         raise _source_error(error) from None
-    return _start(items, source=folder, kind="folder", user_id=user_id)
-
-
-def _start(items: list, *, source: str, kind: str, user_id: int | None, **extra: Any) -> int:
-    options = {"work_dir": str(extra["work_dir"])} if "work_dir" in extra else None
-    job_id = jobs.create_job(
-        services().engine, items, source=source, kind=kind, user_id=user_id, options=options
-    )
     with db() as session:
         audit(
-            session, user_id, "enrolment", "job", job_id, kind=kind, source=source, items=len(items)
+            session,
+            user_id,
+            "enrolment",
+            "job",
+            job.id,
+            kind=job.kind,
+            source=name,
+            items=job.items,
         )
-    services().submit(job_id)
-    return job_id
+    services().submit(job.id)
+    return job.id
 
 
 def progress(job_id: int) -> dict[str, Any]:
