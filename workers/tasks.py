@@ -81,12 +81,11 @@ def _publish_now_and_then(job_id: int) -> None:
 
 def _finish(job_id: int) -> bool:
     held = services()
-    if not jobs.finish_job(held.engine, job_id):
+    final = jobs.complete_job(held.engine, job_id, save_indexes=held.save_indexes)
+    if final is None:
         return False
     _published.pop(job_id, None)
-    held.save_indexes()
-    jobs.remove_job_files(held.engine, job_id)
-    report = jobs.job_progress(held.engine, job_id).to_json()
+    report = final.to_json()
     if report["task_id"]:
         _store(report["task_id"], report, "SUCCESS")
     log.info("enrolment job %s done: %s", job_id, report["counts"])

@@ -3,7 +3,7 @@ written back, so that progress can be read at any time from the database, and a 
 (a worker killed, a task delivered twice) ends with every photo enrolled exactly once.
 
 Nothing here knows about Celery: the workers' tasks and the in-process runner both call
-:func:`process_items` on ranges of item ids, then :func:`finish_job`.
+:func:`process_items` on ranges of item ids, then :func:`complete_job`.
 """
 
 from __future__ import annotations
@@ -417,10 +417,21 @@ def run_job(
         except Exception as error:
             fail_job(store, job_id, f"{type(error).__name__}: {error}")
             raise
-        if finish_job(store, job_id):
-            save_indexes()
-            remove_job_files(store, job_id)
+        complete_job(store, job_id, save_indexes=save_indexes)
     return job_progress(store, job_id)
+
+
+def complete_job(
+    target: Target, job_id: int, *, save_indexes: Callable[[], object]
+) -> JobProgress | None:
+    """End a job whose items are all recorded, the one way both runners end one: mark it done
+    (:func:`finish_job`: one caller wins), bring the index files up to the database, remove the
+    job's files. Its final report, or None when the job is not over or another caller won."""
+    if not finish_job(target, job_id):
+        return None
+    save_indexes()
+    remove_job_files(target, job_id)
+    return job_progress(target, job_id)
 
 
 def job_progress(target: Target, job_id: int) -> JobProgress:
