@@ -191,14 +191,13 @@ def reembed(args: argparse.Namespace) -> int:
 
 
 def gallery_add(args: argparse.Namespace) -> int:
-    from identify.gallery.tables import ItemStatus
 
     held = _services(args.model)
     held.index.open()  # the index file follows the new photos
     ok = 0
     for path in args.images:
         result = held.enroller.enrol(args.subject, path, source_name=str(path))
-        ok += result.status in (ItemStatus.ENROLLED, ItemStatus.DUPLICATE)
+        ok += result.status.stored
         _emit(
             {
                 "path": str(path),

@@ -26,16 +26,6 @@ from identify.gallery.tables import ItemStatus
 if TYPE_CHECKING:
     from identify.search.encode import FaceEncoder
 
-# FaceInputError codes -> job item statuses (the stable vocabulary of enrolment reports).
-_STATUS_OF_CODE = {
-    "empty_file": ItemStatus.UNREADABLE,
-    "not_an_image": ItemStatus.UNREADABLE,
-    "unreadable_image": ItemStatus.UNREADABLE,
-    "image_too_large": ItemStatus.TOO_LARGE,
-    "no_face": ItemStatus.NO_FACE,
-    "face_too_small": ItemStatus.NO_FACE,
-    "several_faces": ItemStatus.SEVERAL_FACES,
-}
 PHOTO_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 )
@@ -51,10 +41,6 @@ class _Prepared:
     sha: str
     image: np.ndarray = field(default_factory=lambda: np.empty((0, 0, 3), np.uint8))
     faces: list[Any] = field(default_factory=list)
-
-
-def status_of(error: FaceInputError) -> ItemStatus:
-    return _STATUS_OF_CODE.get(error.code, ItemStatus.FAILED)
 
 
 _PNG_PARAMS = [
@@ -201,20 +187,9 @@ class Enroller:
         """Decode and detect a read photo: its faces to embed, or why not."""
         try:
             item.image = load_image(item.data, max_bytes=settings.max_photo_bytes())
-            if self.encoder is None:
-                raise RuntimeError("this gallery has no encoder: use add_images with vectors")
             item.faces = self.encoder.faces(item.image, settings.enrol_policy(), gallery=True)
         except FaceInputError as error:
-            return EnrolResult(item.name, status_of(error), str(error))
-        return item
-
-    def _detect(self, item: _Prepared) -> _Prepared | EnrolResult:
-        """Decode and detect a read photo: its faces to embed, or why not."""
-        try:
-            item.image = load_image(item.data, max_bytes=settings.max_photo_bytes())
-            item.faces = self.encoder.faces(item.image, settings.enrol_policy(), gallery=True)
-        except FaceInputError as error:
-            return EnrolResult(item.name, status_of(error), str(error))
+            return EnrolResult(item.name, ItemStatus.of_code(error.code), str(error))
         return item
 
 

@@ -41,16 +41,6 @@ api = Blueprint("api", __name__, url_prefix="/api/v1")
 PUBLIC = frozenset({"api.health", "api.openapi"})
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
-# Enrolment outcome -> HTTP status when a single photo could not be added.
-ENROL_STATUS = {
-    ItemStatus.DUPLICATE: (409, "duplicate"),
-    ItemStatus.NO_FACE: (422, "no_face"),
-    ItemStatus.SEVERAL_FACES: (422, "several_faces"),
-    ItemStatus.UNREADABLE: (415, "not_an_image"),
-    ItemStatus.TOO_LARGE: (413, "image_too_large"),
-    ItemStatus.FAILED: (422, "failed"),
-}
-
 
 def requires(scope: str) -> Callable:
     """The route needs an API key with ``scope`` (401 without a valid key, 403 without it)."""
@@ -344,7 +334,7 @@ def add_images(subject_id: int) -> tuple[Response, int]:
             results=[{k: r[k] for k in ("source", "status")} for r in results],
         )
     if len(results) == 1 and not enrolled:
-        status, code = ENROL_STATUS.get(ItemStatus(results[0]["status"]), (422, "failed"))
+        status, code = ItemStatus(results[0]["status"]).http
         raise ApiError(status, code, results[0]["reason"] or code, {"results": results})
     return jsonify(subject_id=subject_id, results=results), 201 if enrolled else 200
 
