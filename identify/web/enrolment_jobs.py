@@ -66,12 +66,11 @@ def _start(source: IO[bytes] | str, name: str, user_id: int | None) -> int:
 
 def progress(job_id: int) -> dict[str, Any]:
     try:
-        report = _jsonable(jobs.job_progress(services().engine, job_id).to_json())
+        report = jobs.job_progress(services().engine, job_id).to_json()
     except LookupError:
         raise ApiError(404, "not_found", f"no enrolment job {job_id}") from None
     for item in report.get("failed") or []:  # paths inside the archive, not on the server
         item["path"] = _UPLOAD_PATH.sub("", str(item.get("path", "")))
-    report.pop("options", None)
     return report
 
 
@@ -117,15 +116,3 @@ def recent(*, page: int = 1, per_page: int = 20) -> tuple[list[dict[str, Any]], 
         record.pop("failed", None)
         items.append(record)
     return items, int(total)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "value") and not isinstance(value, int | float | str | bool):
-        return value.value
-    return value
