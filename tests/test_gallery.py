@@ -55,6 +55,12 @@ def template(gallery: Live, subject_id: int, kind=TemplateKind.NORMAL) -> Templa
         ).one_or_none()
 
 
+def audited(gallery: Live) -> list[tuple[str, str, str, dict]]:
+    with gallery.store.sessions() as session:
+        rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id))
+        return [(e.action, e.target_type, e.target_id, e.details) for e in rows]
+
+
 def top1(gallery: Live, vector: np.ndarray) -> int:
     return int(gallery.index.index().search(vector, 1)[1][0, 0])
 
@@ -129,6 +135,9 @@ def test_deleting_an_image_recomputes_the_template_and_leaves_no_orphans(gallery
     )
     assert len(gallery.index.index(TemplateKind.MASKED)) == 0
     assert not gallery.store.delete_image(first.image_id)  # already gone: nothing to do
+    assert audited(gallery) == [
+        ("delete_image", "image", str(first.image_id), {"subject_id": first.subject_id})
+    ]
 
 
 def test_deleting_the_last_face_removes_the_template_from_database_and_index(gallery):
@@ -139,6 +148,9 @@ def test_deleting_the_last_face_removes_the_template_from_database_and_index(gal
     assert count(gallery, Embedding) == 0
     assert len(gallery.index.index()) == 0
     assert count(gallery, Subject) == 1  # the subject stays: more photos may come
+    assert audited(gallery) == [
+        ("delete_face", "face", str(result.face_ids[0]), {"subject_id": result.subject_id})
+    ]
 
 
 def test_deleting_a_subject_removes_all_its_rows_and_its_index_entries(gallery):

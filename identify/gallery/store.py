@@ -332,27 +332,28 @@ class GalleryStore:
     def delete_image(self, image_id: int, *, actor: int | None = None) -> bool:
         """Delete an image with its faces and embeddings; its subject's templates are
         recomputed from what remains (or deleted when nothing does)."""
-        with self.sessions() as session, session.begin():
-            image = session.get(Image, image_id)
-            if image is None:
-                return False
-            subject_id = image.subject_id
-            _audit(session, actor, "delete_image", "image", image_id, subject_id=subject_id)
-            session.delete(image)
-            session.flush()
-            subject_templates.recompute(session, subject_id)
-        self._committed([subject_id])
-        return True
+        return self._delete_part(Image, "image", image_id, actor, lambda i: i.subject_id)
 
     def delete_face(self, face_id: int, *, actor: int | None = None) -> bool:
         """Delete one face (a wrong detection) with its embeddings; templates recomputed."""
+        return self._delete_part(Face, "face", face_id, actor, lambda f: f.image.subject_id)
+
+    def _delete_part(
+        self,
+        entity: type[Image | Face],
+        target: str,
+        row_id: int,
+        actor: int | None,
+        subject_of: Callable[[Any], int],
+    ) -> bool:
+        """Delete an image or a face, audited, and recompute its subject's templates."""
         with self.sessions() as session, session.begin():
-            face = session.get(Face, face_id)
-            if face is None:
+            row = session.get(entity, row_id)
+            if row is None:
                 return False
-            subject_id = face.image.subject_id
-            _audit(session, actor, "delete_face", "face", face_id, subject_id=subject_id)
-            session.delete(face)
+            subject_id = subject_of(row)
+            _audit(session, actor, f"delete_{target}", target, row_id, subject_id=subject_id)
+            session.delete(row)
             session.flush()
             subject_templates.recompute(session, subject_id)
         self._committed([subject_id])
