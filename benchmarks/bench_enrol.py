@@ -138,8 +138,8 @@ class FullPath:
     ):
         from sqlalchemy import create_engine, text
 
+        from identify.app import create_app
         from identify.gallery import migrate
-        from identify.web.factory import create_app
 
         self.admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
         self.name = f"cqaface_bench_{uuid.uuid4().hex[:10]}"
@@ -195,13 +195,19 @@ class FullPath:
 
     def _run_here(self, job_id: int) -> float:
         from identify.gallery import jobs
-        from identify.gallery.enrolment import Gallery
+        from identify.gallery.enroller import Enroller
+        from identify.gallery.store import GalleryStore
+        from identify.search.live_index import LiveIndex
 
-        gallery = Gallery.for_encoder(
-            self.engine, self.encoder, index_dir=Path(self.env["CQAFACE_DATA_DIR"])
+        store = GalleryStore.for_encoder(self.engine, self.encoder)
+        files = LiveIndex(
+            self.engine,
+            model_version=store.model_version,
+            dim=store.dim,
+            index_dir=Path(self.env["CQAFACE_DATA_DIR"]),
         )
         start = time.perf_counter()
-        jobs.run_job(gallery, job_id)
+        jobs.run_job(Enroller(store, self.encoder), job_id, save_indexes=files.open)
         return time.perf_counter() - start
 
     def finished_at(self, job_id: int) -> datetime | None:

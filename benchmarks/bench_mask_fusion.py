@@ -34,8 +34,9 @@ from embedder.inference import Embedder
 from embedder.masks import apply_mask
 from identify.gallery import migrate
 from identify.gallery.db import make_engine
-from identify.gallery.enrolment import FaceRecord, Gallery
+from identify.gallery.store import FaceRecord, GalleryStore
 from identify.search.encode import FaceEncoder
+from identify.search.live_index import LiveIndex
 from identify.search.searcher import Searcher
 from identify.search.thresholds import threshold
 from trainer.config import shared_data
@@ -80,8 +81,10 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-mask-fusion-"))
     url = f"sqlite:///{workdir / 'gallery.db'}"
     migrate.upgrade(url)
-    gallery = Gallery.for_encoder(
-        make_engine(url), encoder, index_dir=workdir / "index", keep="none"
+    engine = make_engine(url)
+    gallery = GalleryStore.for_encoder(engine, encoder)
+    index = LiveIndex(
+        engine, model_version=gallery.model_version, dim=gallery.dim, index_dir=workdir / "index"
     )
     probe_vectors, masked_probe_vectors, labels = [], [], []
     subject_of: dict[str, int] = {}
@@ -160,10 +163,10 @@ def main() -> int:
 
     metadata = {"thresholds": {}}
     report["unmasked_probes"] = measure(
-        Searcher(gallery, metadata=metadata, fusion="normal"), plain, masked=False
+        Searcher(None, index, gallery, metadata=metadata, fusion="normal"), plain, masked=False
     )
     for policy in POLICIES:
-        searcher = Searcher(gallery, metadata=metadata, fusion=policy)
+        searcher = Searcher(None, index, gallery, metadata=metadata, fusion=policy)
         report["policies"][policy] = measure(searcher, masked_probes, masked=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(f"model {embedder.version}: {len(subject_of)} identities, {len(labels)} probes each way")

@@ -1,12 +1,15 @@
-"""The long-lived parts of a process (engine, encoder, gallery, searcher), built once on first
-use and shared by the web app's requests and a worker's tasks: loading the model and opening
-the index are costly, and every request of a process must see the same index. The factory
-hangs them on the app; blueprints and tasks find them with `services()`, never through the
-factory's module."""
+"""One process's gallery, built here and nowhere else: the engine, the encoder, the store, the
+live index, the enroller and the searcher, each made once on first use and shared by the web
+app's requests, a worker's tasks and a CLI command. Loading the model and opening the index are
+costly, and every request of a process must see the same index. A worker enrols and never
+searches, so it never opens the index: a million templates held in every worker process would
+be gigabytes each. The factory hangs the services on the app; blueprints and tasks find them
+with `services()`, never through the factory's module."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,20 +19,39 @@ from sqlalchemy import Engine
 from identify.gallery.db import make_engine
 
 if TYPE_CHECKING:
-    from identify.gallery.enrolment import Gallery
+    from identify.gallery.enroller import Enroller
+    from identify.gallery.reembed import ReembedReport
+    from identify.gallery.store import GalleryStore
+    from identify.gallery.tables import TemplateKind
+    from identify.search.encode import FaceEncoder
+    from identify.search.index_store import OpenedIndex
+    from identify.search.live_index import LiveIndex
     from identify.search.searcher import Searcher
 
 
 class Services:
-    """Lazy, thread-safe holders; ``model_path`` None means the configured default model."""
+    """Lazy, thread-safe holders; ``model_path`` None means the configured default model.
+    ``submit`` hands an enrolment job to whoever runs jobs (the app factory wires the workers'
+    in), so that the web never imports the workers."""
 
-    def __init__(self, *, database_url: str, index_dir: Path, model_path: Path | None) -> None:
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        index_dir: Path,
+        model_path: Path | None,
+        submit: Callable[[int], None] | None = None,
+    ) -> None:
         self.database_url = database_url
         self.index_dir = index_dir
         self.model_path = model_path
+        self._submit = submit
         self._lock = threading.RLock()
         self._engine: Engine | None = None
-        self._gallery: Gallery | None = None
+        self._encoder: FaceEncoder | None = None
+        self._store: GalleryStore | None = None
+        self._index: LiveIndex | None = None
+        self._enroller: Enroller | None = None
         self._searcher: Searcher | None = None
 
     @property
@@ -40,18 +62,63 @@ class Services:
             return self._engine
 
     @property
-    def gallery(self) -> Gallery:
-        """The gallery of the current model, with its indexes opened."""
+    def encoder(self) -> FaceEncoder:
         with self._lock:
-            if self._gallery is None:
-                from identify.gallery.enrolment import Gallery
+            if self._encoder is None:
                 from identify.search.encode import FaceEncoder
 
-                encoder = FaceEncoder.load(self.model_path)
-                gallery = Gallery.for_encoder(self.engine, encoder, index_dir=self.index_dir)
-                gallery.open_indexes()
-                self._gallery = gallery
-            return self._gallery
+                self._encoder = FaceEncoder.load(self.model_path)
+            return self._encoder
+
+    @property
+    def model_version(self) -> str:
+        return self.encoder.model_version
+
+    @property
+    def store(self) -> GalleryStore:
+        """The gallery's rows for the served model."""
+        with self._lock:
+            if self._store is None:
+                from identify.gallery.store import GalleryStore
+
+                dim = int(self.encoder.embedder.config.embedding_size)
+                self._store = GalleryStore(self.engine, model_version=self.model_version, dim=dim)
+            return self._store
+
+    @property
+    def index(self) -> LiveIndex:
+        """The live index, following this process's writes from now on; it opens (loads its
+        files, or rebuilds them) on its first search."""
+        with self._lock:
+            if self._index is None:
+                live = self._live_index()
+                self.store.on_commit.append(live.sync)
+                self._index = live
+            return self._index
+
+    @property
+    def opened_index(self) -> LiveIndex | None:
+        """The live index when it is open (it has served a search), else None."""
+        with self._lock:
+            live = self._index
+        return live if live is not None and live.is_open else None
+
+    def _live_index(self) -> LiveIndex:
+        from identify.search.live_index import LiveIndex
+
+        store = self.store
+        return LiveIndex(
+            self.engine, model_version=store.model_version, dim=store.dim, index_dir=self.index_dir
+        )
+
+    @property
+    def enroller(self) -> Enroller:
+        with self._lock:
+            if self._enroller is None:
+                from identify.gallery.enroller import Enroller
+
+                self._enroller = Enroller(self.store, self.encoder)
+            return self._enroller
 
     @property
     def searcher(self) -> Searcher:
@@ -59,14 +126,50 @@ class Services:
             if self._searcher is None:
                 from identify.search.searcher import Searcher
 
-                self._searcher = Searcher(self.gallery)
+                self._searcher = Searcher.for_encoder(self.encoder, self.index, self.store)
             return self._searcher
 
-    def close(self) -> None:
-        """Persist the indexes and release the database connections."""
+    def submit(self, job_id: int) -> None:
+        """Start an enrolment job made in the database."""
+        if self._submit is None:
+            raise RuntimeError("these services run no jobs: built without `submit`")
+        self._submit(job_id)
+
+    def save_indexes(self) -> None:
+        """Bring the index files up to the database. A process that searches saves its own
+        index; one that does not (a worker) opens the files, which rebuilds a stale one from
+        the database and writes it back, and lets the memory go with it."""
         with self._lock:
-            if self._gallery is not None:
-                self._gallery.save_indexes()
+            live = self._index
+        if live is not None:
+            live.save()
+        else:
+            self._live_index().open()
+
+    def rebuild_indexes(self) -> dict[TemplateKind, OpenedIndex]:
+        """Rebuild the served model's index files from the database (OpenedIndex by kind)."""
+        from identify.search.index_store import rebuild_indexes
+
+        store = self.store
+        with store.sessions() as session:
+            return rebuild_indexes(
+                session, store.model_version, dim=store.dim, directory=self.index_dir
+            )
+
+    def reembed(self, batch_size: int = 64) -> ReembedReport:
+        """Embed every stored face with the served model (resumable), then build its index
+        files; the report names them."""
+        from identify.gallery.reembed import reembed
+
+        report = reembed(self.engine, self.encoder, batch_size=batch_size)
+        report.indexes = {kind: opened.path for kind, opened in self.rebuild_indexes().items()}
+        return report
+
+    def close(self) -> None:
+        """Persist the open index and release the database connections."""
+        with self._lock:
+            if self._index is not None:
+                self._index.save()
             if self._engine is not None:
                 self._engine.dispose()
 

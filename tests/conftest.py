@@ -11,6 +11,22 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CQAFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="module")
+def encoder():
+    """A real embedder with random weights: the vectors mean nothing, the pipeline is real."""
+    import torch
+
+    from embedder.config import ModelConfig
+    from embedder.inference import Embedder
+    from embedder.model import build_model
+    from identify.search.encode import FaceEncoder
+
+    torch.manual_seed(0)
+    return FaceEncoder(
+        Embedder(build_model(ModelConfig()).eval(), version="random-0", device="cpu")
+    )
+
+
 def _data(name: str) -> Path:
     path = DATA / name
     if not path.is_dir():

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from sqlalchemy import Engine
 
-from identify.gallery.enrolment import FaceRecord, Gallery
+from identify.gallery.store import FaceRecord, GalleryStore
+from identify.search.live_index import LiveIndex
 
 DIM = 32
 MODEL = "synthetic-v1"
@@ -40,8 +44,21 @@ def sha(tag: str) -> str:
     return hashlib.sha256(tag.encode()).hexdigest()
 
 
-def add(gallery: Gallery, subject, tag: str, *faces: FaceRecord):
+@dataclass
+class Live:
+    """A searching process's gallery without a model: the store, and the index following it."""
+
+    store: GalleryStore
+    index: LiveIndex
+
+
+def live(engine: Engine, index_dir: Path, *, model: str = MODEL, dim: int = DIM) -> Live:
+    store = GalleryStore(engine, model_version=model, dim=dim)
+    index = LiveIndex(engine, model_version=model, dim=dim, index_dir=index_dir)
+    store.on_commit.append(index.sync)
+    return Live(store, index)
+
+
+def add(store: GalleryStore, subject, tag: str, *faces: FaceRecord):
     """Enrol one 'photo' (identified by ``tag``) with the given faces."""
-    return gallery.add_image(
-        subject, sha256=sha(tag), size_bytes=100, source=tag, faces=list(faces)
-    )
+    return store.add_image(subject, sha256=sha(tag), size_bytes=100, source=tag, faces=list(faces))

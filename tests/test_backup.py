@@ -12,32 +12,24 @@ import zipfile
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from synthetic import DIM, MODEL, add, face, near, unit
+from synthetic import Live, add, face, live, near, unit
 
 from identify.gallery import migrate
 from identify.gallery.backup import BackupError, backup, restore
 from identify.gallery.db import make_engine
-from identify.gallery.enrolment import Gallery
 from identify.gallery.tables import AuditEntry, Face, Image, Subject
 
 SUBJECTS = 30
 
 
-def open_gallery(url: str, index_dir) -> Gallery:
-    gallery = Gallery(
-        make_engine(url),
-        model_version=MODEL,
-        dim=DIM,
-        index_dir=index_dir,
-        keep="crops",
-        masked_templates=True,
-    )
-    gallery.open_indexes()
+def open_gallery(url: str, index_dir) -> Live:
+    gallery = live(make_engine(url), index_dir)
+    gallery.index.open()
     return gallery
 
 
-def answers(gallery: Gallery, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    scores, ids = gallery.index().search(probes, 5)
+def answers(gallery: Live, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scores, ids = gallery.index.index().search(probes, 5)
     return np.round(scores, 5), ids
 
 
@@ -52,21 +44,21 @@ def filled(database_url, tmp_path):
         for k in range(3):
             record = face(near(person, rng), masked_vector=near(person, rng, 0.6))
             record.crop_png = f"crop {i} {k}".encode()
-            add(gallery, f"person <{i}>", f"p{i}-{k}", record)
-    gallery.delete_subject(1, actor=None)
+            add(gallery.store, f"person <{i}>", f"p{i}-{k}", record)
+    gallery.store.delete_subject(1, actor=None)
     probes = np.stack([near(p, rng) for p in people])
     yield gallery, probes
-    gallery.engine.dispose()
+    gallery.store.engine.dispose()
 
 
-def count(gallery: Gallery, model) -> int:
-    with gallery.sessions() as session:
+def count(gallery: Live, model) -> int:
+    with gallery.store.sessions() as session:
         return session.scalar(select(func.count()).select_from(model))
 
 
 def test_a_restored_gallery_answers_every_search_the_same(filled, tmp_path):
     gallery, probes = filled
-    report = backup(gallery.engine, tmp_path / "gallery.zip")
+    report = backup(gallery.store.engine, tmp_path / "gallery.zip")
     assert report.rows["subjects"] == SUBJECTS - 1 and report.rows["faces"] == 3 * (SUBJECTS - 1)
 
     target = f"sqlite:///{tmp_path / 'restored.db'}"
@@ -76,10 +68,10 @@ def test_a_restored_gallery_answers_every_search_the_same(filled, tmp_path):
 
     for before, after in zip(answers(gallery, probes), answers(again, probes), strict=True):
         np.testing.assert_array_equal(before, after)
-    assert gallery.names(range(SUBJECTS + 1)) == again.names(range(SUBJECTS + 1))
+    assert gallery.store.names(range(SUBJECTS + 1)) == again.store.names(range(SUBJECTS + 1))
 
-    def crops(g: Gallery) -> list[bytes | None]:
-        with g.sessions() as session:
+    def crops(g: Live) -> list[bytes | None]:
+        with g.store.sessions() as session:
             return session.scalars(select(Face.crop_png).order_by(Face.id)).all()
 
     assert crops(again) == crops(gallery) and crops(again)[0] == b"crop 1 0"
@@ -88,7 +80,7 @@ def test_a_restored_gallery_answers_every_search_the_same(filled, tmp_path):
 
 def test_a_gallery_moves_to_postgresql_from_either_backend(filled, tmp_path, postgres_database):
     gallery, probes = filled
-    backup(gallery.engine, tmp_path / "gallery.zip")
+    backup(gallery.store.engine, tmp_path / "gallery.zip")
     target = postgres_database()
     migrate.upgrade(target)
     restore(make_engine(target), tmp_path / "gallery.zip")
@@ -98,41 +90,41 @@ def test_a_gallery_moves_to_postgresql_from_either_backend(filled, tmp_path, pos
 
 def test_ids_handed_out_after_a_restore_follow_the_restored_ones(filled, tmp_path):
     gallery, _ = filled
-    backup(gallery.engine, tmp_path / "gallery.zip")
+    backup(gallery.store.engine, tmp_path / "gallery.zip")
     target = f"sqlite:///{tmp_path / 'restored.db'}"
     migrate.upgrade(target)
     restore(make_engine(target), tmp_path / "gallery.zip")
     again = open_gallery(target, tmp_path / "index-b")
-    result = add(again, "newcomer", "new-photo", face(unit(np.random.default_rng(1))))
+    result = add(again.store, "newcomer", "new-photo", face(unit(np.random.default_rng(1))))
     assert result.subject_id == SUBJECTS + 1  # never a deleted or restored subject's id
-    with again.sessions() as session:
+    with again.store.sessions() as session:
         assert session.scalar(select(func.max(Image.id))) == result.image_id
 
 
 def test_restore_refuses_a_database_that_is_not_empty(filled, tmp_path):
     gallery, _ = filled
-    backup(gallery.engine, tmp_path / "gallery.zip")
+    backup(gallery.store.engine, tmp_path / "gallery.zip")
     before = count(gallery, Subject)
     with pytest.raises(BackupError, match="not empty"):
-        restore(gallery.engine, tmp_path / "gallery.zip")
+        restore(gallery.store.engine, tmp_path / "gallery.zip")
     assert count(gallery, Subject) == before
 
 
 def test_restore_refuses_an_unmigrated_database_and_a_file_that_is_no_backup(filled, tmp_path):
     gallery, _ = filled
-    backup(gallery.engine, tmp_path / "gallery.zip")
+    backup(gallery.store.engine, tmp_path / "gallery.zip")
     bare = make_engine(f"sqlite:///{tmp_path / 'bare.db'}")
     with pytest.raises(BackupError, match="db upgrade"):
         restore(bare, tmp_path / "gallery.zip")
     junk = tmp_path / "junk.zip"
     junk.write_bytes(b"not a zip at all")
     with pytest.raises(BackupError, match="not a cqaface backup"):
-        restore(gallery.engine, junk)
+        restore(gallery.store.engine, junk)
 
 
 def test_a_backup_that_lost_rows_is_refused_and_leaves_the_database_empty(filled, tmp_path):
     gallery, _ = filled
-    backup(gallery.engine, tmp_path / "gallery.zip")
+    backup(gallery.store.engine, tmp_path / "gallery.zip")
     damaged = tmp_path / "damaged.zip"
     with (
         zipfile.ZipFile(tmp_path / "gallery.zip") as source,
@@ -153,7 +145,7 @@ def test_a_backup_that_lost_rows_is_refused_and_leaves_the_database_empty(filled
 
 def test_backup_and_restore_commands_round_trip_and_rebuild_the_index(filled, tmp_path):
     gallery, _ = filled
-    env_a = {**os.environ, "CQAFACE_DATABASE_URL": gallery.engine.url.render_as_string(False)}
+    env_a = {**os.environ, "CQAFACE_DATABASE_URL": gallery.store.engine.url.render_as_string(False)}
     target = f"sqlite:///{tmp_path / 'restored.db'}"
     migrate.upgrade(target)
     out = tmp_path / "cli.zip"

@@ -396,7 +396,7 @@ def test_a_jobs_progress_arrives_by_events_while_it_runs(browser, stack, metrics
     # Now run it: the real enrolment of a job, in this process, on the server's database.
     runner = Services(database_url=stack.url, index_dir=stack.tmp / "runner-index", model_path=None)
     try:
-        jobs.run_job(runner.gallery, job_id)
+        jobs.run_job(runner.enroller, job_id, save_indexes=runner.save_indexes)
     finally:
         runner.close()
     _wait(driver, lambda d: _text(d, "job-status") == "done", timeout=120)

@@ -10,11 +10,11 @@ import zipfile
 
 import pytest
 
+from identify.app import create_app
 from identify.cli.main import main
 from identify.gallery import migrate
-from identify.web.factory import create_app
+from identify.gallery.sources import folder_items, new_upload_dir, zip_items
 from workers import enrolment
-from workers.sources import folder_items, zip_items
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_a_submitted_job_runs_in_a_thread_and_its_upload_is_removed(embedded, ph
         for subject, path in folder_items(photos, restricted=False):
             bundle.write(path, f"upload/{subject}/{path.name}")
     app = create_app()
-    work_dir = enrolment.new_upload_dir()
+    work_dir = new_upload_dir()
     items = zip_items(archive, work_dir)
     job_id = enrolment.create_job(
         app.extensions["cqaface"].engine,

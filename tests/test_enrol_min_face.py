@@ -23,7 +23,8 @@ from embedder.model import build_model
 from embedder.mtcnn import MTCNN, _from_level_for, _pyramid, default_detector
 from identify import settings
 from identify.gallery.db import make_engine
-from identify.gallery.enrolment import Gallery
+from identify.gallery.enroller import Enroller
+from identify.gallery.store import GalleryStore
 from identify.gallery.tables import Image, ItemStatus
 from identify.search.encode import FaceEncoder
 
@@ -126,15 +127,14 @@ def test_the_gallery_refuses_a_small_face_and_stores_nothing(
     url = f"sqlite:///{tmp_path / 'gallery.db'}"
     migrate.upgrade(url)
     engine = make_engine(url)
-    gallery = Gallery.for_encoder(
-        engine, encoder, index_dir=tmp_path / "index", keep="none", masked_templates=False
-    )
+    store = GalleryStore.for_encoder(engine, encoder)
+    gallery = Enroller(store, encoder, keep="none", masked_templates=False)
     buffer = io.BytesIO()
     PILImage.fromarray(small_face).save(buffer, format="PNG")
     refused = gallery.enrol("ada", buffer.getvalue(), source_name="small.png")
     assert refused.status == ItemStatus.NO_FACE
     assert refused.reason.endswith("below the minimum of 40 px (CQAFACE_ENROL_MIN_FACE_SIZE)")
-    with gallery.sessions() as session:
+    with store.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Image)) == 0
     monkeypatch.setenv("CQAFACE_ENROL_MIN_FACE_SIZE", "20")
     assert gallery.enrol("ada", buffer.getvalue()).status == ItemStatus.ENROLLED

@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from synthetic import DIM, MODEL, add, face, near, sha, unit
+from synthetic import DIM, Live, add, face, live, near, sha, unit
 
 from identify.gallery.db import make_engine
-from identify.gallery.enrolment import Gallery
+from identify.gallery.enroller import Enroller, photos_by_subject
+from identify.gallery.store import GalleryStore
 from identify.gallery.tables import (
     AuditEntry,
     Embedding,
@@ -29,40 +30,46 @@ from identify.gallery.vectors import normalise
 @pytest.fixture
 def gallery(database_url, tmp_path):
     engine = make_engine(database_url)
-    g = Gallery(
-        engine,
-        model_version=MODEL,
-        dim=DIM,
-        index_dir=tmp_path / "index",
-        keep="none",
-        masked_templates=False,
-    )
-    g.open_indexes()
+    g = live(engine, tmp_path / "index")
+    g.index.open()
     yield g
     engine.dispose()
 
 
-def count(gallery: Gallery, model) -> int:
-    with gallery.sessions() as session:
+@pytest.fixture
+def enroller(gallery, encoder) -> Enroller:
+    dim = int(encoder.embedder.config.embedding_size)
+    store = GalleryStore(gallery.store.engine, model_version=encoder.model_version, dim=dim)
+    return Enroller(store, encoder, keep="none", masked_templates=False)
+
+
+def count(gallery: Live, model) -> int:
+    with gallery.store.sessions() as session:
         return session.scalar(select(func.count()).select_from(model))
 
 
-def template(gallery: Gallery, subject_id: int, kind=TemplateKind.NORMAL) -> Template | None:
-    with gallery.sessions() as session:
+def template(gallery: Live, subject_id: int, kind=TemplateKind.NORMAL) -> Template | None:
+    with gallery.store.sessions() as session:
         return session.scalars(
             select(Template).where(Template.subject_id == subject_id, Template.kind == kind)
         ).one_or_none()
 
 
-def top1(gallery: Gallery, vector: np.ndarray) -> int:
-    return int(gallery.index().search(vector, 1)[1][0, 0])
+def audited(gallery: Live) -> list[tuple[str, str, str, dict]]:
+    with gallery.store.sessions() as session:
+        rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id))
+        return [(e.action, e.target_type, e.target_id, e.details) for e in rows]
+
+
+def top1(gallery: Live, vector: np.ndarray) -> int:
+    return int(gallery.index.index().search(vector, 1)[1][0, 0])
 
 
 def test_the_same_photo_twice_adds_nothing(gallery):
     rng = np.random.default_rng(0)
     v = unit(rng)
-    first = add(gallery, "alice", "photo-1", face(v))
-    again = add(gallery, "alice", "photo-1", face(v))
+    first = add(gallery.store, "alice", "photo-1", face(v))
+    again = add(gallery.store, "alice", "photo-1", face(v))
     assert first.status == ItemStatus.ENROLLED
     assert again.status == ItemStatus.DUPLICATE
     assert again.image_id == first.image_id and "enrolled before" in again.reason
@@ -72,17 +79,17 @@ def test_the_same_photo_twice_adds_nothing(gallery):
 
 def test_a_photo_enrolled_for_one_subject_is_a_duplicate_for_another(gallery):
     v = unit(np.random.default_rng(1))
-    alice = add(gallery, "alice", "photo-1", face(v))
-    bob = add(gallery, "bob", "photo-1", face(v))
+    alice = add(gallery.store, "alice", "photo-1", face(v))
+    bob = add(gallery.store, "bob", "photo-1", face(v))
     assert bob.status == ItemStatus.DUPLICATE and bob.subject_id == alice.subject_id
 
 
 def test_template_is_the_normalised_mean_of_the_unmasked_faces(gallery):
     rng = np.random.default_rng(2)
     a, b, masked = unit(rng, 3)
-    subject = add(gallery, "alice", "p1", face(a)).subject_id
-    add(gallery, subject, "p2", face(b))
-    add(gallery, subject, "p3", face(masked, masked=True))  # a masked photo of her
+    subject = add(gallery.store, "alice", "p1", face(a)).subject_id
+    add(gallery.store, subject, "p2", face(b))
+    add(gallery.store, subject, "p3", face(masked, masked=True))  # a masked photo of her
     normal = template(gallery, subject)
     assert normal.face_count == 2
     np.testing.assert_allclose(
@@ -95,17 +102,19 @@ def test_template_is_the_normalised_mean_of_the_unmasked_faces(gallery):
 def test_synthetic_masked_copies_make_the_masked_template(gallery):
     rng = np.random.default_rng(3)
     v, m1, m2 = unit(rng, 3)
-    subject = add(gallery, "alice", "p1", face(v, masked_vector=m1)).subject_id
-    add(gallery, subject, "p2", face(near(v, rng), masked_vector=m2))
+    subject = add(gallery.store, "alice", "p1", face(v, masked_vector=m1)).subject_id
+    add(gallery.store, subject, "p2", face(near(v, rng), masked_vector=m2))
     masked = template(gallery, subject, TemplateKind.MASKED)
     np.testing.assert_allclose(np.frombuffer(masked.vector, "<f4"), normalise(m1 + m2), atol=1e-6)
-    assert int(gallery.index(TemplateKind.MASKED).search(m1, 1)[1][0, 0]) == subject
+    assert int(gallery.index.index(TemplateKind.MASKED).search(m1, 1)[1][0, 0]) == subject
 
 
 def test_enrolled_subjects_are_found_by_their_other_photos(gallery):
     rng = np.random.default_rng(4)
     people = unit(rng, 20)
-    ids = [add(gallery, f"person-{i}", f"p{i}", face(v)).subject_id for i, v in enumerate(people)]
+    ids = [
+        add(gallery.store, f"person-{i}", f"p{i}", face(v)).subject_id for i, v in enumerate(people)
+    ]
     for subject_id, v in zip(ids, people, strict=True):
         assert top1(gallery, near(v, rng)) == subject_id
 
@@ -113,42 +122,50 @@ def test_enrolled_subjects_are_found_by_their_other_photos(gallery):
 def test_deleting_an_image_recomputes_the_template_and_leaves_no_orphans(gallery):
     rng = np.random.default_rng(5)
     a, b = unit(rng, 2)
-    first = add(gallery, "alice", "p1", face(a, masked_vector=unit(rng)))
-    add(gallery, first.subject_id, "p2", face(b))
-    assert gallery.delete_image(first.image_id)
+    first = add(gallery.store, "alice", "p1", face(a, masked_vector=unit(rng)))
+    add(gallery.store, first.subject_id, "p2", face(b))
+    assert gallery.store.delete_image(first.image_id)
     kept = template(gallery, first.subject_id)
     assert kept.face_count == 1
     np.testing.assert_allclose(np.frombuffer(kept.vector, "<f4"), b, atol=1e-6)
     assert template(gallery, first.subject_id, TemplateKind.MASKED) is None
     assert (count(gallery, Image), count(gallery, Face), count(gallery, Embedding)) == (1, 1, 1)
-    np.testing.assert_allclose(gallery.index().vectors([first.subject_id])[0][0], b, atol=1e-6)
-    assert len(gallery.index(TemplateKind.MASKED)) == 0
-    assert not gallery.delete_image(first.image_id)  # already gone: nothing to do
+    np.testing.assert_allclose(
+        gallery.index.index().vectors([first.subject_id])[0][0], b, atol=1e-6
+    )
+    assert len(gallery.index.index(TemplateKind.MASKED)) == 0
+    assert not gallery.store.delete_image(first.image_id)  # already gone: nothing to do
+    assert audited(gallery) == [
+        ("delete_image", "image", str(first.image_id), {"subject_id": first.subject_id})
+    ]
 
 
 def test_deleting_the_last_face_removes_the_template_from_database_and_index(gallery):
     v = unit(np.random.default_rng(6))
-    result = add(gallery, "alice", "p1", face(v))
-    assert gallery.delete_face(result.face_ids[0])
+    result = add(gallery.store, "alice", "p1", face(v))
+    assert gallery.store.delete_face(result.face_ids[0])
     assert template(gallery, result.subject_id) is None
     assert count(gallery, Embedding) == 0
-    assert len(gallery.index()) == 0
+    assert len(gallery.index.index()) == 0
     assert count(gallery, Subject) == 1  # the subject stays: more photos may come
+    assert audited(gallery) == [
+        ("delete_face", "face", str(result.face_ids[0]), {"subject_id": result.subject_id})
+    ]
 
 
 def test_deleting_a_subject_removes_all_its_rows_and_its_index_entries(gallery):
     rng = np.random.default_rng(7)
-    alice = add(gallery, "alice", "p1", face(unit(rng), masked_vector=unit(rng))).subject_id
-    add(gallery, alice, "p2", face(unit(rng)))
+    alice = add(gallery.store, "alice", "p1", face(unit(rng), masked_vector=unit(rng))).subject_id
+    add(gallery.store, alice, "p2", face(unit(rng)))
     bob_vector = unit(rng)
-    bob = add(gallery, "bob", "p3", face(bob_vector)).subject_id
-    assert gallery.delete_subject(alice)
+    bob = add(gallery.store, "bob", "p3", face(bob_vector)).subject_id
+    assert gallery.store.delete_subject(alice)
     assert count(gallery, Subject) == 1
     assert (count(gallery, Image), count(gallery, Face), count(gallery, Embedding)) == (1, 1, 1)
     assert count(gallery, Template) == 1
-    assert gallery.index().ids().tolist() == [bob]
+    assert gallery.index.index().ids().tolist() == [bob]
     assert top1(gallery, bob_vector) == bob
-    with gallery.sessions() as session:
+    with gallery.store.sessions() as session:
         entry = session.scalars(select(AuditEntry)).one()  # the deletion is on record
     assert (entry.action, entry.target_id, entry.details["name"]) == (
         "delete_subject",
@@ -159,74 +176,78 @@ def test_deleting_a_subject_removes_all_its_rows_and_its_index_entries(gallery):
 
 def test_a_deleted_subject_id_is_never_reused(gallery):
     rng = np.random.default_rng(8)
-    first = add(gallery, "alice", "p1", face(unit(rng))).subject_id
-    gallery.delete_subject(first)
-    second = add(gallery, "bob", "p2", face(unit(rng))).subject_id
+    first = add(gallery.store, "alice", "p1", face(unit(rng))).subject_id
+    gallery.store.delete_subject(first)
+    second = add(gallery.store, "bob", "p2", face(unit(rng))).subject_id
     assert second != first
 
 
 def test_a_wrong_vector_shape_is_refused_and_stores_nothing(gallery):
     with pytest.raises(ValueError, match="shape"):
-        add(gallery, "alice", "p1", face(np.ones(DIM + 1, np.float32)))
+        add(gallery.store, "alice", "p1", face(np.ones(DIM + 1, np.float32)))
     assert count(gallery, Image) == count(gallery, Subject) == 0
 
 
-def test_bad_photo_bytes_are_reported_not_raised_and_store_nothing(gallery):
-    result = gallery.enrol("alice", b"definitely not an image")
+def test_bad_photo_bytes_are_reported_not_raised_and_store_nothing(gallery, enroller):
+    result = enroller.enrol("alice", b"definitely not an image")
     assert result.status == ItemStatus.UNREADABLE and result.reason
-    empty = gallery.enrol("alice", b"")
+    empty = enroller.enrol("alice", b"")
     assert empty.status == ItemStatus.UNREADABLE
-    missing = gallery.enrol("alice", "/nonexistent/photo.jpg")
+    missing = enroller.enrol("alice", "/nonexistent/photo.jpg")
     assert missing.status == ItemStatus.UNREADABLE and "cannot read" in missing.reason
     assert count(gallery, Image) == count(gallery, Subject) == 0
 
 
-def test_an_oversized_file_is_refused_before_it_is_read(gallery, tmp_path, monkeypatch):
+def test_an_oversized_file_is_refused_before_it_is_read(gallery, enroller, tmp_path, monkeypatch):
     monkeypatch.setenv("CQAFACE_MAX_PHOTO_BYTES", "1000")
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * 1001)
-    result = gallery.enrol("alice", big)
+    result = enroller.enrol("alice", big)
     assert result.status == ItemStatus.TOO_LARGE and "1001 bytes" in result.reason
-    assert gallery.enrol("alice", b"\xff" * 1001).status == ItemStatus.TOO_LARGE
+    assert enroller.enrol("alice", b"\xff" * 1001).status == ItemStatus.TOO_LARGE
     assert count(gallery, Image) == count(gallery, Subject) == 0
 
 
 def test_the_index_reopened_from_disk_reflects_the_database(gallery, database_url, tmp_path):
     rng = np.random.default_rng(9)
     people = unit(rng, 5)
-    ids = [add(gallery, f"p{i}", f"photo{i}", face(v)).subject_id for i, v in enumerate(people)]
-    gallery.save_indexes()
-    again = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
-    assert again.open_indexes()[TemplateKind.NORMAL].how == "loaded"
-    assert again.index().ids().tolist() == sorted(ids)
+    ids = [
+        add(gallery.store, f"p{i}", f"photo{i}", face(v)).subject_id for i, v in enumerate(people)
+    ]
+    gallery.index.save()
+    again = live(gallery.store.engine, tmp_path / "index")
+    assert again.index.open()[TemplateKind.NORMAL].how == "loaded"
+    assert again.index.index().ids().tolist() == sorted(ids)
     # A change the file does not know about (another process enrolled): rebuilt from the DB.
-    extra = add(gallery, "late", "photo-late", face(unit(rng))).subject_id
-    third = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
-    opened = third.open_indexes()[TemplateKind.NORMAL]
+    extra = add(gallery.store, "late", "photo-late", face(unit(rng))).subject_id
+    third = live(gallery.store.engine, tmp_path / "index")
+    opened = third.index.open()[TemplateKind.NORMAL]
     assert opened.how.startswith("rebuilt") and "stale" in opened.how
-    assert extra in third.index().ids().tolist()
+    assert extra in third.index.index().ids().tolist()
 
 
 def test_a_corrupt_index_file_is_rebuilt_from_the_database(gallery, tmp_path):
     rng = np.random.default_rng(10)
-    subject = add(gallery, "alice", "p1", face(unit(rng))).subject_id
-    [path, *_] = gallery.save_indexes()
+    subject = add(gallery.store, "alice", "p1", face(unit(rng))).subject_id
+    [path, *_] = gallery.index.save()
     data = bytearray(path.read_bytes())
     data[-20] ^= 0xFF  # one flipped byte deep in the FAISS payload
     path.write_bytes(bytes(data))
-    again = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
-    opened = again.open_indexes()[TemplateKind.NORMAL]
+    again = live(gallery.store.engine, tmp_path / "index")
+    opened = again.index.open()[TemplateKind.NORMAL]
     assert "corrupt" in opened.how
-    assert again.index().ids().tolist() == [subject]
+    assert again.index.index().ids().tolist() == [subject]
     path.write_bytes(b"garbage")
-    third = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
-    assert third.open_indexes()[TemplateKind.NORMAL].how.startswith("rebuilt")
+    third = live(gallery.store.engine, tmp_path / "index")
+    assert third.index.open()[TemplateKind.NORMAL].how.startswith("rebuilt")
 
 
 def test_searches_run_correctly_while_enrolment_writes(gallery):
     rng = np.random.default_rng(11)
     known = unit(rng, 10)
-    known_ids = [add(gallery, f"k{i}", f"k{i}", face(v)).subject_id for i, v in enumerate(known)]
+    known_ids = [
+        add(gallery.store, f"k{i}", f"k{i}", face(v)).subject_id for i, v in enumerate(known)
+    ]
     errors: list[BaseException] = []
     wrong: list[tuple[int, int]] = []
     done = threading.Event()
@@ -250,80 +271,81 @@ def test_searches_run_correctly_while_enrolment_writes(gallery):
     try:
         newcomers = unit(rng, 40)
         new_ids = [
-            add(gallery, f"n{i}", f"n{i}", face(v)).subject_id for i, v in enumerate(newcomers)
+            add(gallery.store, f"n{i}", f"n{i}", face(v)).subject_id
+            for i, v in enumerate(newcomers)
         ]
         for subject_id in new_ids[::2]:
-            gallery.delete_subject(subject_id)
+            gallery.store.delete_subject(subject_id)
     finally:
         done.set()
         for t in threads:
             t.join()
     assert not errors and not wrong
     assert searches[0] > 0
-    assert len(gallery.index()) == len(known) + 20
+    assert len(gallery.index.index()) == len(known) + 20
     assert count(gallery, Subject) == len(known) + 20
 
 
-def test_enrol_folder_reports_every_photo_and_is_resumable(gallery, tmp_path):
+def test_a_folder_of_bad_photos_reports_every_photo(enroller, tmp_path):
     root = tmp_path / "photos"
     (root / "alice").mkdir(parents=True)
     (root / "alice" / "broken.jpg").write_bytes(b"not a jpeg")
     (root / "alice" / "empty.png").write_bytes(b"")
     (root / "alice" / "notes.txt").write_text("not a photo: skipped")
-    results = list(gallery.enrol_folder(root))
+    results = enroller.enrol_many([(name, path, None) for name, path in photos_by_subject(root)])
     assert [(r.source.rsplit("/", 1)[-1], r.status) for r in results] == [
         ("broken.jpg", ItemStatus.UNREADABLE),
         ("empty.png", ItemStatus.UNREADABLE),
     ]
     with pytest.raises(NotADirectoryError):
-        list(gallery.enrol_folder(tmp_path / "missing"))
+        list(photos_by_subject(tmp_path / "missing"))
 
 
 def test_subject_ids_are_looked_up_by_name_and_external_id(gallery):
     v = unit(np.random.default_rng(12))
-    result = add(gallery, "alice", "p1", face(v))
-    assert gallery.names([result.subject_id]) == {result.subject_id: "alice"}
-    assert add(gallery, "alice", "p2", face(v)).subject_id == result.subject_id
+    result = add(gallery.store, "alice", "p1", face(v))
+    assert gallery.store.names([result.subject_id]) == {result.subject_id: "alice"}
+    assert add(gallery.store, "alice", "p2", face(v)).subject_id == result.subject_id
     with pytest.raises(LookupError):
-        add(gallery, 999_999, sha("p3"), face(v))
+        add(gallery.store, 999_999, sha("p3"), face(v))
 
 
 def test_refresh_picks_up_what_another_process_wrote(gallery, tmp_path):
     rng = np.random.default_rng(13)
-    mine = add(gallery, "alice", "p1", face(unit(rng))).subject_id
-    other = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "other")
+    mine = add(gallery.store, "alice", "p1", face(unit(rng))).subject_id
+    other = live(gallery.store.engine, tmp_path / "other")
     bob_vector, carol_vector = unit(rng, 2)
-    bob = add(other, "bob", "p2", face(bob_vector)).subject_id
-    carol = add(other, "carol", "p3", face(carol_vector)).subject_id
-    other.delete_subject(mine)
-    assert gallery.index().ids().tolist() == [mine]  # not seen yet
-    assert gallery.refresh() == 3
-    assert gallery.index().ids().tolist() == sorted([bob, carol])
+    bob = add(other.store, "bob", "p2", face(bob_vector)).subject_id
+    carol = add(other.store, "carol", "p3", face(carol_vector)).subject_id
+    other.store.delete_subject(mine)
+    assert gallery.index.index().ids().tolist() == [mine]  # not seen yet
+    assert gallery.index.refresh() == 3
+    assert gallery.index.index().ids().tolist() == sorted([bob, carol])
     assert top1(gallery, near(carol_vector, rng)) == carol
-    assert gallery.refresh() == 0  # nothing new
+    assert gallery.index.refresh() == 0  # nothing new
 
 
 def test_a_saved_index_holds_what_its_checksum_claims_even_after_foreign_writes(gallery, tmp_path):
     rng = np.random.default_rng(14)
-    add(gallery, "alice", "p1", face(unit(rng)))
-    other = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "other")
-    late = add(other, "late", "p2", face(unit(rng))).subject_id
-    gallery.save_indexes()  # refreshes first: the file holds the late subject too
-    again = Gallery(gallery.engine, model_version=MODEL, dim=DIM, index_dir=tmp_path / "index")
-    assert again.open_indexes()[TemplateKind.NORMAL].how == "loaded"
-    assert late in again.index().ids().tolist()
+    add(gallery.store, "alice", "p1", face(unit(rng)))
+    other = live(gallery.store.engine, tmp_path / "other")
+    late = add(other.store, "late", "p2", face(unit(rng))).subject_id
+    gallery.index.save()  # refreshes first: the file holds the late subject too
+    again = live(gallery.store.engine, tmp_path / "index")
+    assert again.index.open()[TemplateKind.NORMAL].how == "loaded"
+    assert late in again.index.index().ids().tolist()
 
 
 def test_concurrent_enrolments_of_one_subject_all_count_in_its_template(gallery):
     rng = np.random.default_rng(15)
     vectors = unit(rng, 24)
-    subject = add(gallery, "alice", "first", face(vectors[0])).subject_id
+    subject = add(gallery.store, "alice", "first", face(vectors[0])).subject_id
     errors: list[BaseException] = []
 
     def enrol(part: int) -> None:
         try:
             for i in range(1 + part, 24, 4):
-                result = add(gallery, subject, f"photo-{i}", face(vectors[i]))
+                result = add(gallery.store, subject, f"photo-{i}", face(vectors[i]))
                 assert result.status == ItemStatus.ENROLLED
         except BaseException as error:
             errors.append(error)
@@ -340,21 +362,21 @@ def test_concurrent_enrolments_of_one_subject_all_count_in_its_template(gallery)
         np.frombuffer(kept.vector, "<f4"), normalise(vectors.mean(0)), atol=1e-5
     )
     np.testing.assert_allclose(
-        gallery.index().vectors([subject])[0][0], normalise(vectors.mean(0)), atol=1e-5
+        gallery.index.index().vectors([subject])[0][0], normalise(vectors.mean(0)), atol=1e-5
     )
 
 
 def test_a_batch_is_stored_at_once_with_its_duplicates_reported(gallery):
-    from identify.gallery.enrolment import PhotoRecord
+    from identify.gallery.store import PhotoRecord
 
     rng = np.random.default_rng(16)
     a, b, c = unit(rng, 3)
-    before = add(gallery, "alice", "p0", face(a))
+    before = add(gallery.store, "alice", "p0", face(a))
 
     def photo(subject, tag, vector):
         return PhotoRecord(subject, sha(tag), 100, [face(vector)], source=tag)
 
-    results = gallery.add_images(
+    results = gallery.store.add_images(
         [
             photo("alice", "p1", near(a, rng)),
             photo("bob", "p2", b),
@@ -373,10 +395,10 @@ def test_a_batch_is_stored_at_once_with_its_duplicates_reported(gallery):
     assert results[2].image_id == results[0].image_id
     assert results[3].image_id == before.image_id
     assert {results[0].subject_id, results[4].subject_id} == {before.subject_id}
-    assert gallery.names([results[1].subject_id]) == {results[1].subject_id: "bob"}
+    assert gallery.store.names([results[1].subject_id]) == {results[1].subject_id: "bob"}
     assert count(gallery, Subject) == 2 and count(gallery, Image) == 4
     assert template(gallery, before.subject_id).face_count == 3
-    assert sorted(gallery.index().ids().tolist()) == sorted(
+    assert sorted(gallery.index.index().ids().tolist()) == sorted(
         {before.subject_id, results[1].subject_id}
     )
 
@@ -403,7 +425,7 @@ def test_two_writers_enrolling_one_new_name_at_once_make_one_subject(
     results = {}
 
     def enrol(tag: str) -> None:
-        results[tag] = add(gallery, "zed", tag, face(unit(rng)))
+        results[tag] = add(gallery.store, "zed", tag, face(unit(rng)))
 
     first = threading.Thread(target=enrol, args=("a",), name="first")
     second = threading.Thread(target=enrol, args=("b",), name="second")

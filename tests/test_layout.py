@@ -15,18 +15,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("embedder", "trainer", "identify", "workers")
-FACTORY = "identify.web.factory"
+FACTORY = "identify.app"
 # What each folder must not import, as its __init__.py docstring says: lower layers never
 # reach up to the ones that serve them.
 SERVERS = ("identify.web", "identify.cli", "workers")
 FORBIDDEN = {
     "embedder": ("trainer", "identify", "workers"),
     "trainer": ("identify", "workers"),
-    "identify.gallery": (*SERVERS, "identify.services"),
+    # The database is the source of truth and the index is derived from it: search reads the
+    # gallery, the gallery never reaches into search (enrolment takes its encoder as a given).
+    "identify.gallery": (*SERVERS, "identify.services", "identify.search"),
     "identify.search": (*SERVERS, "identify.services"),
-    "identify.services": SERVERS,
+    "identify.services": (*SERVERS, FACTORY),
     "identify.settings": ("identify", "trainer", "workers"),
-    "identify.web": ("identify.cli",),
+    # The web app hands jobs to the workers through the Celery app it is given, by task name.
+    "identify.web": ("identify.cli", "workers"),
     "workers": ("identify.cli",),
 }
 

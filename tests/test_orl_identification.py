@@ -19,9 +19,11 @@ from embedder import settings as embedder_settings
 from embedder.imageio import load_image
 from identify.gallery import migrate
 from identify.gallery.db import make_engine
-from identify.gallery.enrolment import Gallery
+from identify.gallery.enroller import Enroller
+from identify.gallery.store import GalleryStore
 from identify.gallery.tables import ItemStatus
 from identify.search.encode import FaceEncoder
+from identify.search.live_index import LiveIndex
 
 RANK1_FLOOR = 0.70
 
@@ -45,16 +47,18 @@ def test_orl_rank1_with_five_gallery_photos_per_subject(orl_dir, embedder, tmp_p
     migrate.upgrade(url)
     engine = make_engine(url)
     encoder = FaceEncoder(embedder)
-    gallery = Gallery.for_encoder(
-        engine, encoder, index_dir=tmp_path / "index", keep="none", masked_templates=False
+    store = GalleryStore.for_encoder(engine, encoder)
+    index = LiveIndex(
+        engine, model_version=store.model_version, dim=store.dim, index_dir=tmp_path / "index"
     )
+    enroller = Enroller(store, encoder, keep="none", masked_templates=False)
     subjects = sorted((p for p in orl_dir.iterdir() if p.is_dir()), key=lambda p: int(p.name[1:]))
     statuses = []
     for folder in subjects:
         for k in range(1, 6):
-            statuses.append(gallery.enrol(folder.name, folder / f"{k}.pgm").status)
+            statuses.append(enroller.enrol(folder.name, folder / f"{k}.pgm").status)
     enrolled = statuses.count(ItemStatus.ENROLLED)
-    ids = {name: i for i, name in gallery.names(gallery.index().ids()).items()}
+    ids = {name: i for i, name in store.names(index.index().ids()).items()}
     hits, probes = 0, 0
     for folder in subjects:
         for k in range(6, 11):
@@ -64,7 +68,7 @@ def test_orl_rank1_with_five_gallery_photos_per_subject(orl_dir, embedder, tmp_p
             except ValueError:  # no face found: a miss
                 continue
             vector = encoder.encode(faces, mask="no")[0].vector
-            found = gallery.index().search(vector, 1)[1][0, 0]
+            found = index.index().search(vector, 1)[1][0, 0]
             hits += int(found == ids.get(folder.name, -2))
     rank1 = hits / probes
     with capsys.disabled():

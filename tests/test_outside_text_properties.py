@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from embedder import settings as embedder_settings
 from identify import settings as identify_settings
 from identify.gallery.jobs import upload_file
+from identify.gallery.sources import SourceError, list_items, zip_items
 from identify.integers import DB_MAX, DB_MIN, IntegerError, parse_int
 from identify.subject_names import MAX_LENGTH, SubjectNameError, printable, subject_name
 from trainer.pairs import PairsFormatError, read_csv_pairs, read_lfw_pairs
-from workers.sources import SourceError, list_items, zip_items
 
 PROPERTY = settings(
     max_examples=150,

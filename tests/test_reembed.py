@@ -1,6 +1,6 @@
 """Re-embedding for a new model: from the kept crops or the kept photos, every face gets an
-embedding by the new model, templates and indexes are built for it, and serving switches to it
-only when all is done."""
+embedding by the new model and templates are built for it, while the old model's index keeps
+serving; a process of the new model then opens its own."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
+from synthetic import Live, live
 
 from embedder.config import ModelConfig
 from embedder.imageio import load_image
@@ -15,7 +16,7 @@ from embedder.inference import Embedder
 from embedder.model import build_model
 from identify.gallery import migrate
 from identify.gallery.db import make_engine
-from identify.gallery.enrolment import Gallery
+from identify.gallery.enroller import Enroller
 from identify.gallery.reembed import reembed
 from identify.gallery.tables import Embedding, ItemStatus, TemplateKind
 from identify.search.encode import FaceEncoder
@@ -32,14 +33,19 @@ def encoders() -> tuple[FaceEncoder, FaceEncoder]:
     return random_encoder(0), random_encoder(1)
 
 
-def enrolled(tmp_path, encoder, orl_dir, keep: str) -> Gallery:
+def served(engine, encoder: FaceEncoder, tmp_path) -> Live:
+    """The store and live index of ``encoder``'s model."""
+    dim = int(encoder.embedder.config.embedding_size)
+    return live(engine, tmp_path / "index", model=encoder.model_version, dim=dim)
+
+
+def enrolled(tmp_path, encoder, orl_dir, keep: str) -> Live:
     url = f"sqlite:///{tmp_path / 'g.db'}"
     migrate.upgrade(url)
-    gallery = Gallery.for_encoder(
-        make_engine(url), encoder, index_dir=tmp_path / "index", keep=keep
-    )
+    gallery = served(make_engine(url), encoder, tmp_path)
+    enroller = Enroller(gallery.store, encoder, keep=keep)
     for person in ("s1", "s2"):
-        result = gallery.enrol(person, orl_dir / person / "1.pgm")
+        result = enroller.enrol(person, orl_dir / person / "1.pgm")
         assert result.status == ItemStatus.ENROLLED
     return gallery
 
@@ -48,10 +54,10 @@ def enrolled(tmp_path, encoder, orl_dir, keep: str) -> Gallery:
 def test_reembed_gives_every_face_an_embedding_by_the_new_model(keep, tmp_path, encoders, orl_dir):
     old, new = encoders
     gallery = enrolled(tmp_path, old, orl_dir, keep)
-    before = gallery.index().ids().tolist()
-    report = reembed(gallery.engine, new, directory=gallery.index_dir)
+    before = gallery.index.index().ids().tolist()
+    report = reembed(gallery.store.engine, new)
     assert report.embedded == 2 and not report.skipped and report.subjects == 2
-    with gallery.sessions() as session:
+    with gallery.store.sessions() as session:
         versions = dict(
             session.execute(
                 select(Embedding.model_version, func.count())
@@ -60,26 +66,26 @@ def test_reembed_gives_every_face_an_embedding_by_the_new_model(keep, tmp_path, 
             ).all()
         )
     assert versions == {"random-0": 2, "random-1": 2}
-    # The old model's index is untouched until the switch; then the new one serves.
-    assert gallery.index().ids().tolist() == before
-    gallery.switch(new.model_version, new, report.indexes)
-    assert gallery.index().ids().tolist() == before
+    # The old model's index is untouched; a process serving the new model finds its own.
+    assert gallery.index.index().ids().tolist() == before
+    renewed = served(gallery.store.engine, new, tmp_path)
+    assert renewed.index.index().ids().tolist() == before
     photo = load_image(orl_dir / "s2" / "1.pgm")
     probe = new.encode(new.faces(photo, "largest"), "no")[0]
-    top = gallery.index().search(probe.vector, 1)[1][0, 0]
-    assert gallery.names([top]) == {top: "s2"}  # the same photo: its own template is nearest
-    assert reembed(gallery.engine, new, directory=gallery.index_dir).embedded == 0
+    top = renewed.index.index().search(probe.vector, 1)[1][0, 0]
+    assert renewed.store.names([top]) == {top: "s2"}  # the same photo: its template is nearest
+    assert reembed(gallery.store.engine, new).embedded == 0
 
 
 def test_faces_kept_without_crop_or_photo_are_reported_skipped(tmp_path, encoders, orl_dir):
     old, new = encoders
     gallery = enrolled(tmp_path, old, orl_dir, "none")
-    report = reembed(gallery.engine, new, directory=gallery.index_dir)
+    report = reembed(gallery.store.engine, new)
     assert report.embedded == 0 and len(report.skipped) == 2
 
 
 def test_a_kept_crop_reads_back_as_the_very_rgb_pixels_that_were_embedded() -> None:
-    from identify.gallery.enrolment import png_bytes
+    from identify.gallery.enroller import png_bytes
     from identify.gallery.reembed import _crop
     from identify.gallery.tables import Face
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import DIM, MODEL, add, face, near, unit
+from synthetic import add, face, live, near, unit
 
 from embedder.faces import Face
 from identify.gallery.db import make_engine
-from identify.gallery.enrolment import Gallery
 from identify.search.encode import EncodedFace
 from identify.search.searcher import Searcher
 from identify.search.thresholds import ThresholdError, threshold
@@ -28,11 +27,11 @@ def people(database_url, tmp_path, monkeypatch):
     for name in ("CQAFACE_THRESHOLD", "CQAFACE_MASKED_THRESHOLD", "CQAFACE_FAR"):
         monkeypatch.delenv(name, raising=False)
     engine = make_engine(database_url)
-    gallery = Gallery(engine, model_version=MODEL, dim=DIM, index_dir=tmp_path, keep="none")
+    gallery = live(engine, tmp_path)
     rng = np.random.default_rng(0)
     vectors, masked = unit(rng, 30), unit(rng, 30)
     ids = [
-        add(gallery, f"person-{i}", f"p{i}", face(v, masked_vector=m)).subject_id
+        add(gallery.store, f"person-{i}", f"p{i}", face(v, masked_vector=m)).subject_id
         for i, (v, m) in enumerate(zip(vectors, masked, strict=True))
     ]
     yield gallery, ids, vectors, masked
@@ -41,7 +40,7 @@ def people(database_url, tmp_path, monkeypatch):
 
 def test_a_known_face_gets_its_subject_as_the_answer_with_top_k_candidates(people):
     gallery, ids, vectors, _ = people
-    searcher = Searcher(gallery, metadata=CALIBRATION)
+    searcher = Searcher(None, gallery.index, gallery.store, metadata=CALIBRATION)
     probe = near(vectors[4], np.random.default_rng(1), noise=0.4)
     [(best, score), *rest] = searcher.scores(probe[None], np.array([False]), k=5)[0]
     assert best == ids[4] and len(rest) == 4
@@ -51,7 +50,7 @@ def test_a_known_face_gets_its_subject_as_the_answer_with_top_k_candidates(peopl
 
 def test_a_stranger_is_answered_unknown_but_still_gets_candidates(people):
     gallery, ids, _, _ = people
-    searcher = Searcher(gallery, metadata=CALIBRATION)
+    searcher = Searcher(None, gallery.index, gallery.store, metadata=CALIBRATION)
     stranger = unit(np.random.default_rng(2))
     dummy = Face(
         box=(0.0, 0.0, 1.0, 1.0),
@@ -78,10 +77,15 @@ def test_a_stranger_is_answered_unknown_but_still_gets_candidates(people):
 
 def test_masked_probes_are_judged_against_the_masked_threshold(people, monkeypatch):
     gallery, _, _, _ = people
-    searcher = Searcher(gallery, metadata=CALIBRATION)
+    searcher = Searcher(None, gallery.index, gallery.store, metadata=CALIBRATION)
     assert searcher.threshold(masked=False) == 0.40
     assert searcher.threshold(masked=True) == 0.25
-    assert Searcher(gallery, metadata=CALIBRATION, far=0.01).threshold(masked=True) == 0.20
+    assert (
+        Searcher(None, gallery.index, gallery.store, metadata=CALIBRATION, far=0.01).threshold(
+            masked=True
+        )
+        == 0.20
+    )
     monkeypatch.setenv("CQAFACE_FAR", "0.01")
     assert searcher.threshold(masked=False) == 0.30
 
@@ -92,9 +96,13 @@ def test_masked_templates_rank_a_masked_probe_by_the_fusion_policy(people):
     # A masked probe of person 7: close to her masked template, far from her normal one.
     probe = near(masked[7], rng, noise=0.3)
     flags = np.array([True])
-    normal_only = Searcher(gallery, metadata=CALIBRATION, fusion="normal")
-    fused = Searcher(gallery, metadata=CALIBRATION, fusion="mean")
-    against_masked = Searcher(gallery, metadata=CALIBRATION, fusion="masked")
+    normal_only = Searcher(
+        None, gallery.index, gallery.store, metadata=CALIBRATION, fusion="normal"
+    )
+    fused = Searcher(None, gallery.index, gallery.store, metadata=CALIBRATION, fusion="mean")
+    against_masked = Searcher(
+        None, gallery.index, gallery.store, metadata=CALIBRATION, fusion="masked"
+    )
     assert against_masked.scores(probe[None], flags, 1)[0][0][0] == ids[7]
     assert fused.scores(probe[None], flags, 1)[0][0][0] == ids[7]
     mean_score = fused.scores(probe[None], flags, 1)[0][0][1]
@@ -108,7 +116,7 @@ def test_masked_templates_rank_a_masked_probe_by_the_fusion_policy(people):
 
 def test_verify_says_same_for_the_subject_and_not_for_another(people):
     gallery, ids, vectors, _ = people
-    searcher = Searcher(gallery, metadata=CALIBRATION)
+    searcher = Searcher(None, gallery.index, gallery.store, metadata=CALIBRATION)
     probe = near(vectors[5], np.random.default_rng(5), noise=0.4)
     same = searcher.verify_vector(probe, ids[5], masked=False)
     other = searcher.verify_vector(probe, ids[6], masked=False)
@@ -138,4 +146,4 @@ def test_threshold_overrides_and_an_uncalibrated_model(monkeypatch):
 def test_an_unknown_fusion_policy_is_refused(people, monkeypatch):
     monkeypatch.setenv("CQAFACE_MASK_FUSION", "median")
     with pytest.raises(ValueError, match="CQAFACE_MASK_FUSION"):
-        Searcher(people[0], metadata=CALIBRATION)
+        Searcher(None, people[0].index, people[0].store, metadata=CALIBRATION)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from identify.gallery.jobs import upload_file
-from workers.sources import SourceError, folder_items, list_items, zip_items
+from identify.gallery.sources import SourceError, folder_items, list_items, make_job, zip_items
 
 
 def _zip(members: dict[str, bytes], *, symlink: str | None = None) -> io.BytesIO:
@@ -143,3 +143,49 @@ def test_file_lists_in_csv_or_json_lines(tmp_path):
     with pytest.raises(SourceError) as caught:
         list_items(tmp_path / "bad.jsonl", restricted=False)
     assert caught.value.code == "bad_list"
+
+
+@pytest.fixture
+def engine(database_url, tmp_path, monkeypatch):
+    from identify.gallery.db import make_engine
+
+    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def test_every_kind_of_source_makes_its_job_in_one_place(engine, tmp_path, monkeypatch):
+    from identify.gallery.jobs import job_progress
+
+    folder = tmp_path / "photos"
+    (folder / "ada").mkdir(parents=True)
+    (folder / "ada" / "1.jpg").write_bytes(b"a1")
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(_zip({"ada/1.jpg": b"a1", "bob/1.jpg": b"b1"}).getvalue())
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"ada,{folder / 'ada' / '1.jpg'}\n")
+    uploaded = make_job(engine, _zip({"ada/1.jpg": b"a1"}), user_id=None, name="up.zip")
+    assert (uploaded.kind, uploaded.items) == ("zip", 1)
+    monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(tmp_path))
+    assert make_job(engine, str(folder)).kind == "folder"
+    with pytest.raises(SourceError) as caught:  # the web names folders, never files
+        make_job(engine, str(archive))
+    assert caught.value.code == "not_a_folder"
+    mine = [make_job(engine, p, restricted=False) for p in (folder, archive, listing)]
+    assert [(j.kind, j.items) for j in mine] == [("folder", 1), ("zip", 2), ("files", 1)]
+    report = job_progress(engine, uploaded.id)
+    assert (report.kind, report.source, report.total) == ("zip", "up.zip", 1)
+
+
+def test_a_refused_archive_leaves_no_upload_folder_behind(engine, tmp_path):
+    for restricted in (True, False):  # the web's upload, the CLI's file
+        slip = _zip({"ada/../../evil.jpg": b"x"})
+        source = slip if restricted else tmp_path / "slip.zip"
+        if not restricted:
+            source.write_bytes(slip.getvalue())
+        with pytest.raises(SourceError) as caught:
+            make_job(engine, source, restricted=restricted)
+        assert caught.value.code == "zip_slip"
+    uploads = tmp_path / "data" / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())

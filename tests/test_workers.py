@@ -30,12 +30,12 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from web_helpers import make_app
 
+from identify.app import create_app
 from identify.gallery import migrate
 from identify.gallery.db import make_engine, session_factory
+from identify.gallery.sources import folder_items
 from identify.gallery.tables import Face, Image, JobItem, Template
-from identify.web.factory import create_app
 from workers import enrolment
-from workers.sources import folder_items
 
 ROOT = Path(__file__).resolve().parents[1]
 CQAFACE = Path(sys.executable).parent / "cqaface"
@@ -224,9 +224,9 @@ def test_a_worker_enrols_all_of_orl_with_progress_readable_throughout(shared_sta
     index_files = list(Path(shared_stack.env["CQAFACE_INDEX_DIR"]).glob("*normal*"))
     assert index_files
     with app.app_context():
-        gallery = app.extensions["cqaface"].gallery
-        assert len(gallery.index()) == 40
-        assert all(o.how == "loaded" for o in gallery.open_indexes().values())
+        live = app.extensions["cqaface"].index
+        assert len(live.index()) == 40
+        assert all(o.how == "loaded" for o in live.open().values())
 
 
 def _bad_photos(folder: Path, good: Path, celeba_photo: Path) -> dict[str, str]:

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 from PIL import Image as PILImage
 
+from identify.app import create_app
 from identify.web import auth, ratelimit
 from identify.web.common import db
-from identify.web.factory import create_app
 
 
 def make_app(database_url: str, tmp_path: Path, **config):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -51,8 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _app() -> Any:
+    from identify.app import create_app
     from identify.gallery import migrate
-    from identify.web.factory import create_app
 
     app = create_app()
     if migrate.current(app.extensions["cqaface"].engine) is None:
@@ -115,9 +114,9 @@ def enrol(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from identify.gallery import jobs
+    from identify.gallery.sources import SourceError, make_job
     from workers import enrolment
     from workers.celery_app import check_broker
-    from workers.sources import SourceError, folder_items, list_items, zip_items
 
     app = _app()
     engine = app.extensions["cqaface"].engine
@@ -131,34 +130,19 @@ def enrol(args: argparse.Namespace) -> int:
         return 2
     if broker:
         check_broker(app.extensions["celery"])  # before a job that no task would run
-    source: Path = args.source
-    options = None
     try:
-        if source.is_dir():
-            kind, items = "folder", folder_items(source, restricted=False)
-        elif source.suffix.lower() == ".zip":
-            work_dir = enrolment.new_upload_dir()
-            options = {"work_dir": str(work_dir)}
-            try:
-                kind, items = "zip", zip_items(source, work_dir)
-            except BaseException:
-                shutil.rmtree(work_dir, ignore_errors=True)  # nothing left in uploads
-                raise
-        else:
-            kind, items = "files", list_items(source, restricted=False)
+        job = make_job(engine, args.source, restricted=False, name=str(args.source.resolve()))
     except SourceError as error:
         print(f"cqaface enrol: {error.code}: {error.message}", file=sys.stderr)
         return 2
-    job_id = enrolment.create_job(
-        engine, items, source=str(source.resolve()), kind=kind, options=options
-    )
+    job_id, held = job.id, app.extensions["cqaface"]
     if args.detach:
-        enrolment.submit(job_id, app)
-        print(json.dumps({"job_id": job_id, "total": len(items)}))
+        held.submit(job_id)
+        print(json.dumps({"job_id": job_id, "total": job.items}))
         return 0
-    bar = tqdm(total=len(items), unit="photo", file=sys.stderr, desc=f"job {job_id}")
+    bar = tqdm(total=job.items, unit="photo", file=sys.stderr, desc=f"job {job_id}")
     if broker:
-        enrolment.submit(job_id, app)
+        held.submit(job_id)
         while True:
             report = jobs.job_progress(engine, job_id)
             bar.update(report.done - bar.n)
@@ -168,7 +152,10 @@ def enrol(args: argparse.Namespace) -> int:
     else:
         with app.app_context():
             jobs.run_job(
-                app.extensions["cqaface"].gallery, job_id, progress=lambda _: bar.update(1)
+                held.enroller,
+                job_id,
+                save_indexes=held.save_indexes,
+                progress=lambda _: bar.update(1),
             )
     bar.close()
     report = enrolment.progress(engine, job_id)

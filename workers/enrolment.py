@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
@@ -16,20 +15,12 @@ from sqlalchemy import Engine
 
 from identify import settings
 from identify.gallery import jobs
-from identify.gallery.enrolment import Gallery
 from identify.gallery.jobs import create_job
 
-__all__ = ["cancel", "create_job", "new_upload_dir", "progress", "redispatch_stalled", "submit"]
+__all__ = ["cancel", "create_job", "progress", "redispatch_stalled", "submit"]
 
 log = logging.getLogger(__name__)
 _threads: dict[int, threading.Thread] = {}
-
-
-def new_upload_dir() -> Path:
-    """A fresh folder under DATA_DIR/uploads for an archive's photos (removed with its job)."""
-    path = settings.data_dir() / "uploads" / uuid.uuid4().hex
-    path.mkdir(parents=True)
-    return path
 
 
 def submit(job_id: int, app: Flask | None = None) -> None:
@@ -51,7 +42,8 @@ def submit(job_id: int, app: Flask | None = None) -> None:
 def _run_embedded(app: Flask, job_id: int) -> None:
     with app.app_context():
         try:
-            jobs.run_job(app.extensions["cqaface"].gallery, job_id)
+            held = app.extensions["cqaface"]
+            jobs.run_job(held.enroller, job_id, save_indexes=held.save_indexes)
         except Exception:
             log.exception("enrolment job %s failed", job_id)
         finally:
@@ -65,13 +57,13 @@ def wait(job_id: int, timeout: float | None = None) -> None:
         thread.join(timeout)
 
 
-def progress(target: Gallery | Engine, job_id: int) -> dict[str, Any]:
+def progress(target: Engine, job_id: int) -> dict[str, Any]:
     """The job's report: {id, status, kind, source, total, done, counts, rate_per_s, eta_s,
     created_at, started_at, finished_at, failed: [{path, subject, status, reason}]}."""
     return jobs.job_progress(target, job_id).to_json()
 
 
-def cancel(job_id: int, target: Gallery | Engine | None = None) -> bool:
+def cancel(job_id: int, target: Engine | None = None) -> bool:
     """Cancel a queued or running job (its tasks then skip its pending items)."""
     return jobs.cancel_job(target or current_app.extensions["cqaface"].engine, job_id)
 

@@ -20,7 +20,6 @@ from redis.exceptions import RedisError
 
 from identify import settings
 from identify.gallery import jobs
-from identify.gallery.enrolment import Gallery
 from identify.services import services
 
 log = logging.getLogger(__name__)
@@ -50,39 +49,14 @@ def enrol_job(self: Task, job_id: int) -> None:
         _finish(job_id)
 
 
-_writers: dict[int, Gallery] = {}
-
-
-def _writer() -> Gallery:
-    """This process's gallery for enrolment. A worker writes and never searches, so it opens
-    no index: a million templates held in every worker process would be gigabytes each."""
-    held = services()
-    gallery = _writers.get(id(held))
-    if gallery is None:
-        from identify.search.encode import FaceEncoder
-
-        encoder = FaceEncoder.load(held.model_path)
-        gallery = Gallery.for_encoder(held.engine, encoder, index_dir=held.index_dir)
-        _writers[id(held)] = gallery
-    return gallery
-
-
-def _save_indexes(gallery: Gallery) -> None:
-    """Bring the index files up to the database: opening an index whose file is stale
-    rebuilds it from the database and writes it back. The gallery that opens them lives only
-    for this, and the memory goes with it."""
-    Gallery(
-        gallery.engine,
-        model_version=gallery.model_version,
-        dim=gallery.dim,
-        index_dir=gallery.index_dir,
-    ).open_indexes()
-
-
 @shared_task(bind=True, name="cqaface.enrol_chunk", ignore_result=True, **RETRY)
 def enrol_chunk(self: Task, job_id: int, first_id: int, last_id: int) -> int:
     done = jobs.process_items(
-        _writer(), job_id, first_id, last_id, on_item=lambda _: _publish_now_and_then(job_id)
+        services().enroller,
+        job_id,
+        first_id,
+        last_id,
+        on_item=lambda _: _publish_now_and_then(job_id),
     )
     if not _finish(job_id):
         _publish_now_and_then(job_id)
@@ -106,13 +80,12 @@ def _publish_now_and_then(job_id: int) -> None:
 
 
 def _finish(job_id: int) -> bool:
-    gallery = _writer()
-    if not jobs.finish_job(gallery.engine, job_id):
+    held = services()
+    final = jobs.complete_job(held.engine, job_id, save_indexes=held.save_indexes)
+    if final is None:
         return False
     _published.pop(job_id, None)
-    _save_indexes(gallery)
-    jobs.remove_job_files(gallery.engine, job_id)
-    report = jobs.job_progress(gallery.engine, job_id).to_json()
+    report = final.to_json()
     if report["task_id"]:
         _store(report["task_id"], report, "SUCCESS")
     log.info("enrolment job %s done: %s", job_id, report["counts"])
@@ -146,22 +119,11 @@ def _store(task_id: str, meta: dict[str, Any], state: str) -> None:
 @shared_task(bind=True, name="cqaface.rebuild_index", **RETRY)
 def rebuild_index(self: Task) -> dict[str, int]:
     """Rebuild the current model's indexes from the database and save them."""
-    from identify.search.index_store import rebuild_indexes
-
-    gallery = _writer()
-    with gallery.sessions() as session:
-        rebuilt = rebuild_indexes(
-            session, gallery.model_version, dim=gallery.dim, directory=gallery.index_dir
-        )
+    rebuilt = services().rebuild_indexes()
     return {kind.value: len(opened.index) for kind, opened in rebuilt.items()}
 
 
 @shared_task(bind=True, name="cqaface.reembed", **RETRY)
 def reembed(self: Task, batch_size: int = 64) -> dict[str, Any]:
     """Embed every stored face with the served model (resumable), then build its indexes."""
-    from identify.gallery.reembed import reembed as run
-
-    gallery = _writer()
-    return run(
-        gallery.engine, gallery.encoder, batch_size=batch_size, directory=gallery.index_dir
-    ).to_json()
+    return services().reembed(batch_size).to_json()

@@ -8,7 +8,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from identify.services import Services
 
 from identify.integers import argument, id_argument
 
@@ -158,23 +161,23 @@ def _migrated_engine() -> Any:
     return engine
 
 
-def _gallery(model: Path | None) -> Any:
-    """The gallery of the configured database for ``model``."""
-    from identify.gallery.enrolment import Gallery
-    from identify.search.encode import FaceEncoder
+def _services(model: Path | None) -> Services:
+    """This command's gallery, of the configured database for ``model``; refuses an
+    unmigrated database."""
+    from identify import settings
+    from identify.gallery import migrate
+    from identify.services import Services
 
-    return Gallery.for_encoder(_migrated_engine(), FaceEncoder.load(model))
+    held = Services(
+        database_url=settings.database_url(), index_dir=settings.index_dir(), model_path=model
+    )
+    if migrate.current(held.engine) is None:
+        raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
+    return held
 
 
 def index_rebuild(args: argparse.Namespace) -> int:
-    from identify.search.index_store import rebuild_indexes
-
-    gallery = _gallery(args.model)
-    with gallery.sessions() as session:
-        rebuilt = rebuild_indexes(
-            session, gallery.model_version, dim=gallery.dim, directory=gallery.index_dir
-        )
-    for kind, opened in rebuilt.items():
+    for kind, opened in _services(args.model).rebuild_indexes().items():
         _emit(
             {
                 "kind": kind.value,
@@ -214,27 +217,20 @@ def restore(args: argparse.Namespace) -> int:
 
 
 def reembed(args: argparse.Namespace) -> int:
-    from identify.gallery.reembed import reembed as run
-
-    gallery = _gallery(args.model)
-    report = run(
-        gallery.engine, gallery.encoder, batch_size=args.batch_size, directory=gallery.index_dir
-    )
-    _emit(report.to_json())
+    _emit(_services(args.model).reembed(args.batch_size).to_json())
     return 0
 
 
 def gallery_add(args: argparse.Namespace) -> int:
-    from identify.gallery.tables import ItemStatus
     from identify.subject_names import subject_name
 
     name = subject_name(args.subject)  # before the model loads: a refusal is one quick line
-    gallery = _gallery(args.model)
-    gallery.open_indexes()
+    held = _services(args.model)
+    held.index.open()  # the index file follows the new photos
     ok = 0
     for path in args.images:
-        result = gallery.enrol(name, path, source_name=str(path))
-        ok += result.status in (ItemStatus.ENROLLED, ItemStatus.DUPLICATE)
+        result = held.enroller.enrol(name, path, source_name=str(path))
+        ok += result.status.stored
         _emit(
             {
                 "path": str(path),
@@ -244,22 +240,23 @@ def gallery_add(args: argparse.Namespace) -> int:
                 "image_id": result.image_id,
             }
         )
-    gallery.save_indexes()
+    held.save_indexes()
     return 0 if ok else 1
 
 
 def gallery_remove(args: argparse.Namespace) -> int:
-    gallery = _gallery(args.model)
-    gallery.open_indexes()
+    held = _services(args.model)
+    held.index.open()
+    store = held.store
     if args.subject is not None:
-        kind, target, done = "subject", args.subject, gallery.delete_subject(args.subject)
+        kind, target, done = "subject", args.subject, store.delete_subject(args.subject)
     elif args.image is not None:
-        kind, target, done = "image", args.image, gallery.delete_image(args.image)
+        kind, target, done = "image", args.image, store.delete_image(args.image)
     else:
-        kind, target, done = "face", args.face, gallery.delete_face(args.face)
+        kind, target, done = "face", args.face, store.delete_face(args.face)
     if not done:
         raise LookupError(f"no {kind} with id {target}")
-    gallery.save_indexes()
+    held.save_indexes()
     _emit({"deleted": kind, "id": target})
     return 0
 
@@ -305,9 +302,8 @@ def gallery_check_names(args: argparse.Namespace) -> int:
 
 def verify(args: argparse.Namespace) -> int:
     from embedder.errors import FaceInputError
-    from identify.search.searcher import Searcher
 
-    searcher = Searcher(_gallery(args.model))
+    searcher = _services(args.model).searcher
     try:
         answer = searcher.verify(args.image, args.subject_id, mask=args.mask)
     except FaceInputError as error:
@@ -322,13 +318,12 @@ def verify(args: argparse.Namespace) -> int:
 
 def identify(args: argparse.Namespace) -> int:
     from embedder.errors import FaceInputError
-    from identify.search.searcher import Searcher
 
-    searcher = Searcher(_gallery(args.model))
+    searcher = _services(args.model).searcher
     searched = 0
     for path in args.images:
         try:
-            answers = searcher.identify(path, k=args.k, mask=args.mask)
+            probe = searcher.search(path, k=args.k, mask=args.mask)
         except FaceInputError as error:
             _emit(_error(path, error.code, str(error)))
             continue
@@ -336,6 +331,6 @@ def identify(args: argparse.Namespace) -> int:
             _emit(_error(path, "unreadable_file", f"cannot read the file: {error}"))
             continue
         searched += 1
-        for answer in answers:
+        for answer in probe.answers:
             _emit(answer.to_json(str(path)))
     return 0 if searched else 1

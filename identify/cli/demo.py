@@ -15,7 +15,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from identify.gallery.enrolment import photos_by_subject
+from identify.gallery.enroller import photos_by_subject
 from identify.integers import argument
 
 DEMO_EMAIL = "admin@demo.local"

@@ -173,13 +173,13 @@ def serve(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", "-")
 
         def load(self):  # type: ignore[no-untyped-def]
+            from identify.app import create_app
             from identify.services import services
-            from identify.web.factory import create_app
 
             app = create_app()
             if preload:
                 with app.app_context():
-                    services().gallery  # noqa: B018  (load the model, open the indexes)
+                    services().searcher.index.open()  # load the model, open the indexes
             return app
 
     Server().run()

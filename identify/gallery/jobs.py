@@ -3,7 +3,7 @@ written back, so that progress can be read at any time from the database, and a 
 (a worker killed, a task delivered twice) ends with every photo enrolled exactly once.
 
 Nothing here knows about Celery: the workers' tasks and the in-process runner both call
-:func:`process_items` on ranges of item ids, then :func:`finish_job`.
+:func:`process_items` on ranges of item ids, then :func:`complete_job`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from identify import settings
 from identify.gallery.db import session_factory
-from identify.gallery.enrolment import PHOTO_SUFFIXES, EnrolResult, Gallery, photos_by_subject
+from identify.gallery.enroller import PHOTO_SUFFIXES, Enroller, photos_by_subject
+from identify.gallery.store import EnrolResult, GalleryStore
 from identify.gallery.tables import (
     JOB_PATH_LENGTH,
     EnrolmentJob,
@@ -47,11 +48,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 FAILED_SHOWN = 100  # non-enrolled items listed by a progress report
 _TERMINAL_JOB = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
-Target = Gallery | Engine
+Target = GalleryStore | Engine
 
 
 def _sessions(target: Target) -> sessionmaker[Session]:
-    return target.sessions if isinstance(target, Gallery) else session_factory(target)
+    return target.sessions if isinstance(target, GalleryStore) else session_factory(target)
 
 
 @dataclass
@@ -229,7 +230,7 @@ def pending_ranges(target: Target, job_id: int, chunk: int) -> list[tuple[int, i
 
 
 def process_items(
-    gallery: Gallery,
+    enroller: Enroller,
     job_id: int,
     first_id: int,
     last_id: int,
@@ -246,7 +247,7 @@ def process_items(
     Transient errors (database, network) propagate, for the task to retry with backoff."""
     batch = batch or settings.enrol_batch()
     most = settings.item_attempts()
-    sessions = _sessions(gallery)
+    sessions = enroller.store.sessions
     recorded = 0
     while True:
         with sessions() as session:
@@ -278,7 +279,7 @@ def process_items(
         _count_attempt(sessions, [item.id for item in group])
         try:
             work_dir = (job.options or {}).get("work_dir")
-            results = gallery.enrol_many(
+            results = enroller.enrol_many(
                 [(i.subject_name, _stored(work_dir, i.path), i.path) for i in group]
             )
         except TRANSIENT_ERRORS:
@@ -445,25 +446,39 @@ def remove_job_files(target: Target, job_id: int) -> None:
 
 
 def run_job(
-    gallery: Gallery,
+    enroller: Enroller,
     job_id: int,
     *,
+    save_indexes: Callable[[], object],
     batch: int | None = None,
     progress: Callable[[EnrolResult], None] | None = None,
 ) -> JobProgress:
     """Run a job in this process (the embedded mode: no broker); safe to call again after a
-    crash: items already done are not redone."""
-    if start_job(gallery, job_id):
+    crash: items already done are not redone. ``save_indexes`` brings the index files up to
+    the database once the job is done."""
+    store = enroller.store
+    if start_job(store, job_id):
         try:
-            for first, last in pending_ranges(gallery, job_id, settings.enrol_chunk()):
-                process_items(gallery, job_id, first, last, batch=batch, on_item=progress)
+            for first, last in pending_ranges(store, job_id, settings.enrol_chunk()):
+                process_items(enroller, job_id, first, last, batch=batch, on_item=progress)
         except Exception as error:
-            fail_job(gallery, job_id, f"{type(error).__name__}: {error}")
+            fail_job(store, job_id, f"{type(error).__name__}: {error}")
             raise
-        if finish_job(gallery, job_id):
-            gallery.save_indexes()
-            remove_job_files(gallery, job_id)
-    return job_progress(gallery, job_id)
+        complete_job(store, job_id, save_indexes=save_indexes)
+    return job_progress(store, job_id)
+
+
+def complete_job(
+    target: Target, job_id: int, *, save_indexes: Callable[[], object]
+) -> JobProgress | None:
+    """End a job whose items are all recorded, the one way both runners end one: mark it done
+    (:func:`finish_job`: one caller wins), bring the index files up to the database, remove the
+    job's files. Its final report, or None when the job is not over or another caller won."""
+    if not finish_job(target, job_id):
+        return None
+    save_indexes()
+    remove_job_files(target, job_id)
+    return job_progress(target, job_id)
 
 
 def job_progress(target: Target, job_id: int) -> JobProgress:

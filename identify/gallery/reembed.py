@@ -1,5 +1,6 @@
-"""`cqaface reembed`: embed every stored face with a new model, then build its templates and
-indexes; the model in service keeps its own until the new ones are complete.
+"""`cqaface reembed`: embed every stored face with a new model, then build its templates (its
+indexes are built from them by the caller, identify.services); the model in service keeps its
+own until the new ones are complete.
 
 Faces are re-embedded from their kept aligned crop (CQAFACE_KEEP=crops) or re-aligned from the
 kept original photo with the stored landmarks (CQAFACE_KEEP=images); faces with neither are
@@ -12,6 +13,8 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image as PILImage
@@ -25,8 +28,9 @@ from identify.gallery import subject_templates
 from identify.gallery import vectors as vec
 from identify.gallery.db import session_factory
 from identify.gallery.tables import Embedding, Face, Image, TemplateKind
-from identify.search.encode import FaceEncoder
-from identify.search.index_store import OpenedIndex, rebuild_indexes
+
+if TYPE_CHECKING:
+    from identify.search.encode import FaceEncoder
 
 
 @dataclass
@@ -36,7 +40,7 @@ class ReembedReport:
     skipped: list[int] = field(default_factory=list)  # face ids with no crop and no photo
     subjects: int = 0
     seconds: float = 0.0
-    indexes: dict[TemplateKind, OpenedIndex] = field(default_factory=dict)
+    indexes: dict[TemplateKind, Path] = field(default_factory=dict)  # the files, once built
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -45,7 +49,7 @@ class ReembedReport:
             "skipped": len(self.skipped),
             "subjects": self.subjects,
             "seconds": round(self.seconds, 2),
-            "indexes": {k.value: str(v.path) for k, v in self.indexes.items()},
+            "indexes": {k.value: str(path) for k, path in self.indexes.items()},
         }
 
 
@@ -56,10 +60,9 @@ def reembed(
     batch_size: int = 64,
     masked_templates: bool | None = None,
     progress: Callable[[int], None] | None = None,
-    **index_options: object,
 ) -> ReembedReport:
-    """Embed every face that lacks an embedding by ``encoder``'s model, recompute that model's
-    templates and write its indexes."""
+    """Embed every face that lacks an embedding by ``encoder``'s model and recompute that
+    model's templates."""
     started = time.perf_counter()
     version = encoder.model_version
     masked = settings.masked_templates() if masked_templates is None else masked_templates
@@ -83,9 +86,6 @@ def reembed(
         with sessions() as session, session.begin():
             subject_templates.recompute(session, subject_ids[start : start + 500], version)
     report.subjects = len(subject_ids)
-    dim = int(encoder.embedder.config.embedding_size)
-    with sessions() as session:
-        report.indexes = rebuild_indexes(session, version, dim=dim, **index_options)  # type: ignore[arg-type]
     report.seconds = time.perf_counter() - started
     return report
 

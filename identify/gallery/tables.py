@@ -87,6 +87,9 @@ class JobKind(enum.StrEnum):
 
 
 class ItemStatus(enum.StrEnum):
+    """What became of one photo, in one vocabulary: a job item's status, the reason a photo
+    input error (embedder.errors codes) stands for, the CLI's verdict and the API's answer."""
+
     PENDING = "pending"
     ENROLLED = "enrolled"
     DUPLICATE = "duplicate"
@@ -95,6 +98,40 @@ class ItemStatus(enum.StrEnum):
     UNREADABLE = "unreadable"
     TOO_LARGE = "too_large"
     FAILED = "failed"
+
+    @classmethod
+    def of_code(cls, code: str) -> ItemStatus:
+        """The status of a photo refused with a FaceInputError of ``code``."""
+        return _STATUS_OF_CODE.get(code, cls.FAILED)
+
+    @property
+    def stored(self) -> bool:
+        """The photo is in the gallery, enrolled now or before (the CLI exits 0)."""
+        return self in (ItemStatus.ENROLLED, ItemStatus.DUPLICATE)
+
+    @property
+    def http(self) -> tuple[int, str]:
+        """(HTTP status, error code) of the API's answer for a single photo not enrolled."""
+        return _HTTP_OF_STATUS.get(self, (422, "failed"))
+
+
+_STATUS_OF_CODE = {
+    "empty_file": ItemStatus.UNREADABLE,
+    "not_an_image": ItemStatus.UNREADABLE,
+    "unreadable_image": ItemStatus.UNREADABLE,
+    "image_too_large": ItemStatus.TOO_LARGE,
+    "no_face": ItemStatus.NO_FACE,
+    "face_too_small": ItemStatus.NO_FACE,
+    "several_faces": ItemStatus.SEVERAL_FACES,
+}
+_HTTP_OF_STATUS = {
+    ItemStatus.DUPLICATE: (409, "duplicate"),
+    ItemStatus.NO_FACE: (422, "no_face"),
+    ItemStatus.SEVERAL_FACES: (422, "several_faces"),
+    ItemStatus.UNREADABLE: (415, "not_an_image"),
+    ItemStatus.TOO_LARGE: (413, "image_too_large"),
+    ItemStatus.FAILED: (422, "failed"),
+}
 
 
 class Role(enum.StrEnum):

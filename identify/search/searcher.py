@@ -1,9 +1,12 @@
 """Search: identify (1:N) and verify (1:1), with an open-set decision.
 
 A probe face's top-k subjects come from the normal-template index; the Rank-1 subject is the
-answer only when its score reaches the threshold for the target FAR, else the answer is
-"unknown". Masked probes are judged against their own (masked) threshold and, by the fusion
-policy (CQAFACE_MASK_FUSION), also scored against the subjects' masked templates.
+answer only when its score reaches the threshold for the target FAR (or the caller's), else the
+answer is "unknown". Masked probes are judged against their own (masked) threshold and, by the
+fusion policy (CQAFACE_MASK_FUSION), also scored against the subjects' masked templates.
+
+:meth:`Searcher.search` is the one call that the JSON API, the admin UI and the CLI make, and
+:meth:`Decision.of` the one place that decides; they only render its answer.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import numpy as np
 
 from embedder.imageio import load_image
 from identify import settings
-from identify.gallery.enrolment import Gallery
+from identify.gallery.store import GalleryStore
 from identify.gallery.tables import TemplateKind
-from identify.search.encode import EncodedFace, MaskMode
-from identify.search.thresholds import threshold
+from identify.search.encode import EncodedFace, FaceEncoder, MaskMode
+from identify.search.live_index import LiveIndex
+from identify.search.thresholds import threshold as calibrated
 
 Ranked = list[tuple[int, float]]  # (subject id, score), best first
 
@@ -44,6 +48,13 @@ class Decision:
 
     match: Match | None
     threshold: float
+
+    @classmethod
+    def of(cls, matches: list[Match], threshold: float) -> Decision:
+        """The Rank-1 match when its score reaches ``threshold``, else unknown: the only place
+        where a probe becomes a subject."""
+        best = matches[0] if matches and matches[0].score >= threshold else None
+        return cls(best, threshold)
 
     def to_json(self) -> dict[str, Any] | str:
         if self.match is None:
@@ -76,6 +87,23 @@ class FaceAnswer:
         )
         return record
 
+    def to_api_json(self) -> dict[str, Any]:
+        """:meth:`to_json` in the JSON API's words (openapi.json): ``part_qualities`` for
+        ``quality``, and the threshold the decision was made at."""
+        record = self.to_json()
+        record["part_qualities"] = record.pop("quality")
+        record["threshold"] = round(self.decision.threshold, 5)
+        return record
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A searched probe photo: the decoded image, its encoded faces, one answer per face."""
+
+    image: np.ndarray
+    faces: list[EncodedFace]
+    answers: list[FaceAnswer]
+
 
 @dataclass(frozen=True)
 class Verification:
@@ -83,10 +111,7 @@ class Verification:
     score: float
     threshold: float
     masked: bool
-
-    @property
-    def same(self) -> bool:
-        return self.score >= self.threshold
+    same: bool
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,26 +124,78 @@ class Verification:
 
 
 class Searcher:
-    """Identify and verify probes against a gallery, with thresholds from ``metadata`` (the
-    checkpoint's calibration) at ``far``, or the CQAFACE_*THRESHOLD overrides."""
+    """Identify and verify probe photos. Everything it needs is given: the ``encoder`` that
+    made the gallery's embeddings (None: search with vectors only), the live ``index`` of the
+    templates, the ``store`` for names and templates, and the checkpoint's calibration
+    ``metadata``, whose thresholds at ``far`` (or the CQAFACE_*THRESHOLD overrides, or a
+    caller's per-call threshold) decide."""
 
     def __init__(
         self,
-        gallery: Gallery,
+        encoder: FaceEncoder | None,
+        index: LiveIndex,
+        store: GalleryStore,
         *,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any],
         far: float | None = None,
         fusion: settings.MaskFusion | None = None,
     ) -> None:
-        self.gallery = gallery
-        self.metadata = metadata if metadata is not None else _metadata(gallery)
+        self.encoder = encoder
+        self.index = index
+        self.store = store
+        self.metadata = metadata
         self.far = far
         self.fusion = fusion or settings.mask_fusion()
         if self.fusion not in settings.MASK_FUSIONS:
             raise ValueError(f"fusion must be one of {settings.MASK_FUSIONS}")
 
+    @classmethod
+    def for_encoder(cls, encoder: FaceEncoder, index: LiveIndex, store: GalleryStore) -> Searcher:
+        """A searcher at the calibration ``encoder``'s checkpoint carries."""
+        return cls(encoder, index, store, metadata=dict(encoder.embedder.metadata or {}))
+
     def threshold(self, masked: bool) -> float:
-        return threshold(self.metadata, masked=masked, far=self.far)
+        return calibrated(self.metadata, masked=masked, far=self.far)
+
+    # ----- the call -------------------------------------------------------------------------
+
+    def search(
+        self,
+        source: bytes | str | os.PathLike[str],
+        *,
+        k: int = 5,
+        mask: MaskMode = "auto",
+        threshold: float | None = None,
+    ) -> Probe:
+        """Every face of a probe photo, largest first, with its top-k and its decision, at
+        ``threshold`` when given, else the calibrated one. Raises FaceInputError for a photo
+        that cannot give a face (checked before the model runs), OSError for an unreadable
+        path."""
+        encoder = self._encoder()
+        image = load_image(source, max_bytes=settings.max_photo_bytes())
+        self.index.catch_up()
+        faces = encoder.encode(encoder.faces(image, "all"), mask)
+        return Probe(image, faces, self.identify_encoded(faces, k, threshold=threshold))
+
+    def verify(
+        self,
+        source: bytes | str | os.PathLike[str],
+        subject_id: int,
+        *,
+        mask: MaskMode = "auto",
+        threshold: float | None = None,
+    ) -> Verification:
+        """The largest face of a probe photo against one subject (LookupError if it has no
+        template), decided as :meth:`search` decides."""
+        encoder = self._encoder()
+        image = load_image(source, max_bytes=settings.max_photo_bytes())
+        face = encoder.encode(encoder.faces(image, "largest"), mask)[0]
+        return self.verify_vector(face.vector, subject_id, face.masked, threshold=threshold)
+
+    def _encoder(self) -> FaceEncoder:
+        if self.encoder is None:
+            raise RuntimeError("this searcher has no encoder: search with vectors instead")
+        return self.encoder
 
     # ----- 1:N ------------------------------------------------------------------------------
 
@@ -128,7 +205,7 @@ class Searcher:
         """Top-k (subject id, score) per probe, best first (fewer when the gallery is small)."""
         probes = np.atleast_2d(np.asarray(probes, np.float32))
         masked = np.broadcast_to(np.asarray(masked, bool), (len(probes),))
-        normal_index = self.gallery.index(TemplateKind.NORMAL)
+        normal_index = self.index.index(TemplateKind.NORMAL)
         out: list[list[tuple[int, float]]] = [[] for _ in probes]
         plain = np.flatnonzero(~masked) if self.fusion != "normal" else np.arange(len(probes))
         if len(plain):
@@ -144,8 +221,8 @@ class Searcher:
 
     def _fused(self, probe: np.ndarray, k: int) -> list[tuple[int, float]]:
         """A masked probe against both templates of the candidates of both indexes."""
-        normal_index = self.gallery.index(TemplateKind.NORMAL)
-        masked_index = self.gallery.index(TemplateKind.MASKED)
+        normal_index = self.index.index(TemplateKind.NORMAL)
+        masked_index = self.index.index(TemplateKind.MASKED)
         depth = max(k * _CANDIDATES_PER_K, _MIN_CANDIDATES)
         candidates = set()
         for index in (normal_index, masked_index):
@@ -168,14 +245,16 @@ class Searcher:
         order = np.argsort(-np.where(keep, fused, -np.inf), kind="stable")[:k]
         return [(int(ids[j]), float(fused[j])) for j in order if keep[j]]
 
-    def identify_encoded(self, faces: list[EncodedFace], k: int = 5) -> list[FaceAnswer]:
+    def identify_encoded(
+        self, faces: list[EncodedFace], k: int = 5, *, threshold: float | None = None
+    ) -> list[FaceAnswer]:
         """Answers for already-encoded probe faces."""
         if not faces:
             return []
         vectors = np.stack([f.vector for f in faces])
         masked = np.array([f.masked for f in faces])
         results = self.scores(vectors, masked, k)
-        names = self.gallery.names(i for row in results for i, _ in row)
+        names = self.store.names(i for row in results for i, _ in row)
         answers = []
         for face, row in zip(faces, results, strict=True):
             matches = [Match(i, names.get(i, ""), s) for i, s in row]
@@ -186,34 +265,25 @@ class Searcher:
                     mask_probability=face.mask_probability,
                     quality=[float(q) for q in face.quality],
                     matches=matches,
-                    decision=self._decide(matches, face.masked),
+                    decision=Decision.of(matches, self._limit(face.masked, threshold)),
                 )
             )
         return answers
 
-    def _decide(self, matches: list[Match], masked: bool) -> Decision:
-        limit = self.threshold(masked)
-        best = matches[0] if matches and matches[0].score >= limit else None
-        return Decision(best, limit)
-
-    def identify(
-        self, source: bytes | str | os.PathLike[str], *, k: int = 5, mask: MaskMode = "auto"
-    ) -> list[FaceAnswer]:
-        """Every face of a probe photo searched, largest first. Raises FaceInputError for a
-        photo that cannot give a face (the caller reports it)."""
-        encoder = self._encoder()
-        faces = encoder.faces(load_image(source), "all")
-        return self.identify_encoded(encoder.encode(faces, mask), k)
+    def _limit(self, masked: bool, threshold: float | None) -> float:
+        return self.threshold(masked) if threshold is None else threshold
 
     # ----- 1:1 ------------------------------------------------------------------------------
 
-    def verify_vector(self, probe: np.ndarray, subject_id: int, masked: bool) -> Verification:
+    def verify_vector(
+        self, probe: np.ndarray, subject_id: int, masked: bool, *, threshold: float | None = None
+    ) -> Verification:
         """A probe embedding against one subject (LookupError if it has no template)."""
         probe = np.asarray(probe, np.float32)
-        score = float(self.gallery.template(subject_id, TemplateKind.NORMAL) @ probe)
+        score = float(self.store.template(subject_id, TemplateKind.NORMAL) @ probe)
         if masked and self.fusion != "normal":
             try:
-                masked_score = float(self.gallery.template(subject_id, TemplateKind.MASKED) @ probe)
+                masked_score = float(self.store.template(subject_id, TemplateKind.MASKED) @ probe)
             except LookupError:
                 masked_score = score
             score = {
@@ -221,22 +291,7 @@ class Searcher:
                 "max": max(score, masked_score),
                 "mean": (score + masked_score) / 2,
             }[self.fusion]
-        return Verification(subject_id, score, self.threshold(masked), masked)
-
-    def verify(
-        self, source: bytes | str | os.PathLike[str], subject_id: int, *, mask: MaskMode = "auto"
-    ) -> Verification:
-        """The largest face of a probe photo against one subject."""
-        encoder = self._encoder()
-        face = encoder.encode(encoder.faces(load_image(source), "largest"), mask)[0]
-        return self.verify_vector(face.vector, subject_id, face.masked)
-
-    def _encoder(self) -> Any:
-        if self.gallery.encoder is None:
-            raise RuntimeError("this gallery has no encoder: search with vectors instead")
-        return self.gallery.encoder
-
-
-def _metadata(gallery: Gallery) -> dict[str, Any]:
-    encoder = gallery.encoder
-    return dict(getattr(getattr(encoder, "embedder", None), "metadata", None) or {})
+        decision = Decision.of([Match(subject_id, "", score)], self._limit(masked, threshold))
+        return Verification(
+            subject_id, score, decision.threshold, masked, same=decision.match is not None
+        )

@@ -35,11 +35,9 @@ from identify.web.common import (
     audit_search,
     db,
     first_face_ids,
-    fresh_gallery,
     parse_k,
     parse_mask,
     read_upload,
-    search_probe,
     subject_detail,
     subject_page,
 )
@@ -182,11 +180,12 @@ def search() -> str:
     if not data:
         raise ApiError(400, "missing_image", "choose a photo to search with")
     try:
-        result = search_probe(data, k=k, mask=mask, threshold=None)
+        result = services().searcher.search(data, k=k, mask=mask)
     except FaceInputError as error:
         raise face_input_error(error) from None
+    sha256 = hashlib.sha256(data).hexdigest()
     with db() as s:
-        audit_search(s, g.user.id, result, via="ui")
+        audit_search(s, g.user.id, sha256, result, via="ui")
         faces_of = first_face_ids(s, [m.subject_id for a in result.answers for m in a.matches])
     faces = [
         {
@@ -201,9 +200,10 @@ def search() -> str:
     return render_template(
         "search.html",
         result=result,
+        probe_sha256=sha256,
         faces=faces,
         picture=overlay.photo_overlay(result.image, result.faces),
-        model_version=services().gallery.model_version,
+        model_version=services().model_version,
         mask=mask,
         k=k,
     )
@@ -257,7 +257,7 @@ def delete_subject(subject_id: int) -> str | BaseResponse:
         raise ApiError(404, "not_found", f"no subject {subject_id}")
     if request.method == "GET":
         return render_template("confirm_delete.html", subject_id=subject_id, name=name)
-    fresh_gallery().delete_subject(subject_id, actor=g.user.id)
+    services().store.delete_subject(subject_id, actor=g.user.id)
     flash(f"Deleted subject {name}.")
     return redirect(url_for("admin.subjects"))
 
@@ -269,7 +269,7 @@ def delete_image(subject_id: int, image_id: int) -> BaseResponse:
         image = s.get(Image, image_id)
         if image is None or image.subject_id != subject_id:
             raise ApiError(404, "not_found", f"subject {subject_id} has no image {image_id}")
-    fresh_gallery().delete_image(image_id, actor=g.user.id)
+    services().store.delete_image(image_id, actor=g.user.id)
     flash("Photo deleted.")
     return redirect(url_for("admin.subject", subject_id=subject_id))
 

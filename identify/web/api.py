@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -23,17 +24,14 @@ from identify.services import services
 from identify.subject_names import printable
 from identify.web import auth
 from identify.web.common import (
-    answer_json,
     audit,
     audit_page,
     audit_search,
     db,
-    fresh_gallery,
     parse_k,
     parse_mask,
     parse_threshold,
     read_upload,
-    search_probe,
     subject_detail,
     subject_json,
     subject_page,
@@ -44,16 +42,6 @@ from identify.web.params import id_param, int_param, name_param, page_param
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 PUBLIC = frozenset({"api.health", "api.openapi"})
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-
-# Enrolment outcome -> HTTP status when a single photo could not be added.
-ENROL_STATUS = {
-    ItemStatus.DUPLICATE: (409, "duplicate"),
-    ItemStatus.NO_FACE: (422, "no_face"),
-    ItemStatus.SEVERAL_FACES: (422, "several_faces"),
-    ItemStatus.UNREADABLE: (415, "not_an_image"),
-    ItemStatus.TOO_LARGE: (413, "image_too_large"),
-    ItemStatus.FAILED: (422, "failed"),
-}
 
 
 def requires(scope: str) -> Callable:
@@ -171,17 +159,18 @@ def identify() -> Response:
     threshold = parse_threshold(params.get("threshold"))
     data = _image_bytes()
     try:
-        result = search_probe(data, k=k, mask=mask, threshold=threshold)
+        probe = services().searcher.search(data, k=k, mask=mask, threshold=threshold)
     except FaceInputError as error:
         raise face_input_error(error) from None
+    sha256 = hashlib.sha256(data).hexdigest()
     with db() as session:
-        audit_search(session, _user_id(), result, via="api")
+        audit_search(session, _user_id(), sha256, probe, via="api")
     return jsonify(
-        probe_sha256=result.sha256,
-        model_version=services().gallery.model_version,
+        probe_sha256=sha256,
+        model_version=services().model_version,
         k=k,
         mask=mask,
-        faces=[answer_json(a) for a in result.answers],
+        faces=[a.to_api_json() for a in probe.answers],
     )
 
 
@@ -193,21 +182,17 @@ def verify() -> Response:
     mask = parse_mask(params.get("mask"))
     threshold = parse_threshold(params.get("threshold"))
     data = _image_bytes()
-    gallery = fresh_gallery()
     with db() as session:
         if session.get(Subject, subject_id) is None:
             raise ApiError(404, "not_found", f"no subject {subject_id}")
     try:
-        answer = services().searcher.verify(data, subject_id, mask=mask)
+        answer = services().searcher.verify(data, subject_id, mask=mask, threshold=threshold)
     except FaceInputError as error:
         raise face_input_error(error) from None
     except LookupError:
         raise ApiError(409, "no_template", f"subject {subject_id} has no face enrolled") from None
     record = answer.to_json()
-    if threshold is not None:
-        record["threshold"] = threshold
-        record["same"] = answer.score >= threshold
-    record["model_version"] = gallery.model_version
+    record["model_version"] = services().model_version
     with db() as session:
         audit(
             session,
@@ -291,7 +276,7 @@ def rename_subject(subject_id: int) -> Response:
 @api.delete("/subjects/<int:subject_id>")
 @requires("enrol")
 def delete_subject(subject_id: int) -> tuple[str, int]:
-    if not fresh_gallery().delete_subject(subject_id, actor=_user_id()):
+    if not services().store.delete_subject(subject_id, actor=_user_id()):
         raise ApiError(404, "not_found", f"no subject {subject_id}")
     return "", 204
 
@@ -305,7 +290,7 @@ def add_images(subject_id: int) -> tuple[Response, int]:
     with db() as session:
         if session.get(Subject, subject_id) is None:
             raise ApiError(404, "not_found", f"no subject {subject_id}")
-    gallery = fresh_gallery()
+    enroller = services().enroller
     results = []
     for upload in uploads:
         data = upload.read()
@@ -313,7 +298,7 @@ def add_images(subject_id: int) -> tuple[Response, int]:
         if not data:
             results.append({"source": name, "status": "unreadable", "reason": "empty file"})
             continue
-        result = gallery.enrol(subject_id, data, source_name=name)
+        result = enroller.enrol(subject_id, data, source_name=name)
         results.append(
             {
                 "source": name,
@@ -335,7 +320,7 @@ def add_images(subject_id: int) -> tuple[Response, int]:
             results=[{k: r[k] for k in ("source", "status")} for r in results],
         )
     if len(results) == 1 and not enrolled:
-        status, code = ENROL_STATUS.get(ItemStatus(results[0]["status"]), (422, "failed"))
+        status, code = ItemStatus(results[0]["status"]).http
         raise ApiError(status, code, results[0]["reason"] or code, {"results": results})
     return jsonify(subject_id=subject_id, results=results), 201 if enrolled else 200
 
@@ -347,7 +332,7 @@ def delete_image(subject_id: int, image_id: int) -> tuple[str, int]:
         image = session.get(Image, image_id)
         if image is None or image.subject_id != subject_id:
             raise ApiError(404, "not_found", f"subject {subject_id} has no image {image_id}")
-    fresh_gallery().delete_image(image_id, actor=_user_id())
+    services().store.delete_image(image_id, actor=_user_id())
     return "", 204
 
 

@@ -1,36 +1,27 @@
-"""What the JSON API and the web UI share: database sessions, the audit log, probe searches
-and subject queries, so that both answer the same way."""
+"""What the JSON API and the web UI share: database sessions, the audit log, the parsing of
+probe parameters and subject queries, so that both answer the same way."""
 
 from __future__ import annotations
 
-import hashlib
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
 from flask import current_app
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from embedder.imageio import load_image
 from identify import settings
 from identify.gallery.db import session_factory
 from identify.gallery.tables import AuditEntry, Face, Image, Subject, Template
 from identify.integers import ID_MAX
-from identify.search.encode import MASK_MODES, EncodedFace
-from identify.search.searcher import Decision, FaceAnswer, Match
+from identify.search.encode import MASK_MODES, MaskMode
+from identify.search.searcher import FaceAnswer, Probe
 from identify.services import services
 from identify.web.audit_log import audit
 from identify.web.http_errors import ApiError
 from identify.web.params import int_param
-
-REFRESH_EVERY_S = 1.0
-_refresh_lock = threading.Lock()
 
 
 @contextmanager
@@ -99,18 +90,6 @@ def audit_page(
     return items, int(total)
 
 
-def fresh_gallery() -> Any:
-    """The gallery, with what workers wrote applied (at most once a second per process)."""
-    gallery = services().gallery
-    state = current_app.extensions.setdefault("cqaface_refreshed", [0.0])
-    if time.monotonic() - state[0] >= REFRESH_EVERY_S:
-        with _refresh_lock:
-            if time.monotonic() - state[0] >= REFRESH_EVERY_S:
-                gallery.refresh()
-                state[0] = time.monotonic()
-    return gallery
-
-
 def read_upload(upload: Any) -> bytes:
     """An uploaded photo's bytes; its size is checked before it is read into memory."""
     limit = settings.max_photo_bytes()
@@ -126,11 +105,11 @@ def parse_k(value: Any, default: int = 5) -> int:
     return int_param(value, "k", default=default, minimum=1, maximum=100)
 
 
-def parse_mask(value: Any) -> str:
+def parse_mask(value: Any) -> MaskMode:
     mask = value or "auto"
     if mask not in MASK_MODES:
         raise ApiError(400, "bad_parameter", f"mask must be one of {', '.join(MASK_MODES)}")
-    return mask
+    return cast(MaskMode, mask)
 
 
 def parse_threshold(value: Any) -> float | None:
@@ -145,60 +124,26 @@ def parse_threshold(value: Any) -> float | None:
     return threshold
 
 
-@dataclass
-class ProbeResult:
-    sha256: str
-    image: np.ndarray
-    faces: list[EncodedFace]
-    answers: list[FaceAnswer]
-
-
-def search_probe(data: bytes, *, k: int, mask: str, threshold: float | None) -> ProbeResult:
-    """Every face of a probe photo with its top-k and decision; FaceInputError on bad input."""
-    image = load_image(data, max_bytes=settings.max_photo_bytes())  # bad input: before the model
-    gallery = fresh_gallery()
-    searcher = services().searcher
-    encoder = gallery.encoder
-    encoded = encoder.encode(encoder.faces(image, "all"), mask)
-    answers = searcher.identify_encoded(encoded, k)
-    if threshold is not None:
-        answers = [_with_threshold(a, threshold) for a in answers]
-    return ProbeResult(hashlib.sha256(data).hexdigest(), image, encoded, answers)
-
-
-def _with_threshold(answer: FaceAnswer, threshold: float) -> FaceAnswer:
-    best: Match | None = answer.matches[0] if answer.matches else None
-    decision = Decision(best if best is not None and best.score >= threshold else None, threshold)
-    return FaceAnswer(
-        answer.box, answer.masked, answer.mask_probability, answer.quality, answer.matches, decision
-    )
-
-
-def answer_json(answer: FaceAnswer) -> dict[str, Any]:
-    record = answer.to_json()
-    record["part_qualities"] = record.pop("quality")
-    record["threshold"] = round(answer.decision.threshold, 5)
-    return record
-
-
 def top_answer(answers: list[FaceAnswer]) -> Any:
     if not answers:
         return None
     return answers[0].decision.to_json()
 
 
-def audit_search(session: Session, user_id: int | None, result: ProbeResult, via: str) -> None:
+def audit_search(
+    session: Session, user_id: int | None, sha256: str, probe: Probe, via: str
+) -> None:
     """Every search is audited: who, when, the probe's hash and the top answer."""
     audit(
         session,
         user_id,
         "identify",
         "probe",
-        result.sha256[:16],
+        sha256[:16],
         via=via,
-        probe_sha256=result.sha256,
-        faces=len(result.answers),
-        top=top_answer(result.answers),
+        probe_sha256=sha256,
+        faces=len(probe.answers),
+        top=top_answer(probe.answers),
     )
 
 

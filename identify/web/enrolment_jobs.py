@@ -1,15 +1,15 @@
 """The web side of bulk enrolment: check a source (an uploaded zip, a folder under the import
-roots), make a job of its photos, hand it to the workers, and report on jobs. The work itself is
-the workers' (workers.sources, workers.enrolment)."""
+roots: identify.gallery.sources), make a job of its photos, hand it to the workers through the
+services' `submit`, and report on jobs (identify.gallery.jobs)."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from typing import IO, Any
 
 from sqlalchemy import func, select
 
+from identify.gallery import jobs, sources
 from identify.gallery.tables import EnrolmentJob, User
 from identify.services import services
 from identify.subject_names import printable
@@ -18,7 +18,7 @@ from identify.web.http_errors import ApiError
 
 _UPLOAD_PATH = re.compile(r"^.*/uploads/[0-9a-f]{32}/")
 LATEST_FAILURES = 10  # shown live on a job's page
-# workers.sources.SourceError codes -> HTTP status.
+# identify.gallery.sources.SourceError codes -> HTTP status.
 SOURCE_STATUS = {
     "not_a_folder": 400,
     "outside_import_roots": 403,
@@ -37,53 +37,38 @@ def _source_error(error: Exception) -> ApiError:
 
 def start_zip(stream: IO[bytes], filename: str, user_id: int | None) -> int:
     """Extract an uploaded archive (safely) and start a job enrolling it."""
-    from workers import sources
-    from workers.enrolment import new_upload_dir
-
-    work_dir = new_upload_dir()
-    try:
-        items = sources.zip_items(stream, work_dir)
-    except sources.SourceError as error:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise _source_error(error) from None
-    except Exception:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
-    source = printable(filename)  # the sender's name for it, shown on the job's page
-    return _start(items, source=source, kind="zip", user_id=user_id, work_dir=work_dir)
+    # the sender's name for it, shown on the job's page
+    return _start(stream, printable(filename), user_id)
 
 
 def start_folder(folder: str, user_id: int | None) -> int:
     """Start a job enrolling a server folder, which must lie under CQAFACE_IMPORT_ROOTS."""
-    from workers import sources
+    return _start(folder, folder, user_id)
 
+
+def _start(source: IO[bytes] | str, name: str, user_id: int | None) -> int:
     try:
-        items = sources.folder_items(folder, restricted=True)
+        job = sources.make_job(services().engine, source, user_id=user_id, name=name)
     except sources.SourceError as error:
         raise _source_error(error) from None
-    return _start(items, source=folder, kind="folder", user_id=user_id)
-
-
-def _start(items: list, *, source: str, kind: str, user_id: int | None, **extra: Any) -> int:
-    from workers import enrolment
-
-    options = {"work_dir": str(extra["work_dir"])} if "work_dir" in extra else None
-    job_id = enrolment.create_job(
-        services().engine, items, source=source, kind=kind, user_id=user_id, options=options
-    )
     with db() as session:
         audit(
-            session, user_id, "enrolment", "job", job_id, kind=kind, source=source, items=len(items)
+            session,
+            user_id,
+            "enrolment",
+            "job",
+            job.id,
+            kind=job.kind,
+            source=name,
+            items=job.items,
         )
-    enrolment.submit(job_id)
-    return job_id
+    services().submit(job.id)
+    return job.id
 
 
 def progress(job_id: int) -> dict[str, Any]:
-    from workers import enrolment
-
     try:
-        report = enrolment.progress(services().engine, job_id)
+        report = jobs.job_progress(services().engine, job_id).to_json()
     except LookupError:
         raise ApiError(404, "not_found", f"no enrolment job {job_id}") from None
     for item in report.get("failed") or []:  # paths inside the archive, not on the server
@@ -94,8 +79,6 @@ def progress(job_id: int) -> dict[str, Any]:
 def live(job_id: int) -> dict[str, Any]:
     """What a live progress event carries: the report, with the latest failures in place of
     the first ones."""
-    from identify.gallery import jobs
-
     report = progress(job_id)
     latest = jobs.latest_failures(services().engine, job_id, LATEST_FAILURES)
     for item in latest:
@@ -105,13 +88,11 @@ def live(job_id: int) -> dict[str, Any]:
 
 
 def cancel(job_id: int, user_id: int | None) -> None:
-    from workers import enrolment
-
     with db() as session:
         if session.get(EnrolmentJob, job_id) is None:
             raise ApiError(404, "not_found", f"no enrolment job {job_id}")
         audit(session, user_id, "cancel_job", "job", job_id)
-    enrolment.cancel(job_id)
+    jobs.cancel_job(services().engine, job_id)
 
 
 def recent(*, page: int = 1, per_page: int = 20) -> tuple[list[dict[str, Any]], int]:

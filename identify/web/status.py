@@ -52,16 +52,16 @@ def health_report() -> dict[str, Any]:
 
 def index_state() -> dict[str, Any]:
     """The loaded gallery's index (its size and kind); `loaded: false` before first use."""
-    gallery = services()._gallery
-    if gallery is None:
+    live = services().opened_index
+    if live is None:
         return {"loaded": False, "model_version": None}
     try:
-        index = gallery.index()
+        index = live.index()
         return {
             "loaded": True,
             "templates": len(index),
             "kind": type(index).__name__,
-            "model_version": gallery.model_version,
+            "model_version": live.model_version,
         }
     except Exception as error:
         return {"loaded": False, "error": type(error).__name__, "model_version": None}

@@ -15,13 +15,16 @@ import json
 import os
 import shutil
 import stat
+import uuid
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from identify import settings
-from identify.gallery.enrolment import PHOTO_SUFFIXES
+from identify.gallery import jobs
+from identify.gallery.enroller import PHOTO_SUFFIXES
 from identify.gallery.jobs import upload_file
 
 # (subject name, photo path); for an archive, the member's name inside it (its photo is at
@@ -31,6 +34,49 @@ from identify.gallery.jobs import upload_file
 Item = tuple[str, Path | str]
 
 _COPY_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class NewJob:
+    id: int
+    kind: str  # folder, zip or files
+    items: int
+
+
+def make_job(
+    target: jobs.Target,
+    source: BinaryIO | str | os.PathLike[str],
+    *,
+    user_id: int | None = None,
+    restricted: bool = True,
+    name: str | None = None,
+) -> NewJob:
+    """A queued job made of ``source``: an uploaded archive (a stream), a
+    folder of subject folders, or (not ``restricted``: the CLI's own files) a .zip or a CSV/JSON
+    list on this machine. ``restricted``: a folder must lie under CQAFACE_IMPORT_ROOTS. The web
+    and the CLI both make their jobs here; raises SourceError for a source refused as a whole,
+    and leaves nothing behind then."""
+    options, kind = None, "zip"
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if restricted or path.is_dir():
+            kind, items = "folder", folder_items(path, restricted=restricted)
+        elif path.suffix.lower() != ".zip":
+            kind, items = "files", list_items(path, restricted=False)
+    if kind == "zip":
+        items, work_dir = unpacked_zip(source)
+        options = {"work_dir": str(work_dir)}
+    job_id = jobs.create_job(
+        target, items, source=name or str(source), kind=kind, user_id=user_id, options=options
+    )
+    return NewJob(job_id, kind, len(items))
+
+
+def new_upload_dir() -> Path:
+    """A fresh folder under DATA_DIR/uploads for an archive's photos (removed with its job)."""
+    path = settings.data_dir() / "uploads" / uuid.uuid4().hex
+    path.mkdir(parents=True)
+    return path
 
 
 class SourceError(Exception):
@@ -111,6 +157,17 @@ def zip_items(archive: BinaryIO | str | os.PathLike[str], destination_dir: Path)
         except BaseException:
             shutil.rmtree(destination, ignore_errors=True)
             raise
+
+
+def unpacked_zip(archive: BinaryIO | str | os.PathLike[str]) -> tuple[list[Item], Path]:
+    """An archive extracted into a fresh upload folder: its items, and the folder (removed with
+    its job). A refused archive leaves no folder behind."""
+    work_dir = new_upload_dir()
+    try:
+        return zip_items(archive, work_dir), work_dir
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
 
 
 def _check_members(members: list[zipfile.ZipInfo]) -> None:

@@ -1,5 +1,7 @@
-"""The Flask application factory: configuration from the environment (identify.settings),
-overridable per app for tests; the shared services and the Celery app hang off the app."""
+"""The Flask application factory, the one place that puts the parts together: configuration
+from the environment (identify.settings), overridable per app for tests; the shared services,
+the Celery app and the web blueprints hang off the app. It sits above identify.web and workers,
+which never import each other: the services' `submit` is how the web hands a job on."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ from flask import Flask
 
 from identify import settings
 from identify.services import Services
+from identify.web.wiring import init_web
+from workers import enrolment
+from workers.celery_app import celery_init_app
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -29,11 +34,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         database_url=app.config["DATABASE_URL"],
         index_dir=Path(app.config["INDEX_DIR"]),
         model_path=Path(model) if model else None,
+        submit=lambda job_id: enrolment.submit(job_id, app),
     )
-    from workers.celery_app import celery_init_app
-
     celery_init_app(app)
-    from identify.web.wiring import init_web
-
     init_web(app)
     return app
