@@ -9,10 +9,14 @@ from __future__ import annotations
 import unicodedata
 
 MAX_LENGTH = 255  # the subjects.name column
-# Cc: controls (NUL, newlines, ESC); Cf: format (bidi controls, zero-width joiners and
-# spaces); Cs: lone surrogates; Co/Cn: private-use and unassigned code points; Zl/Zp:
+# Cc: controls (NUL, newlines, ESC); Cf: format (bidi controls, zero-width spaces, soft
+# hyphens); Cs: lone surrogates; Co/Cn: private-use and unassigned code points; Zl/Zp:
 # line and paragraph separators. None of them belongs in a name a person reads.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# The zero-width non-joiner and joiner are format characters that spell real names: Persian
+# writes "Mohammad-Reza" style compounds with U+200C, and Indic scripts choose conjunct forms
+# with both. They change how letters join, never the order text displays in.
+_JOINERS = frozenset({"\u200c", "\u200d"})
 
 
 class SubjectNameError(ValueError):
@@ -26,7 +30,7 @@ def problem(name: str) -> str | None:
     if len(name) > MAX_LENGTH:
         return f"a subject name has at most {MAX_LENGTH} characters, not {len(name)}"
     for position, character in enumerate(name, start=1):
-        if unicodedata.category(character) in _REFUSED_CATEGORIES:
+        if _refused(character):
             return (
                 f"the subject name holds {describe(character)} at position {position}; "
                 "control, format and bidi characters are not allowed"
@@ -55,7 +59,9 @@ def describe(character: str) -> str:
 def printable(name: str, limit: int = MAX_LENGTH) -> str:
     """``name`` safe to show: every refused character written as <U+XXXX>, cut to ``limit``
     characters (a refused name is kept as data in this form)."""
-    shown = "".join(
-        f"<U+{ord(c):04X}>" if unicodedata.category(c) in _REFUSED_CATEGORIES else c for c in name
-    )
+    shown = "".join(f"<U+{ord(c):04X}>" if _refused(c) else c for c in name)
     return shown if len(shown) <= limit else shown[: limit - 1] + "\u2026"
+
+
+def _refused(character: str) -> bool:
+    return character not in _JOINERS and unicodedata.category(character) in _REFUSED_CATEGORIES

@@ -285,3 +285,20 @@ def test_decimal_text_within_the_range_is_read(value, expected):
 def test_anything_else_is_refused(value):
     with pytest.raises(IntegerError):
         parse_int(value, "x")
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        ("\u0645\u062d\u0645\u062f\u200c\u0631\u0636\u0627", True),  # Persian, with a ZWNJ
+        ("\u0915\u094d\u200d\u0937", True),  # Devanagari, a ZWJ choosing the half form
+        ("Bob\u200bSmith", False),  # a zero-width space hides a second name
+        ("Bob\u00adSmith", False),  # a soft hyphen, invisible
+    ],
+)
+def test_joiners_that_spell_real_names_are_kept_and_invisible_spacers_refused(raw, kept):
+    if kept:
+        assert subject_name(raw) == raw
+    else:
+        with pytest.raises(SubjectNameError, match="U\\+"):
+            subject_name(raw)
