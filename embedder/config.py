@@ -10,7 +10,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 Stem = Literal[
-    "r18", "r34", "r50", "r100", "mobilefacenet", "mobilefacenet_y1", "mobilefacenet_foamliu"
+    "r18",
+    "r34",
+    "r50",
+    "r100",
+    "mobilefacenet",
+    "mobilefacenet_y1",
+    "mobilefacenet_w600k",
+    "mobilefacenet_foamliu",
 ]
 Head = Literal["cqa", "global"]
 Diversity = Literal["cal", "hpda", "dropout", "none"]

@@ -309,3 +309,167 @@ def test_a_gdc_head_of_another_width_cannot_start_from_the_pretrained_head(
         f"{y1_params}: a GDC head starts from the pretrained one only with embedding_size = "
         "branches x 128 = 512, not 256"
     )
+
+
+# ----- WebFace600K: the port against the ONNX file it is read from ----------------------------
+
+W600K = "mobilefacenet_w600k"
+MAP = "509"  # PRelu_92's output: the 512x7x7 map, the stem's last stage
+
+
+@pytest.fixture(scope="module")
+def w600k_onnx() -> Path:
+    return _model_file("insightface-w600k-mbf", "w600k_mbf.onnx")
+
+
+def _onnx_outputs(path: Path, x: np.ndarray, extra: str) -> list[np.ndarray]:
+    """The graph's output and one inner tensor, by onnxruntime on one thread."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    graph = onnx.load(str(path))
+    graph.graph.output.append(
+        onnx.helper.make_tensor_value_info(extra, onnx.TensorProto.FLOAT, None)
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # the graph declares batch 1; it runs any batch
+    session = ort.InferenceSession(
+        graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {"input.1": x})
+
+
+def test_w600k_port_matches_onnxruntime_on_real_crops(
+    w600k_onnx: Path, celeba_aligned_dir: Path
+) -> None:
+    """The same 512-d embedding and 512x7x7 map as the file, each fed its own input: the
+    graph gets (p - 127.5) / 127.5 on RGB, computed here; the port gets the pipeline's
+    preprocessing, which must be that scaling (the stem adds none). Float32 rounding through
+    ~50 layers leaves about 1e-5 on the embedding (components up to ~4); a PReLU slope on the
+    wrong axis, a wrong stride or a scaling of 1/128 moves it by far more."""
+    crops = _crops(celeba_aligned_dir, 8)
+    own_input = (crops.transpose(0, 3, 1, 2).astype(np.float32) - 127.5) / 127.5
+    embedding, feature_map = _onnx_outputs(w600k_onnx, own_input, MAP)
+    model = _native(W600K, w600k_onnx)
+    with torch.no_grad():
+        x = torch.from_numpy(preprocess(crops))
+        ours = model(x).embedding.numpy()
+        ours_map = model.stem.forward_to(x, model.stage).numpy()
+    assert ours.shape == embedding.shape == (8, 512)
+    assert ours_map.shape == feature_map.shape == (8, 512, 7, 7)
+    assert np.abs(ours - embedding).max() < 1e-4
+    assert np.abs(ours_map - feature_map).max() < 1e-4
+
+
+def _edited(path: Path, out: Path, edit) -> Path:
+    """A copy of the graph with one edit, saved under `out`."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(path))
+    edit(graph, onnx)
+    onnx.save(graph, str(out))
+    return out
+
+
+def _replace(graph, onnx, name: str, value: np.ndarray) -> None:
+    index = next(i for i, t in enumerate(graph.graph.initializer) if t.name == name)
+    graph.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(value, name))
+
+
+def test_w600k_gemm_bias_is_folded_into_the_last_batch_norm(
+    w600k_onnx: Path, tmp_path: Path
+) -> None:
+    """BN(Wx + b) with mean m is BN(Wx) with mean m - b. (The file's own bias is ~4e-8, so
+    the onnxruntime comparison cannot see the fold.)"""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(w600k_onnx))
+    gemm, norm = graph.graph.node[-2], graph.graph.node[-1]
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in graph.graph.initializer}
+    shift = np.linspace(-2, 2, 512, dtype=np.float32)
+
+    def shifted(g, o) -> None:
+        _replace(g, o, gemm.input[2], arrays[gemm.input[2]] + shift)
+        _replace(g, o, norm.input[3], arrays[norm.input[3]] + shift)
+
+    path = _edited(w600k_onnx, tmp_path / "shifted.onnx", shifted)
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        original = _native(W600K, w600k_onnx)(x).embedding
+        moved = _native(W600K, path)(x).embedding
+    torch.testing.assert_close(moved, original)
+
+
+def test_w600k_stem_loads_whole_into_a_cqa_model_and_no_head(w600k_onnx: Path) -> None:
+    model = build_model(ModelConfig(stem=W600K))
+    names = load_into(model, w600k_onnx)
+    stem = [n for n in model.state_dict() if n.startswith("stem.")]
+    assert names == sorted(stem)
+    assert model.stem.channels[-1] == 512 and model.stem.sizes[-1] == 7
+
+
+def test_a_w600k_graph_with_a_tensor_of_another_shape_names_it(
+    w600k_onnx: Path, tmp_path: Path
+) -> None:
+    """Conv_78 (the last stage's projection, 512 -> 256) narrowed to 128 outputs."""
+
+    def narrowed(g, o) -> None:
+        node = next(n for n in g.graph.node if n.name == "Conv_78")
+        _replace(g, o, node.input[1], np.zeros((128, 512, 1, 1), np.float32))
+
+    path = _edited(w600k_onnx, tmp_path / "narrow.onnx", narrowed)
+    assert _error(build_model(native(W600K)), path) == (
+        f"{path}: tensor '{_input(w600k_onnx, 'Conv_78')}' (Conv_78) has shape (128, 512, 1, 1), "
+        "the port's stem.stages.2.0.body.2.0.weight has (256, 512, 1, 1)"
+    )
+
+
+def test_a_w600k_graph_with_another_stride_names_the_tensor(
+    w600k_onnx: Path, tmp_path: Path
+) -> None:
+    """Same weights, a stride the shapes cannot show: Conv_6, the first downsampling to 28."""
+
+    def unstrided(g, o) -> None:
+        node = next(n for n in g.graph.node if n.name == "Conv_6")
+        strides = next(a for a in node.attribute if a.name == "strides")
+        strides.ints[:] = [1, 1]
+
+    path = _edited(w600k_onnx, tmp_path / "unstrided.onnx", unstrided)
+    assert _error(build_model(native(W600K)), path) == (
+        f"{path}: tensor '{_input(w600k_onnx, 'Conv_6')}' (Conv_6) has strides (1, 1), "
+        "the port's stem.stages.0.2.body.1.0 has (2, 2)"
+    )
+
+
+def _input(path: Path, node_name: str) -> str:
+    onnx = pytest.importorskip("onnx")
+    return next(n for n in onnx.load(str(path)).graph.node if n.name == node_name).input[1]
+
+
+def test_a_face_detector_onnx_is_not_the_w600k_network() -> None:
+    """Another real ONNX file of the same source (SCRFD): its first conv is named."""
+    path = _model_file("insightface-scrfd-500m", "scrfd_500m_bnkps.onnx")
+    assert _error(build_model(native(W600K)), path) == (
+        f"{path}: tensor '555' (Conv_0) has shape (16, 3, 3, 3), "
+        "the port's stem.stages.0.0.0.weight has (128, 3, 3, 3)"
+    )
+
+
+def test_a_text_file_named_onnx_is_not_an_onnx_file(tmp_path: Path) -> None:
+    path = tmp_path / "w600k_mbf.onnx"
+    path.write_text("these are not the weights you are looking for\n")
+    assert _error(build_model(native(W600K)), path) == f"{path}: not an ONNX file (DecodeError)"
+
+
+def test_the_w600k_file_does_not_load_into_the_y1_stem(w600k_onnx: Path) -> None:
+    assert _error(build_model(native(Y1)), w600k_onnx) == (
+        f"{w600k_onnx}: a .onnx file is read as insightface's WebFace600K MobileFaceNet, which "
+        f"fits the stem '{W600K}', not '{Y1}'"
+    )
+
+
+def test_a_gdc_head_cannot_start_from_the_w600k_head(w600k_onnx: Path) -> None:
+    """Its head has no 7x7 depthwise pooling: there is nothing for GDC parts to start from."""
+    model = build_model(ModelConfig(stem=W600K, part_pooling="gdc"))
+    assert _error(model, w600k_onnx) == (
+        f"{w600k_onnx}: the network's own head has no GDC for part_pooling='gdc' to start from "
+        "(use part_pooling='mean')"
+    )
