@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from embedder.iresnet import LAYERS, IResNet
 from embedder.mobilefacenet import MobileFaceNet, insightface_y1
-from embedder.mobilefacenet_foamliu import FoamliuMobileFaceNet
 from embedder.mobilefacenet_w600k import W600KMobileFaceNet
 from embedder.stem import Stem
 
@@ -20,6 +19,4 @@ def build_stem(name: str) -> Stem:
         return insightface_y1()
     if name == "mobilefacenet_w600k":
         return W600KMobileFaceNet()
-    if name == "mobilefacenet_foamliu":
-        return FoamliuMobileFaceNet()
     raise ValueError(f"unknown stem {name!r}")

@@ -17,7 +17,6 @@ Stem = Literal[
     "mobilefacenet",
     "mobilefacenet_y1",
     "mobilefacenet_w600k",
-    "mobilefacenet_foamliu",
 ]
 Head = Literal["cqa", "global"]
 Diversity = Literal["cal", "hpda", "dropout", "none"]

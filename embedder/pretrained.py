@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
-from embedder import checkpoint, mxnet_params
+from embedder import mxnet_params
 from embedder.config import ModelConfig
 from embedder.model import CQAFace, build_model
 
@@ -36,9 +36,6 @@ NATIVE: dict[str, ModelConfig] = {
     ),
     "mobilefacenet_w600k": ModelConfig(
         stem="mobilefacenet_w600k", head="global", embedding_size=512, qan=False, diversity="none"
-    ),
-    "mobilefacenet_foamliu": ModelConfig(
-        stem="mobilefacenet_foamliu", head="global", embedding_size=128, qan=False, diversity="none"
     ),
 }
 
@@ -141,90 +138,6 @@ def y1_state(model: CQAFace, path: Path) -> dict[str, np.ndarray]:
             state.update(_y1_head(arrays))
         except KeyError as missing:
             raise PretrainedError(f"{path}: no tensor {missing} for the global head") from None
-    return state
-
-
-# foamliu's MobileFaceNet (a PyTorch state_dict): (the stem's ConvBN, its conv, its BN) in
-# the order embedder/mobilefacenet_foamliu.py builds them.
-def _foamliu_blocks() -> Iterator[tuple[str, str, str]]:
-    yield "stages.0.0", "conv1.0.weight", "conv1.1"
-    yield "stages.0.1", "dw_conv.depthwise.weight", "dw_conv.bn1"
-    yield "stages.0.2", "dw_conv.pointwise.weight", "dw_conv.bn2"
-    # Inverted residuals: features.0-4 after the three layers above, 5-11, then 12-14.
-    for stage, first, features in (
-        (0, 3, range(0, 5)),
-        (1, 0, range(5, 12)),
-        (2, 0, range(12, 15)),
-    ):
-        for position, i in enumerate(features, first):
-            body, conv = f"stages.{stage}.{position}.body", f"features.{i}.conv"
-            yield f"{body}.0", f"{conv}.0.0.weight", f"{conv}.0.1"
-            yield f"{body}.1", f"{conv}.1.0.weight", f"{conv}.1.1"
-            yield f"{body}.2", f"{conv}.2.weight", f"{conv}.3"
-    yield "stages.2.3", "conv2.0.weight", "conv2.1"
-
-
-_BN = ("weight", "bias", "running_mean", "running_var")
-
-
-def _conv_bn(prefix: str, weight: str, bn: str) -> dict[str, str]:
-    """project ConvBN (conv at .0, BN at .1) -> foamliu's names."""
-    return {f"{prefix}.0.weight": weight} | {f"{prefix}.1.{p}": f"{bn}.{p}" for p in _BN}
-
-
-def _foamliu_mapping() -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for prefix, weight, bn in _foamliu_blocks():
-        mapping.update(_conv_bn(f"stem.{prefix}", weight, bn))
-    mapping.update(_conv_bn("head.0", "gdconv.depthwise.weight", "gdconv.bn"))
-    mapping["head.3.weight"] = "conv3.weight"
-    mapping.update({f"head.4.{p}": f"bn.{p}" for p in _BN})
-    return mapping
-
-
-def _read_state_dict(path: Path) -> dict[str, np.ndarray]:
-    """The tensors of a plain PyTorch state_dict; anything else (a project checkpoint, another
-    format under a .pt name) is a PretrainedError."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load fails in many ways: pickle, zip, EOF, key errors
-        raise PretrainedError(
-            f"{path}: not a PyTorch state_dict (torch.load: {type(error).__name__})"
-        ) from None
-    if isinstance(data, dict) and data.get("format") == checkpoint.FORMAT:
-        raise PretrainedError(
-            f"{path}: a CQA-Face checkpoint, not a pretrained network "
-            "(it carries its own weights: load it with embedder.checkpoint)"
-        )
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise PretrainedError(f"{path}: not a PyTorch state_dict (a {type(data).__name__})")
-    return {name: value.numpy() for name, value in data.items()}
-
-
-def foamliu_state(model: CQAFace, path: Path) -> dict[str, np.ndarray]:
-    """The model's tensors that foamliu's MobileFaceNet `.pt` state_dict provides.
-
-    Every tensor of the file has its place (batch-norm counters aside), so that a different
-    network under the same name fails instead of loading in part. The 1x1 conv3's bias is
-    folded into the last batch norm's mean, as y1's fc1 bias is.
-    """
-    tensors = _read_state_dict(path)
-    mapping = _foamliu_mapping()
-    for name, source in mapping.items():
-        if source not in tensors:
-            raise PretrainedError(
-                f"{path}: no tensor {source!r} for {name} (not foamliu's MobileFaceNet?)"
-            )
-    used = set(mapping.values()) | {"conv3.bias"}
-    for source in tensors:
-        if source not in used and not source.endswith(".num_batches_tracked"):
-            raise PretrainedError(f"{path}: tensor {source!r} has no place in foamliu's network")
-    state = {name: tensors[source] for name, source in mapping.items()}
-    weight = state["head.3.weight"]
-    state["head.3.weight"] = weight.reshape(weight.shape[0], -1)  # 1x1 conv -> linear
-    state["head.4.running_mean"] = state["head.4.running_mean"] - tensors["conv3.bias"]
-    if model.config.head != "global":
-        state = {name: value for name, value in state.items() if name.startswith("stem.")}
     return state
 
 
@@ -339,7 +252,6 @@ class Reader(NamedTuple):
 
 READERS = {
     ".params": Reader("insightface's MobileFaceNet y1", "mobilefacenet_y1", y1_state),
-    ".pt": Reader("foamliu's MobileFaceNet", "mobilefacenet_foamliu", foamliu_state),
     ".onnx": Reader("insightface's WebFace600K MobileFaceNet", W600K, w600k_state),
 }
 
