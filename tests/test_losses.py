@@ -139,3 +139,17 @@ def test_cal_on_real_faces_falls_and_is_met_by_levels_unless_normalised(
     assert all(a > b for a, b in itertools.pairwise(falling))
     assert losses[-1] == 0.0
     assert (_level_share(maps.detach()) > 0.5) is level_wins
+
+
+@pytest.mark.parametrize(("normalise", "expected"), [("none", 0.0), ("positions", 0.8)])
+def test_training_applies_cal_as_the_model_config_normalises_it(
+    normalise: str, expected: float
+) -> None:
+    from embedder.config import variant
+    from embedder.model import build_model
+    from trainer.train import Trainee
+
+    model = build_model(variant("cqa", stem="mobilefacenet", cal_normalise=normalise))
+    trainee = Trainee(model, CosFace(512, 3), attention_lambda=0.5)
+    maps = torch.stack([torch.full((7, 7), 0.3), torch.full((7, 7), 0.9)])[None]
+    assert trainee.attention_loss(maps).item() == pytest.approx(expected)
