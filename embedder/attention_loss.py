@@ -23,13 +23,24 @@ def _pairwise_squared_diff(maps: torch.Tensor) -> torch.Tensor:
 
 
 def contrastive_attention_loss(
-    maps: torch.Tensor, margin: float = 0.2, sigma: float = 0.01, reduction: str = "mean"
+    maps: torch.Tensor,
+    margin: float = 0.2,
+    sigma: float = 0.01,
+    reduction: str = "mean",
+    normalise: str = "none",
 ) -> torch.Tensor:
     """L_CAL = mean over pairs and samples of max(0, exp(-d_ij / sigma) - t).
 
     d_ij is the per-position mean of (M_i - M_j)^2 (`mean`, default: keeps the loss active at
     the paper's sigma) or its sum over positions (`sum`, the literal reading).
+    `normalise="positions"` divides each map by its mean over positions first, so that only
+    where a branch looks counts: on raw sigmoid maps a fresh head meets the margin within a few
+    steps by moving whole maps up or down (docs/cal-diagnosis.md), and the hinge is then 0.
     """
+    if normalise == "positions":
+        maps = maps / maps.flatten(2).mean(-1)[..., None, None].clamp_min(1e-6)
+    elif normalise != "none":
+        raise ValueError(f"normalise must be 'none' or 'positions', not {normalise!r}")
     diff = _pairwise_squared_diff(maps)
     if reduction == "mean":
         d = diff.mean(-1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from embedder.iresnet import LAYERS, IResNet
 from embedder.mobilefacenet import MobileFaceNet, insightface_y1
-from embedder.mobilefacenet_foamliu import FoamliuMobileFaceNet
+from embedder.mobilefacenet_w600k import W600KMobileFaceNet
 from embedder.stem import Stem
 
 
@@ -17,6 +17,6 @@ def build_stem(name: str) -> Stem:
         return MobileFaceNet()
     if name == "mobilefacenet_y1":
         return insightface_y1()
-    if name == "mobilefacenet_foamliu":
-        return FoamliuMobileFaceNet()
+    if name == "mobilefacenet_w600k":
+        return W600KMobileFaceNet()
     raise ValueError(f"unknown stem {name!r}")

@@ -10,7 +10,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 Stem = Literal[
-    "r18", "r34", "r50", "r100", "mobilefacenet", "mobilefacenet_y1", "mobilefacenet_foamliu"
+    "r18",
+    "r34",
+    "r50",
+    "r100",
+    "mobilefacenet",
+    "mobilefacenet_y1",
+    "mobilefacenet_w600k",
 ]
 Head = Literal["cqa", "global"]
 Diversity = Literal["cal", "hpda", "dropout", "none"]
@@ -35,6 +41,8 @@ class ModelConfig:
     cal_reduction: Literal["mean", "sum"] = "mean"
     cal_margin: float = 0.2
     cal_sigma: float = 0.01
+    # CAL on maps divided by their mean over positions: shape, not level (docs/cal-diagnosis.md).
+    cal_normalise: Literal["none", "positions"] = "none"
     hpda_margin: float = 0.2
     attention_dropout: float = 0.2
     # How a branch pools its attended map into a part feature: the paper's GAP ("mean"), or a
@@ -54,6 +62,10 @@ class ModelConfig:
             raise ValueError(f"unknown diversity {self.diversity!r}")
         if self.cal_reduction not in ("mean", "sum"):
             raise ValueError(f"cal_reduction must be 'mean' or 'sum', not {self.cal_reduction!r}")
+        if self.cal_normalise not in ("none", "positions"):
+            raise ValueError(
+                f"cal_normalise must be 'none' or 'positions', not {self.cal_normalise!r}"
+            )
         if self.part_pooling not in ("mean", "gdc"):
             raise ValueError(f"part_pooling must be 'mean' or 'gdc', not {self.part_pooling!r}")
         if self.head == "cqa" and self.branches < 1:

@@ -1,7 +1,8 @@
 """From a photo to aligned faces: detect, apply the caller's policy, align.
 
 Policies: "all" (probes: every face, largest first), "largest" (enrolment: the main subject
-of a photo that may show bystanders) and "single" (enrolment that must refuse group photos).
+of a photo that may show bystanders), "single" (enrolment that must refuse group photos) and
+"centre" (the face nearest the photo's centre: LFW's protocol, whose subject is centred).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from embedder.errors import FaceTooSmall, NoFace, SeveralFaces
 from embedder.imageio import load_image
 from embedder.mtcnn import MTCNN, Detection, default_detector
 
-Policy = Literal["all", "largest", "single"]
-POLICIES: tuple[Policy, ...] = ("all", "largest", "single")
+Policy = Literal["all", "largest", "single", "centre"]
+POLICIES: tuple[Policy, ...] = ("all", "largest", "single", "centre")
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,9 +85,17 @@ def select_faces(
     ranked = sorted(big_enough, key=lambda d: d.area, reverse=True)
     if policy == "single" and len(ranked) > 1:
         raise SeveralFaces(f"the photo shows {len(ranked)} faces where exactly one is needed")
-    if policy != "all":
+    if policy == "centre":
+        ranked = [min(ranked, key=lambda d: _off_centre(d, image.shape))]
+    elif policy != "all":
         ranked = ranked[:1]
     return [_aligned(image, detection) for detection in ranked]
+
+
+def _off_centre(detection: Detection, shape: tuple[int, ...]) -> float:
+    """Squared distance of the box's centre from the photo's."""
+    x1, y1, x2, y2 = detection.box
+    return ((x1 + x2) / 2 - shape[1] / 2) ** 2 + ((y1 + y2) / 2 - shape[0] / 2) ** 2
 
 
 def _aligned(image: np.ndarray, detection: Detection) -> Face:

@@ -1,4 +1,4 @@
-"""Start a model from a face network trained elsewhere (MS1M MobileFaceNets, ../shared/models).
+"""Start a model from a face network trained elsewhere (MobileFaceNets, ../shared/models).
 
 Each reader maps a foreign file onto the project's own layer names: the stem always, and the
 network's own pooled embedding onto a `global` head of the same width (the ArcFace-style
@@ -8,28 +8,34 @@ reference). The files are training data: a trained checkpoint carries every weig
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import zip_longest
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
-from embedder import checkpoint, mxnet_params
+from embedder import mxnet_params
 from embedder.config import ModelConfig
 from embedder.model import CQAFace, build_model
+
+if TYPE_CHECKING:
+    import onnx  # read lazily: only the WebFace600K reader needs it
 
 
 class PretrainedError(ValueError):
     """A pretrained file is missing, of the wrong kind, or does not fit the model."""
 
 
+W600K = "mobilefacenet_w600k"
+
 # Each pretrained stem's own network: its pooled embedding as a `global` head of its width.
 NATIVE: dict[str, ModelConfig] = {
     "mobilefacenet_y1": ModelConfig(
         stem="mobilefacenet_y1", head="global", embedding_size=128, qan=False, diversity="none"
     ),
-    "mobilefacenet_foamliu": ModelConfig(
-        stem="mobilefacenet_foamliu", head="global", embedding_size=128, qan=False, diversity="none"
+    "mobilefacenet_w600k": ModelConfig(
+        stem="mobilefacenet_w600k", head="global", embedding_size=512, qan=False, diversity="none"
     ),
 }
 
@@ -135,85 +141,104 @@ def y1_state(model: CQAFace, path: Path) -> dict[str, np.ndarray]:
     return state
 
 
-# foamliu's MobileFaceNet (a PyTorch state_dict): (the stem's ConvBN, its conv, its BN) in
-# the order embedder/mobilefacenet_foamliu.py builds them.
-def _foamliu_blocks() -> Iterator[tuple[str, str, str]]:
-    yield "stages.0.0", "conv1.0.weight", "conv1.1"
-    yield "stages.0.1", "dw_conv.depthwise.weight", "dw_conv.bn1"
-    yield "stages.0.2", "dw_conv.pointwise.weight", "dw_conv.bn2"
-    # Inverted residuals: features.0-4 after the three layers above, 5-11, then 12-14.
-    for stage, first, features in (
-        (0, 3, range(0, 5)),
-        (1, 0, range(5, 12)),
-        (2, 0, range(12, 15)),
-    ):
-        for position, i in enumerate(features, first):
-            body, conv = f"stages.{stage}.{position}.body", f"features.{i}.conv"
-            yield f"{body}.0", f"{conv}.0.0.weight", f"{conv}.0.1"
-            yield f"{body}.1", f"{conv}.1.0.weight", f"{conv}.1.1"
-            yield f"{body}.2", f"{conv}.2.weight", f"{conv}.3"
-    yield "stages.2.3", "conv2.0.weight", "conv2.1"
+# insightface's WebFace600K MobileFaceNet (an ONNX graph, batch norm folded into the convs):
+# each weighted node in graph order fills the next weighted module of the port, in module order.
+_ONNX_OPS: dict[str, tuple[type[torch.nn.Module], tuple[str, ...]]] = {
+    "Conv": (torch.nn.Conv2d, ("weight", "bias")),
+    "PRelu": (torch.nn.PReLU, ("weight",)),
+    "Gemm": (torch.nn.Linear, ("weight", "bias")),
+    "BatchNormalization": (
+        torch.nn.BatchNorm1d,
+        ("weight", "bias", "running_mean", "running_var"),
+    ),
+}
 
 
-_BN = ("weight", "bias", "running_mean", "running_var")
+_PORT_KINDS = {kind for kind, _ in _ONNX_OPS.values()}
 
 
-def _conv_bn(prefix: str, weight: str, bn: str) -> dict[str, str]:
-    """project ConvBN (conv at .0, BN at .1) -> foamliu's names."""
-    return {f"{prefix}.0.weight": weight} | {f"{prefix}.1.{p}": f"{bn}.{p}" for p in _BN}
+def _read_onnx(path: Path) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """The graph's weighted nodes in order, and its initializers by name."""
+    import onnx
+    from onnx import numpy_helper
 
-
-def _foamliu_mapping() -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for prefix, weight, bn in _foamliu_blocks():
-        mapping.update(_conv_bn(f"stem.{prefix}", weight, bn))
-    mapping.update(_conv_bn("head.0", "gdconv.depthwise.weight", "gdconv.bn"))
-    mapping["head.3.weight"] = "conv3.weight"
-    mapping.update({f"head.4.{p}": f"bn.{p}" for p in _BN})
-    return mapping
-
-
-def _read_state_dict(path: Path) -> dict[str, np.ndarray]:
-    """The tensors of a plain PyTorch state_dict; anything else (a project checkpoint, another
-    format under a .pt name) is a PretrainedError."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load fails in many ways: pickle, zip, EOF, key errors
-        raise PretrainedError(
-            f"{path}: not a PyTorch state_dict (torch.load: {type(error).__name__})"
-        ) from None
-    if isinstance(data, dict) and data.get("format") == checkpoint.FORMAT:
-        raise PretrainedError(
-            f"{path}: a CQA-Face checkpoint, not a pretrained network "
-            "(it carries its own weights: load it with embedder.checkpoint)"
-        )
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise PretrainedError(f"{path}: not a PyTorch state_dict (a {type(data).__name__})")
-    return {name: value.numpy() for name, value in data.items()}
+        graph = onnx.load(str(path)).graph
+    except Exception as error:  # protobuf decoding fails in many ways
+        raise PretrainedError(f"{path}: not an ONNX file ({type(error).__name__})") from None
+    arrays = {t.name: numpy_helper.to_array(t).copy() for t in graph.initializer}
+    return [n for n in graph.node if n.op_type in _ONNX_OPS], arrays
 
 
-def foamliu_state(model: CQAFace, path: Path) -> dict[str, np.ndarray]:
-    """The model's tensors that foamliu's MobileFaceNet `.pt` state_dict provides.
+def _onnx_shape(module: torch.nn.Module, slot: str) -> tuple[int, ...]:
+    """The shape the ONNX graph stores a port's tensor in (PReLU slopes as C x 1 x 1; the
+    linear layer's bias, which the port folds into the next batch norm, as its width)."""
+    if isinstance(module, torch.nn.PReLU):
+        return (module.num_parameters, 1, 1)
+    if isinstance(module, torch.nn.Linear) and slot == "bias":
+        return (module.out_features,)
+    return tuple(getattr(module, slot).shape)
 
-    Every tensor of the file has its place (batch-norm counters aside), so that a different
-    network under the same name fails instead of loading in part. The 1x1 conv3's bias is
-    folded into the last batch norm's mean, as y1's fc1 bias is.
-    """
-    tensors = _read_state_dict(path)
-    mapping = _foamliu_mapping()
-    for name, source in mapping.items():
-        if source not in tensors:
+
+def _check_node(path: Path, node: onnx.NodeProto, name: str, module: torch.nn.Module) -> None:
+    """A conv's stride and groups are not in its weights' shapes: compare them too."""
+    if not isinstance(module, torch.nn.Conv2d):
+        return
+    import onnx
+
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    own = {"strides": tuple(module.stride), "group": module.groups}
+    theirs = {
+        "strides": tuple(attributes.get("strides", (1, 1))),
+        "group": attributes.get("group", 1),
+    }
+    for key, value in own.items():
+        if theirs[key] != value:
             raise PretrainedError(
-                f"{path}: no tensor {source!r} for {name} (not foamliu's MobileFaceNet?)"
+                f"{path}: tensor {node.input[1]!r} ({node.name}) has {key} {theirs[key]}, "
+                f"the port's {name} has {value}"
             )
-    used = set(mapping.values()) | {"conv3.bias"}
-    for source in tensors:
-        if source not in used and not source.endswith(".num_batches_tracked"):
-            raise PretrainedError(f"{path}: tensor {source!r} has no place in foamliu's network")
-    state = {name: tensors[source] for name, source in mapping.items()}
-    weight = state["head.3.weight"]
-    state["head.3.weight"] = weight.reshape(weight.shape[0], -1)  # 1x1 conv -> linear
-    state["head.4.running_mean"] = state["head.4.running_mean"] - tensors["conv3.bias"]
+
+
+def w600k_state(model: CQAFace, path: Path) -> dict[str, np.ndarray]:
+    """The model's tensors that insightface's `w600k_mbf.onnx` provides.
+
+    The whole graph must be the port's network, tensor by tensor, shapes, strides and groups
+    included: the first that differs is named, so that another ONNX face model (or a detector)
+    fails at once. The Gemm's bias is folded into the last batch norm's mean.
+    """
+    nodes, arrays = _read_onnx(path)
+    network = build_model(native(W600K))
+    modules = [(n, m) for n, m in network.named_modules() if type(m) in _PORT_KINDS]
+    state: dict[str, np.ndarray] = {}
+    for node, entry in zip_longest(nodes, modules):
+        if node is None:
+            raise PretrainedError(f"{path}: the graph ends before the port's {entry[0]}")
+        if entry is None:
+            raise PretrainedError(
+                f"{path}: tensor {node.input[1]!r} ({node.name}) has no place in the port"
+            )
+        name, module = entry
+        kind, slots = _ONNX_OPS[node.op_type]
+        if not isinstance(module, kind):
+            raise PretrainedError(
+                f"{path}: tensor {node.input[1]!r} ({node.name}, {node.op_type}) where the "
+                f"port has {name} ({type(module).__name__})"
+            )
+        tensors = [*node.input[1:], *[""] * len(slots)]
+        for slot, tensor in zip(slots, tensors, strict=False):
+            if tensor not in arrays:
+                raise PretrainedError(f"{path}: {node.name} has no stored tensor for {name}.{slot}")
+            value, expected = arrays[tensor], _onnx_shape(module, slot)
+            if value.shape != expected:
+                raise PretrainedError(
+                    f"{path}: tensor {tensor!r} ({node.name}) has shape {value.shape}, "
+                    f"the port's {name}.{slot} has {expected}"
+                )
+            own = getattr(module, slot)
+            state[f"{name}.{slot}"] = value if own is None else value.reshape(own.shape)
+        _check_node(path, node, name, module)
+    state["head.4.running_mean"] = state["head.4.running_mean"] - state.pop("head.3.bias")
     if model.config.head != "global":
         state = {name: value for name, value in state.items() if name.startswith("stem.")}
     return state
@@ -227,7 +252,7 @@ class Reader(NamedTuple):
 
 READERS = {
     ".params": Reader("insightface's MobileFaceNet y1", "mobilefacenet_y1", y1_state),
-    ".pt": Reader("foamliu's MobileFaceNet", "mobilefacenet_foamliu", foamliu_state),
+    ".onnx": Reader("insightface's WebFace600K MobileFaceNet", W600K, w600k_state),
 }
 
 
@@ -280,8 +305,13 @@ def _warm_start_parts(model: CQAFace, path: Path) -> list[str]:
     is then the pretrained embedding itself: training starts from what MS1M taught the head,
     not from noise. Returns the names it set."""
     network = build_model(native(model.config.stem))
-    load_into(network, path)
     gdc, linear, norm = network.head[0], network.head[3], network.head[4]
+    if not any(isinstance(m, torch.nn.BatchNorm2d) for m in gdc.modules()):
+        raise PretrainedError(
+            f"{path}: the network's own head has no GDC for part_pooling='gdc' to start from "
+            "(use part_pooling='mean')"
+        )
+    load_into(network, path)
     b, dim = model.config.branches, linear.out_features
     if model.config.embedding_size != b * dim or model.lanet.pool is None:
         raise PretrainedError(

@@ -22,14 +22,6 @@ class InputNorm(nn.Module):
     def scaled(cls, factor: float) -> InputNorm:
         return cls([factor] * 3, [0.0] * 3)
 
-    @classmethod
-    def imagenet(cls) -> InputNorm:
-        """Pixels in [0, 1] normalised by ImageNet's mean and std (torchvision's convention)."""
-        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        # x = 2p - 1 for p in [0, 1]: (p - m) / s = x / (2s) + (0.5 - m) / s
-        shift = [(0.5 - m) / s for m, s in zip(mean, std, strict=True)]
-        return cls([1 / (2 * s) for s in std], shift)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale + self.shift
 

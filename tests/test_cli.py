@@ -207,3 +207,73 @@ def test_eval_calibrate_stores_thresholds_in_the_checkpoint(
     for kind in ("normal", "masked"):
         assert thresholds[kind]["0.01"] <= thresholds[kind]["0.001"]
         assert thresholds[kind]["impostor_pairs"] == 60 * 50
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "embedder" / "weights" / "cqaface.pt"
+
+
+@pytest.fixture(scope="module")
+def bystander_lfw(celeba_photos_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LFW's layout: A_0001 shows A small at the centre and B larger at the left; A_0002 is
+    another photo of A, B_0001 another of B. One fold: (A_0001, A_0002) matched, (A_0001,
+    B_0001) mismatched. The centre face scores both right, the largest both wrong."""
+    from bystander import compose, two_people
+
+    (a1, a2), (b1, b2) = two_people(celeba_photos_dir)
+    root = tmp_path_factory.mktemp("lfw")
+    (root / "A").mkdir()
+    (root / "B").mkdir()
+    Image.fromarray(compose(a1, b1)).save(root / "A" / "A_0001.jpg", quality=95)
+    shutil.copy(a2, root / "A" / "A_0002.jpg")
+    shutil.copy(b2, root / "B" / "B_0001.jpg")
+    (root / "pairs.txt").write_text("1\t1\nA\t1\t2\nA\t1\tB\t1\n")
+    return root
+
+
+@pytest.mark.parametrize(("face", "auc"), [(None, 1.0), ("centre", 1.0), ("largest", 0.0)])
+def test_eval_pairs_in_lfw_format_scores_the_centre_face_by_default(
+    bystander_lfw: Path, face: str | None, auc: float
+) -> None:
+    choice = ["--face", face] if face else []
+    out = _run(
+        "eval",
+        "pairs",
+        "--pairs",
+        str(bystander_lfw / "pairs.txt"),
+        "--root",
+        str(bystander_lfw),
+        "--model",
+        str(SHIPPED),
+        *choice,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["face"], result["pairs"], result["unusable_pairs"]) == (face or "centre", 2, 0)
+    assert result["auc"] == auc
+
+
+def test_eval_identify_takes_the_largest_face_unless_told_the_centre(
+    bystander_lfw: Path, tmp_path: Path
+) -> None:
+    """Gallery A_0002 and B_0001; the probe is the composed photo, filed under A."""
+    gallery, probes = tmp_path / "gallery", tmp_path / "probes"
+    for person, photo in (("A", "A_0002.jpg"), ("B", "B_0001.jpg")):
+        (gallery / person).mkdir(parents=True)
+        shutil.copy(bystander_lfw / person / photo, gallery / person / photo)
+    (probes / "A").mkdir(parents=True)
+    shutil.copy(bystander_lfw / "A" / "A_0001.jpg", probes / "A" / "A_0001.jpg")
+    ranks = {}
+    for face in (None, "centre"):
+        choice = ["--face", face] if face else []
+        args = ["--gallery", str(gallery), "--probes", str(probes), "--model", str(SHIPPED)]
+        out = _run("eval", "identify", *args, *choice)
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+        ranks[result["face"]] = result["rank1"]
+    assert ranks == {"largest": 0.0, "centre": 1.0}
+
+
+def test_eval_pairs_refuses_an_unknown_face_choice(bystander_lfw: Path) -> None:
+    out = _run("eval", "pairs", "--pairs", str(bystander_lfw / "pairs.txt"), "--face", "left")
+    assert out.returncode == 2
+    assert "argument --face: invalid choice: 'left' (choose from 'centre', 'largest')" in out.stderr

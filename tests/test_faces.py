@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from bystander import BYSTANDER_FACE, HEIGHT, SUBJECT_FACE, WIDTH, compose, two_people
 from PIL import Image
 
 from embedder.align import REFERENCE_112, align, similarity_transform
@@ -218,3 +219,20 @@ def test_bad_files_reach_the_caller_as_typed_errors() -> None:
 def test_an_unknown_policy_is_a_programming_error(photo: np.ndarray) -> None:
     with pytest.raises(ValueError, match="unknown face policy"):
         find_faces(photo, policy="biggest")  # type: ignore[arg-type]
+
+
+def test_centre_takes_the_subject_where_largest_takes_a_larger_bystander(
+    celeba_photos_dir: Path,
+) -> None:
+    (subject, _), (bystander, _) = two_people(celeba_photos_dir)
+    photo = compose(subject, bystander)
+    everyone = find_faces(photo, policy="all")
+    assert len(everyone) == 2
+    [largest] = find_faces(photo, policy="largest")
+    [centre] = find_faces(photo, policy="centre")
+    assert largest.box[2] < WIDTH / 2 - SUBJECT_FACE  # the bystander, at the left
+    assert _area(largest) > _area(centre)
+    x1, y1, x2, y2 = centre.box
+    assert abs((x1 + x2) / 2 - WIDTH / 2) < SUBJECT_FACE / 2
+    assert abs((y1 + y2) / 2 - HEIGHT / 2) < SUBJECT_FACE / 2
+    assert (x2 - x1) < BYSTANDER_FACE

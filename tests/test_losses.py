@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -75,3 +76,80 @@ def test_cosface_loss_falls_when_embeddings_move_to_their_class_centres() -> Non
     random_loss = head(torch.randn(4, 8), labels)
     aligned_loss = head(head.weight.detach().clone(), labels)
     assert aligned_loss < random_loss
+
+
+def test_cal_on_normalised_maps_ignores_a_difference_of_level() -> None:
+    """Two flat maps at 0.3 and 0.9 attend to the same places: raw CAL calls them far apart
+    (d = 0.36), CAL on maps divided by their mean sees them identical."""
+    maps = torch.stack([torch.full((7, 7), 0.3), torch.full((7, 7), 0.9)])[None]
+    assert contrastive_attention_loss(maps).item() == 0.0
+    same = contrastive_attention_loss(maps, normalise="positions")
+    assert same.item() == pytest.approx(1 - 0.2)
+
+
+def test_cal_refuses_an_unknown_normalisation() -> None:
+    with pytest.raises(ValueError, match="normalise must be 'none' or 'positions', not 'softmax'"):
+        contrastive_attention_loss(torch.rand(1, 2, 7, 7), normalise="softmax")
+
+
+def _level_share(maps: torch.Tensor) -> float:
+    """The part of sum_ij mean (M_i - M_j)^2 that the maps' mean levels make (the rest is where
+    the maps differ in shape)."""
+    m = maps.flatten(2)
+    pairs = [(i, j) for i in range(m.shape[1]) for j in range(i + 1, m.shape[1])]
+    d = sum((m[:, i] - m[:, j]).pow(2).mean(-1).sum() for i, j in pairs)
+    level = sum((m[:, i].mean(-1) - m[:, j].mean(-1)).pow(2).sum() for i, j in pairs)
+    return float(level / d)
+
+
+@pytest.mark.parametrize(("normalise", "level_wins"), [("none", True), ("positions", False)])
+def test_cal_on_real_faces_falls_and_is_met_by_levels_unless_normalised(
+    celeba_aligned_dir, normalise: str, level_wins: bool
+) -> None:
+    """A fresh LANet on the shipped stem's maps of 16 real crops, trained on CAL alone with
+    stage 1's optimiser. CAL starts above 0 and falls each step until it is 0. Raw maps meet
+    the margin mostly by moving whole maps apart in level (more than half of the pairwise
+    distance); maps divided by their mean can only meet it by attending to different places."""
+    import numpy as np
+    from PIL import Image
+
+    from embedder import checkpoint
+    from embedder.inference import preprocess
+    from embedder.model import build_model
+
+    shipped = checkpoint.load("embedder/weights/cqaface.pt")
+    paths = sorted(celeba_aligned_dir.glob("0000[1-4]/*.webp"))[:16]
+    crops = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    torch.manual_seed(0)
+    model = build_model(shipped.config)
+    model.stem.load_state_dict(shipped.build().stem.state_dict())
+    with torch.no_grad():
+        features = model.eval().stem.forward_to(torch.from_numpy(preprocess(crops)), model.stage)
+    optimiser = torch.optim.SGD(model.lanet.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(30):
+        maps, _ = model.lanet(features)
+        loss = contrastive_attention_loss(maps, normalise=normalise)
+        losses.append(loss.item())
+        optimiser.zero_grad()
+        (0.5 * loss).backward()
+        optimiser.step()
+    assert losses[0] > 0.1
+    falling = losses[: losses.index(0.0) + 1]
+    assert all(a > b for a, b in itertools.pairwise(falling))
+    assert losses[-1] == 0.0
+    assert (_level_share(maps.detach()) > 0.5) is level_wins
+
+
+@pytest.mark.parametrize(("normalise", "expected"), [("none", 0.0), ("positions", 0.8)])
+def test_training_applies_cal_as_the_model_config_normalises_it(
+    normalise: str, expected: float
+) -> None:
+    from embedder.config import variant
+    from embedder.model import build_model
+    from trainer.train import Trainee
+
+    model = build_model(variant("cqa", stem="mobilefacenet", cal_normalise=normalise))
+    trainee = Trainee(model, CosFace(512, 3), attention_lambda=0.5)
+    maps = torch.stack([torch.full((7, 7), 0.3), torch.full((7, 7), 0.9)])[None]
+    assert trainee.attention_loss(maps).item() == pytest.approx(expected)

@@ -20,12 +20,10 @@ from embedder.inference import Embedder, preprocess
 from embedder.mobilefacenet import insightface_y1
 from embedder.model import CQAFace, build_model
 from embedder.pretrained import PretrainedError, load_into, native
-from embedder.stem import InputNorm
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("CQAFACE_SHARED_MODELS", ROOT.parent / "shared" / "models"))
 Y1 = "mobilefacenet_y1"
-FOAMLIU = "mobilefacenet_foamliu"
 
 
 def _model_file(*parts: str) -> Path:
@@ -40,11 +38,6 @@ def y1_params() -> Path:
     return _model_file("insightface-mobilefacenet-y1", "model-0000.params")
 
 
-@pytest.fixture(scope="module")
-def foamliu_pt() -> Path:
-    return _model_file("foamliu-mobilefacenet", "mobilefacenet.pt")
-
-
 def _native(stem: str, path: Path) -> CQAFace:
     model = build_model(native(stem))
     load_into(model, path)
@@ -56,66 +49,11 @@ def _crops(celeba_aligned_dir: Path, n: int) -> np.ndarray:
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
 
 
-# ----- foamliu: the port against its own ONNX export ------------------------------------------
-
-
-def _imagenet(crop: np.ndarray) -> np.ndarray:
-    """foamliu's own preprocessing: RGB / 255, then ImageNet's mean and std; 1x3x112x112."""
-    mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
-    std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
-    return ((crop.transpose(2, 0, 1).astype(np.float32) / 255 - mean) / std)[None]
-
-
-def test_foamliu_port_matches_onnxruntime_on_real_crops(
-    foamliu_pt: Path, celeba_aligned_dir: Path
-) -> None:
-    """The same 128-d output as foamliu's ONNX export, each fed its own preprocessing.
-
-    The bound is absolute: the output's scale is fixed by the network's last batch norm (its
-    components are O(1), none above 7 on these faces), and float32 rounding through ~50
-    layers, with the batch norms folded into the convs on the ONNX side and not on ours,
-    leaves about 1e-5. A wrong eps (1e-3) or ReLU6 for the plain ReLUs moves it by 0.1 or more.
-    """
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(_model_file("foamliu-mobilefacenet", "MobileFaceNet.onnx")),
-        options,
-        providers=["CPUExecutionProvider"],
-    )
-    crops = _crops(celeba_aligned_dir, 6)
-    # The ONNX input is fixed at 1x3x112x112: one crop at a time.
-    expected = np.concatenate([session.run(None, {"input0": _imagenet(c)})[0] for c in crops])
-    with torch.no_grad():
-        ours = _native(FOAMLIU, foamliu_pt)(torch.from_numpy(preprocess(crops))).embedding
-    assert ours.shape == expected.shape == (6, 128)
-    assert np.abs(ours.numpy() - expected).max() < 1e-4
-
-
-def test_foamliu_conv3_bias_is_folded_into_the_last_batch_norm(
-    foamliu_pt: Path, tmp_path: Path
-) -> None:
-    """BN(Wx + b) with mean m is BN(Wx) with mean m - b: a file that moves its bias and mean
-    together is the same network. (foamliu's own conv3 bias is ~1e-8, so the ONNX comparison
-    cannot see the fold.)"""
-    tensors = torch.load(foamliu_pt, map_location="cpu", weights_only=True)
-    shift = torch.linspace(-2, 2, 128)
-    tensors["conv3.bias"] = tensors["conv3.bias"] + shift
-    tensors["bn.running_mean"] = tensors["bn.running_mean"] + shift
-    torch.save(tensors, tmp_path / "shifted.pt")
-    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        original = _native(FOAMLIU, foamliu_pt)(x).embedding
-        shifted = _native(FOAMLIU, tmp_path / "shifted.pt")(x).embedding
-    torch.testing.assert_close(shifted, original)
-
-
 def test_a_pretrained_file_sets_the_whole_stem_and_no_head_of_a_cqa_model(
-    foamliu_pt: Path,
+    y1_params: Path,
 ) -> None:
-    model = build_model(ModelConfig(stem=FOAMLIU))
-    names = load_into(model, foamliu_pt)
+    model = build_model(ModelConfig(stem=Y1))
+    names = load_into(model, y1_params)
     stem = [n for n in model.state_dict() if n.startswith("stem.") and "num_batches" not in n]
     assert names == sorted(stem)
 
@@ -193,58 +131,10 @@ def test_a_text_file_named_params_is_not_an_mxnet_file(tmp_path: Path) -> None:
     assert message.startswith(f"{path}: not an MXNet .params file (magic ")
 
 
-def test_the_y1_file_renamed_to_pt_is_not_a_pytorch_state_dict(
-    y1_params: Path, tmp_path: Path
-) -> None:
-    path = tmp_path / "y1.pt"
-    path.write_bytes(y1_params.read_bytes())
-    assert _error(build_model(native(FOAMLIU)), path) == (
-        f"{path}: not a PyTorch state_dict (torch.load: UnpicklingError)"
-    )
-
-
 def test_a_project_checkpoint_is_not_a_pretrained_network(tmp_path: Path) -> None:
-    model = build_model(native(FOAMLIU))
+    model = build_model(native(Y1))
     path = ckpt.save(ckpt.from_model(model), tmp_path / "model.pt")
-    assert _error(model, path) == (
-        f"{path}: a CQA-Face checkpoint, not a pretrained network "
-        "(it carries its own weights: load it with embedder.checkpoint)"
-    )
-
-
-def test_the_foamliu_file_does_not_load_into_the_y1_stem(foamliu_pt: Path) -> None:
-    assert _error(build_model(native(Y1)), foamliu_pt) == (
-        f"{foamliu_pt}: a .pt file is read as foamliu's MobileFaceNet, which fits the stem "
-        f"'{FOAMLIU}', not '{Y1}'"
-    )
-
-
-def test_the_y1_file_does_not_load_into_the_foamliu_stem(y1_params: Path) -> None:
-    assert _error(build_model(native(FOAMLIU)), y1_params) == (
-        f"{y1_params}: a .params file is read as insightface's MobileFaceNet y1, which fits "
-        f"the stem '{Y1}', not '{FOAMLIU}'"
-    )
-
-
-def test_a_foamliu_file_missing_a_tensor_names_it_and_its_place(
-    foamliu_pt: Path, tmp_path: Path
-) -> None:
-    tensors = torch.load(foamliu_pt, map_location="cpu", weights_only=True)
-    del tensors["features.7.conv.1.1.running_var"]
-    torch.save(tensors, path := tmp_path / "cut.pt")
-    assert _error(build_model(native(FOAMLIU)), path) == (
-        f"{path}: no tensor 'features.7.conv.1.1.running_var' for "
-        "stem.stages.1.2.body.1.1.running_var (not foamliu's MobileFaceNet?)"
-    )
-
-
-def test_a_foamliu_file_with_an_extra_tensor_names_it(foamliu_pt: Path, tmp_path: Path) -> None:
-    tensors = torch.load(foamliu_pt, map_location="cpu", weights_only=True)
-    tensors["features.15.conv.2.weight"] = torch.zeros(128, 256, 1, 1)
-    torch.save(tensors, path := tmp_path / "longer.pt")
-    assert _error(build_model(native(FOAMLIU)), path) == (
-        f"{path}: tensor 'features.15.conv.2.weight' has no place in foamliu's network"
-    )
+    assert _error(model, path) == (f"{path}: unknown pretrained format (known: .onnx, .params)")
 
 
 def test_a_head_of_another_width_is_a_shape_mismatch_and_changes_nothing(
@@ -272,22 +162,12 @@ def test_y1_stem_sees_the_pipeline_input_rescaled_to_its_own_x_over_128() -> Non
         assert torch.equal(stem.forward_to(x, len(stem.stages) - 1), own)
 
 
-def test_imagenet_norm_maps_the_pipeline_input_to_torchvision_normalised_pixels() -> None:
-    """What foamliu's network was trained on: p / 255, then ImageNet's mean and std."""
-    crop = np.arange(112 * 112 * 3, dtype=np.uint8).reshape(112, 112, 3)
-    torch.testing.assert_close(
-        InputNorm.imagenet()(torch.from_numpy(preprocess(crop))),
-        torch.from_numpy(_imagenet(crop)),
-    )
-
-
-@pytest.mark.parametrize("stem", [Y1, FOAMLIU])
 def test_a_gdc_head_starts_as_the_pretrained_head_on_every_part(
-    stem: str, y1_params: Path, foamliu_pt: Path, celeba_aligned_dir: Path
+    y1_params: Path, celeba_aligned_dir: Path
 ) -> None:
     """Each embedding slice of a part pooled over the whole map (even attention) is the
     pretrained network's own embedding: the head starts from MS1M's, not from noise."""
-    path = y1_params if stem == Y1 else foamliu_pt
+    stem, path = Y1, y1_params
     model = build_model(ModelConfig(stem=stem, part_pooling="gdc")).eval()
     names = load_into(model, path)
     assert {"lanet.pool.0.weight", "fc.weight", "bn.running_var"} <= set(names)
@@ -308,4 +188,175 @@ def test_a_gdc_head_of_another_width_cannot_start_from_the_pretrained_head(
     assert _error(model, y1_params) == (
         f"{y1_params}: a GDC head starts from the pretrained one only with embedding_size = "
         "branches x 128 = 512, not 256"
+    )
+
+
+# ----- WebFace600K: the port against the ONNX file it is read from ----------------------------
+
+W600K = "mobilefacenet_w600k"
+MAP = "509"  # PRelu_92's output: the 512x7x7 map, the stem's last stage
+
+
+@pytest.fixture(scope="module")
+def w600k_onnx() -> Path:
+    return _model_file("insightface-w600k-mbf", "w600k_mbf.onnx")
+
+
+def _onnx_outputs(path: Path, x: np.ndarray, extra: str) -> list[np.ndarray]:
+    """The graph's output and one inner tensor, by onnxruntime on one thread."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    graph = onnx.load(str(path))
+    graph.graph.output.append(
+        onnx.helper.make_tensor_value_info(extra, onnx.TensorProto.FLOAT, None)
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # the graph declares batch 1; it runs any batch
+    session = ort.InferenceSession(
+        graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {"input.1": x})
+
+
+def test_w600k_port_matches_onnxruntime_on_real_crops(
+    w600k_onnx: Path, celeba_aligned_dir: Path
+) -> None:
+    """The same 512-d embedding and 512x7x7 map as the file, each fed its own input: the
+    graph gets (p - 127.5) / 127.5 on RGB, computed here; the port gets the pipeline's
+    preprocessing, which must be that scaling (the stem adds none). Float32 rounding through
+    ~50 layers leaves about 1e-5 on the embedding (components up to ~4); a PReLU slope on the
+    wrong axis, a wrong stride or a scaling of 1/128 moves it by far more."""
+    crops = _crops(celeba_aligned_dir, 8)
+    own_input = (crops.transpose(0, 3, 1, 2).astype(np.float32) - 127.5) / 127.5
+    embedding, feature_map = _onnx_outputs(w600k_onnx, own_input, MAP)
+    model = _native(W600K, w600k_onnx)
+    with torch.no_grad():
+        x = torch.from_numpy(preprocess(crops))
+        ours = model(x).embedding.numpy()
+        ours_map = model.stem.forward_to(x, model.stage).numpy()
+    assert ours.shape == embedding.shape == (8, 512)
+    assert ours_map.shape == feature_map.shape == (8, 512, 7, 7)
+    assert np.abs(ours - embedding).max() < 1e-4
+    assert np.abs(ours_map - feature_map).max() < 1e-4
+
+
+def _edited(path: Path, out: Path, edit) -> Path:
+    """A copy of the graph with one edit, saved under `out`."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(path))
+    edit(graph, onnx)
+    onnx.save(graph, str(out))
+    return out
+
+
+def _replace(graph, onnx, name: str, value: np.ndarray) -> None:
+    index = next(i for i, t in enumerate(graph.graph.initializer) if t.name == name)
+    graph.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(value, name))
+
+
+def test_w600k_gemm_bias_is_folded_into_the_last_batch_norm(
+    w600k_onnx: Path, tmp_path: Path
+) -> None:
+    """BN(Wx + b) with mean m is BN(Wx) with mean m - b. (The file's own bias is ~4e-8, so
+    the onnxruntime comparison cannot see the fold.)"""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(w600k_onnx))
+    gemm, norm = graph.graph.node[-2], graph.graph.node[-1]
+    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in graph.graph.initializer}
+    shift = np.linspace(-2, 2, 512, dtype=np.float32)
+
+    def shifted(g, o) -> None:
+        _replace(g, o, gemm.input[2], arrays[gemm.input[2]] + shift)
+        _replace(g, o, norm.input[3], arrays[norm.input[3]] + shift)
+
+    path = _edited(w600k_onnx, tmp_path / "shifted.onnx", shifted)
+    x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        original = _native(W600K, w600k_onnx)(x).embedding
+        moved = _native(W600K, path)(x).embedding
+    torch.testing.assert_close(moved, original)
+
+
+def test_w600k_stem_loads_whole_into_a_cqa_model_and_no_head(w600k_onnx: Path) -> None:
+    model = build_model(ModelConfig(stem=W600K))
+    names = load_into(model, w600k_onnx)
+    stem = [n for n in model.state_dict() if n.startswith("stem.")]
+    assert names == sorted(stem)
+    assert model.stem.channels[-1] == 512 and model.stem.sizes[-1] == 7
+
+
+def test_a_w600k_graph_with_a_tensor_of_another_shape_names_it(
+    w600k_onnx: Path, tmp_path: Path
+) -> None:
+    """Conv_78 (the last stage's projection, 512 -> 256) narrowed to 128 outputs."""
+
+    def narrowed(g, o) -> None:
+        node = next(n for n in g.graph.node if n.name == "Conv_78")
+        _replace(g, o, node.input[1], np.zeros((128, 512, 1, 1), np.float32))
+
+    path = _edited(w600k_onnx, tmp_path / "narrow.onnx", narrowed)
+    assert _error(build_model(native(W600K)), path) == (
+        f"{path}: tensor '{_input(w600k_onnx, 'Conv_78')}' (Conv_78) has shape (128, 512, 1, 1), "
+        "the port's stem.stages.2.0.body.2.0.weight has (256, 512, 1, 1)"
+    )
+
+
+def test_a_w600k_graph_with_another_stride_names_the_tensor(
+    w600k_onnx: Path, tmp_path: Path
+) -> None:
+    """Same weights, a stride the shapes cannot show: Conv_6, the first downsampling to 28."""
+
+    def unstrided(g, o) -> None:
+        node = next(n for n in g.graph.node if n.name == "Conv_6")
+        strides = next(a for a in node.attribute if a.name == "strides")
+        strides.ints[:] = [1, 1]
+
+    path = _edited(w600k_onnx, tmp_path / "unstrided.onnx", unstrided)
+    assert _error(build_model(native(W600K)), path) == (
+        f"{path}: tensor '{_input(w600k_onnx, 'Conv_6')}' (Conv_6) has strides (1, 1), "
+        "the port's stem.stages.0.2.body.1.0 has (2, 2)"
+    )
+
+
+def _input(path: Path, node_name: str) -> str:
+    onnx = pytest.importorskip("onnx")
+    return next(n for n in onnx.load(str(path)).graph.node if n.name == node_name).input[1]
+
+
+def test_a_face_detector_onnx_is_not_the_w600k_network() -> None:
+    """Another real ONNX file of the same source (SCRFD): its first conv is named."""
+    path = _model_file("insightface-scrfd-500m", "scrfd_500m_bnkps.onnx")
+    assert _error(build_model(native(W600K)), path) == (
+        f"{path}: tensor '555' (Conv_0) has shape (16, 3, 3, 3), "
+        "the port's stem.stages.0.0.0.weight has (128, 3, 3, 3)"
+    )
+
+
+def test_a_text_file_named_onnx_is_not_an_onnx_file(tmp_path: Path) -> None:
+    path = tmp_path / "w600k_mbf.onnx"
+    path.write_text("these are not the weights you are looking for\n")
+    assert _error(build_model(native(W600K)), path) == f"{path}: not an ONNX file (DecodeError)"
+
+
+def test_the_w600k_file_does_not_load_into_the_y1_stem(w600k_onnx: Path) -> None:
+    assert _error(build_model(native(Y1)), w600k_onnx) == (
+        f"{w600k_onnx}: a .onnx file is read as insightface's WebFace600K MobileFaceNet, which "
+        f"fits the stem '{W600K}', not '{Y1}'"
+    )
+
+
+def test_a_gdc_head_cannot_start_from_the_w600k_head(w600k_onnx: Path) -> None:
+    """Its head has no 7x7 depthwise pooling: there is nothing for GDC parts to start from."""
+    model = build_model(ModelConfig(stem=W600K, part_pooling="gdc"))
+    assert _error(model, w600k_onnx) == (
+        f"{w600k_onnx}: the network's own head has no GDC for part_pooling='gdc' to start from "
+        "(use part_pooling='mean')"
+    )
+
+
+def test_the_y1_file_does_not_load_into_the_w600k_stem(y1_params: Path) -> None:
+    assert _error(build_model(native(W600K)), y1_params) == (
+        f"{y1_params}: a .params file is read as insightface's MobileFaceNet y1, which fits "
+        f"the stem '{Y1}', not '{W600K}'"
     )

@@ -159,6 +159,7 @@ def register_eval(commands: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--ext", default="jpg", help="image extension for the lfw format")
     q.add_argument("--mask", choices=["none", "one", "both"], default="none")
+    _face(q, "default: centre for --format lfw (LFW's protocol), largest otherwise")
     _common(q)
     q.set_defaults(handler=eval_pairs)
 
@@ -173,6 +174,7 @@ def register_eval(commands: argparse._SubParsersAction) -> None:
     q.add_argument("--gallery-size", type=int, default=5)
     q.add_argument("--mask-probes", action="store_true", help="synthetic masks on probes (M2N)")
     q.add_argument("--mask", action="store_true", help="masks on probes and gallery (M2M)")
+    _face(q, "default: largest, as enrolment takes")
     _common(q)
     q.set_defaults(handler=eval_identify)
 
@@ -181,6 +183,14 @@ def register_eval(commands: argparse._SubParsersAction) -> None:
     q.add_argument("--write", action="store_true", help="store them in the checkpoint")
     _common(q)
     q.set_defaults(handler=eval_calibrate)
+
+
+def _face(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--face",
+        choices=["centre", "largest"],
+        help=f"which face of a raw photo with several to score ({default})",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -228,8 +238,9 @@ def eval_pairs(args: argparse.Namespace) -> int:
         )
         found = pairs.read_lfw_pairs(args.pairs, resolve)
     embedder = _embedder(args)
-    result = verify_pairs(embedder, found, mask=args.mask, plot=args.plot)
-    return _report({"model_version": embedder.version, **result}, args.out)
+    face = args.face or ("centre" if args.format == "lfw" else "largest")
+    result = verify_pairs(embedder, found, mask=args.mask, plot=args.plot, face=face)
+    return _report({"model_version": embedder.version, "face": face, **result}, args.out)
 
 
 def eval_identify(args: argparse.Namespace) -> int:
@@ -245,8 +256,9 @@ def eval_identify(args: argparse.Namespace) -> int:
         probes = [(p, s) for s, paths in gallery_sets.items() for p in paths[n:]]
     embedder = _embedder(args)
     masks = {"mask_gallery": args.mask, "mask_probes": args.mask or args.mask_probes}
-    result = identify(embedder, gallery, probes, plot=args.plot, **masks)
-    return _report({"model_version": embedder.version, **result}, args.out)
+    face = args.face or "largest"
+    result = identify(embedder, gallery, probes, plot=args.plot, face=face, **masks)
+    return _report({"model_version": embedder.version, "face": face, **result}, args.out)
 
 
 def eval_calibrate(args: argparse.Namespace) -> int:

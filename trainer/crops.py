@@ -2,7 +2,9 @@
 
 Benchmarks ship either way: insightface's sets as aligned crops, LFW and real photos raw. An
 image that is already 112x112 is taken as aligned; anything else goes through detection and
-alignment (the largest face), so that evaluation sees faces exactly as serving does.
+alignment, so that evaluation sees faces exactly as serving does. Which face of a photo with
+several is the caller's choice (`FaceChoice`): the largest, as enrolment takes, or the one
+nearest the centre, as LFW's protocol defines its subject.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import zlib
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -19,16 +22,19 @@ from embedder.imageio import load_image
 from embedder.inference import INPUT_SIZE
 from embedder.masks import apply_mask
 
+FaceChoice = Literal["largest", "centre"]
+FACE_CHOICES: tuple[FaceChoice, ...] = ("largest", "centre")
+
 
 @lru_cache(maxsize=20_000)
-def load_crop(path: Path) -> np.ndarray:
+def load_crop(path: Path, face: FaceChoice = "largest") -> np.ndarray:
     """The aligned crop of `path`; raises the embedder's typed errors for a photo with no face.
 
     Remembered (read-only) for the process: a report measures the same photos several times
     (bare and masked probes, several models), and detection costs more than embedding."""
     image = load_image(path)
     if image.shape[:2] != (INPUT_SIZE, INPUT_SIZE):
-        image = faces_from_file(path, policy="largest")[0].crop
+        image = faces_from_file(path, policy=face)[0].crop
     image.flags.writeable = False
     return image
 
@@ -38,13 +44,15 @@ def masked(crop: np.ndarray, key: str, seed: int = 0) -> np.ndarray:
     return apply_mask(crop, rng=np.random.default_rng([seed, zlib.crc32(key.encode())])).image
 
 
-def load_crops(paths: Iterable[Path]) -> tuple[dict[Path, np.ndarray], dict[Path, str]]:
+def load_crops(
+    paths: Iterable[Path], face: FaceChoice = "largest"
+) -> tuple[dict[Path, np.ndarray], dict[Path, str]]:
     """Crops by path, and the paths that gave none with the reason (error code)."""
     crops: dict[Path, np.ndarray] = {}
     failures: dict[Path, str] = {}
     for path in paths:
         try:
-            crops[path] = load_crop(path)
+            crops[path] = load_crop(path, face)
         except (ValueError, OSError) as error:
             failures[path] = getattr(error, "code", type(error).__name__)
     return crops, failures

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from embedder.inference import EmbedderBase, l2_normalise
-from trainer.crops import load_crops, masked
+from trainer.crops import FaceChoice, load_crops, masked
 from trainer.metrics import cmc, kfold_accuracy, roc_auc, roc_curve, tar_at_far
 from trainer.pairs import Pair
 from trainer.plots import cmc_png, roc_png
@@ -35,14 +35,16 @@ def verify_pairs(
     mask: MaskMode = "none",
     seed: int = 0,
     plot: Path | None = None,
+    face: FaceChoice = "largest",
 ) -> dict:
     """Verification metrics over `pairs`. Pairs whose photos give no face are scored -1 (a
-    rejection), as a deployed system would treat them, and counted in `unusable_pairs`."""
+    rejection), as a deployed system would treat them, and counted in `unusable_pairs`.
+    `face` picks the face of a raw photo with several (LFW's protocol: "centre")."""
     needed: dict[tuple[Path, bool], None] = {}
     for pair in pairs:
         needed[(pair.path1, mask == "both")] = None
         needed[(pair.path2, mask != "none")] = None
-    crops, failures = load_crops(dict.fromkeys(path for path, _ in needed))
+    crops, failures = load_crops(dict.fromkeys(path for path, _ in needed), face)
     keys = [k for k in needed if k[0] in crops]
     batch = [masked(crops[p], str(p), seed) if m else crops[p] for p, m in keys]
     vectors = dict(zip(keys, _embed(embedder, batch), strict=True)) if keys else {}
@@ -87,10 +89,11 @@ def identify(
     mask_probes: bool = False,
     seed: int = 0,
     plot: Path | None = None,
+    face: FaceChoice = "largest",
 ) -> dict:
     """Closed-set Rank-k and open-set-style TAR@FAR of probes against gallery templates."""
-    g_vec, g_lab, g_fail = _embed_labelled(embedder, gallery, mask_gallery, seed)
-    p_vec, p_lab, p_fail = _embed_labelled(embedder, probes, mask_probes, seed)
+    g_vec, g_lab, g_fail = _embed_labelled(embedder, gallery, mask_gallery, seed, face)
+    p_vec, p_lab, p_fail = _embed_labelled(embedder, probes, mask_probes, seed, face)
     known = np.isin(p_lab, g_lab)
     if not known.any():
         raise ValueError("no probe's subject is in the gallery")
@@ -114,9 +117,13 @@ def identify(
 
 
 def _embed_labelled(
-    embedder: EmbedderBase, items: Sequence[tuple[Path, str]], mask: bool, seed: int
+    embedder: EmbedderBase,
+    items: Sequence[tuple[Path, str]],
+    mask: bool,
+    seed: int,
+    face: FaceChoice,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    crops, failures = load_crops(path for path, _ in items)
+    crops, failures = load_crops((path for path, _ in items), face)
     usable = [(path, label) for path, label in items if path in crops]
     batch = [masked(crops[p], str(p), seed) if mask else crops[p] for p, _ in usable]
     return _embed(embedder, batch), np.array([label for _, label in usable]), len(failures)

@@ -136,7 +136,9 @@ class Trainee(nn.Module):
         if c.head != "cqa" or c.diversity not in ("cal", "hpda"):
             return maps.new_zeros(())
         if c.diversity == "cal":
-            return contrastive_attention_loss(maps, c.cal_margin, c.cal_sigma, c.cal_reduction)
+            return contrastive_attention_loss(
+                maps, c.cal_margin, c.cal_sigma, c.cal_reduction, c.cal_normalise
+            )
         return diversity_loss(maps, c.hpda_margin)
 
 
