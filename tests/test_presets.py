@@ -12,8 +12,14 @@ from trainer.config import CONFIG_DIR, TrainConfig, load_config
 PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__")
 
 
-def test_the_presets_are_the_shipped_recipe_and_the_papers() -> None:
-    assert PRESETS == ["cpu_y1_stage1", "cpu_y1_stage2", "paper_ms1mv2_r100", "paper_vggface2_r100"]
+def test_the_presets_are_the_shipped_recipe_the_w600k_stem_and_the_papers() -> None:
+    assert PRESETS == [
+        "cpu_w600k_stage1",
+        "cpu_y1_stage1",
+        "cpu_y1_stage2",
+        "paper_ms1mv2_r100",
+        "paper_vggface2_r100",
+    ]
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -26,7 +32,8 @@ def test_a_preset_loads_by_name_and_is_named_after_its_file(name: str) -> None:
 
 def test_an_unknown_preset_is_refused_with_the_list_of_presets() -> None:
     with pytest.raises(
-        ValueError, match="no training config 'cpu_celeba_compact'; presets: cpu_y1"
+        ValueError,
+        match="no training config 'cpu_celeba_compact'; presets: cpu_w600k_stage1, cpu_y1",
     ):
         load_config("cpu_celeba_compact")
 
