@@ -35,6 +35,7 @@ from identify.gallery import migrate
 from identify.gallery.db import make_engine, session_factory
 from identify.gallery.sources import folder_items
 from identify.gallery.tables import Face, Image, JobItem, Template
+from identify.settings import Settings
 from workers import enrolment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,13 +85,8 @@ class Stack:
         self.workers: list[subprocess.Popen] = []
 
     def app(self):
-        return create_app(
-            {
-                "DATABASE_URL": self.database_url,
-                "BROKER_URL": self.broker,
-                "INDEX_DIR": self.env["CQAFACE_INDEX_DIR"],
-            }
-        )
+        """This process's app: it makes the tasks, on the workers' queue and keys."""
+        return create_app(settings=Settings.from_env(self.env))
 
     def start_worker(self, concurrency: int) -> subprocess.Popen:
         env = {**os.environ, **self.env, "CQAFACE_WORKER_CONCURRENCY": str(concurrency)}
@@ -162,13 +158,10 @@ def stack(postgres_database, tmp: Path, broker: str = SHARED_REDIS) -> Iterator[
     url = postgres_database()
     migrate.upgrade(url)
     result = Stack(url, broker, tmp)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in result.env.items():
-            patch.setenv(name, value)  # this process makes the tasks: same queue and keys
-        try:
-            yield result
-        finally:
-            result.close()
+    try:
+        yield result
+    finally:
+        result.close()
 
 
 @pytest.fixture(scope="module")
@@ -325,13 +318,18 @@ def test_redis_stopped_and_restarted_mid_job_the_job_completes(
         redis_server.wait(30)
 
 
-def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatch, tmp_path):
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("CQAFACE_QUEUE", "site-a")
-    monkeypatch.setenv("CQAFACE_VISIBILITY_TIMEOUT", "7200")
-    from workers.celery_app import celery_config
+def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(tmp_path):
+    from workers.celery_app import TASKS, celery_config
 
-    config = celery_config("redis://127.0.0.1:6379/0", None)
+    env = {
+        "CQAFACE_DATA_DIR": str(tmp_path),
+        "CQAFACE_QUEUE": "site-a",
+        "CQAFACE_VISIBILITY_TIMEOUT": "7200",
+        "CQAFACE_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "CQAFACE_TASK_RETRIES": "5",
+    }
+    settings = Settings.from_env(env)
+    config = celery_config(settings)
     assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
     assert config["worker_prefetch_multiplier"] == 1 and config["accept_content"] == ["json"]
     assert config["result_backend"] == "redis://127.0.0.1:6379/0"
@@ -341,10 +339,15 @@ def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatc
     }
     assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"]
     assert config["task_default_queue"] == "site-a" and not config["task_always_eager"]
-    assert celery_config(None, None)["task_always_eager"]  # no broker: in-process
-    monkeypatch.setenv("CQAFACE_RESULT_BACKEND", "redis://127.0.0.1:6379/5")
-    app = create_app({"BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert config["task_annotations"] == {name: {"max_retries": 5} for name in TASKS}
+    assert celery_config(Settings.from_env({}))["task_always_eager"]  # no broker: in-process
+    backend = Settings.from_env({**env, "CQAFACE_RESULT_BACKEND": "redis://127.0.0.1:6379/5"})
+    app = create_app(settings=backend)
     assert app.extensions["celery"].conf.result_backend == "redis://127.0.0.1:6379/5"
+    import workers.tasks  # noqa: F401 - the tasks, as a worker registers them
+
+    celery = app.extensions["celery"]
+    assert {name: celery.tasks[name].max_retries for name in TASKS} == dict.fromkeys(TASKS, 5)
 
 
 def test_a_forked_worker_process_drops_the_database_connections_it_inherited(tmp_path):

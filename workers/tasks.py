@@ -18,7 +18,6 @@ from celery import Task, shared_task
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from identify import settings
 from identify.gallery import jobs
 from identify.services import services
 
@@ -29,8 +28,7 @@ RETRY = {
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "retry_jitter": True,
-    "max_retries": settings.task_retries(),
-}
+}  # and max_retries, CQAFACE_TASK_RETRIES: workers.celery_app.celery_config
 _PROGRESS_EVERY_S = 2.0
 _FORGET_AFTER_S = 600.0  # a job idle this long in this process is finished or abandoned
 
@@ -39,10 +37,11 @@ _FORGET_AFTER_S = 600.0  # a job idle this long in this process is finished or a
 def enrol_job(self: Task, job_id: int) -> None:
     """Dispatch a job's pending items as chunk tasks (again after a crash: the chunks are
     idempotent, so a range sent twice costs a little time and changes nothing)."""
-    engine = services().engine
+    held = services()
+    engine = held.engine
     if not jobs.start_job(engine, job_id):
         return
-    ranges = jobs.pending_ranges(engine, job_id, settings.enrol_chunk())
+    ranges = jobs.pending_ranges(engine, job_id, held.settings.enrol_chunk)
     for first, last in ranges:
         enrol_chunk.apply_async((job_id, first, last))
     if not ranges:
@@ -81,7 +80,9 @@ def _publish_now_and_then(job_id: int) -> None:
 
 def _finish(job_id: int) -> bool:
     held = services()
-    final = jobs.complete_job(held.engine, job_id, save_indexes=held.save_indexes)
+    final = jobs.complete_job(
+        held.engine, job_id, save_indexes=held.save_indexes, uploads=held.settings.uploads_dir
+    )
     if final is None:
         return False
     _published.pop(job_id, None)

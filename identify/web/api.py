@@ -18,7 +18,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from embedder.errors import FaceInputError
-from identify import settings
 from identify.gallery.tables import Image, ItemStatus, Subject
 from identify.services import services
 from identify.subject_names import printable
@@ -134,7 +133,7 @@ def _image_bytes(field: str = "image") -> bytes:
         data = read_upload(upload)
     if not data:
         raise ApiError(400, "empty_file", "the image is empty")
-    limit = settings.max_photo_bytes()
+    limit = services().settings.max_photo_bytes
     if len(data) > limit:
         raise ApiError(413, "image_too_large", f"the image is larger than {limit} bytes")
     return data

@@ -12,7 +12,6 @@ from flask import current_app
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from identify import settings
 from identify.gallery.db import session_factory
 from identify.gallery.tables import AuditEntry, Face, Image, Subject, Template
 from identify.integers import ID_MAX
@@ -92,7 +91,7 @@ def audit_page(
 
 def read_upload(upload: Any) -> bytes:
     """An uploaded photo's bytes; its size is checked before it is read into memory."""
-    limit = settings.max_photo_bytes()
+    limit = services().settings.max_photo_bytes
     upload.stream.seek(0, 2)
     size = upload.stream.tell()
     upload.stream.seek(0)

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Response, current_app, stream_with_context
 
-from identify import settings
+from identify.services import services
 from identify.web.http_errors import ApiError
 
 TICK_S = 1.0  # how often the job is read; a line is written each time, a change or a comment
@@ -73,7 +73,7 @@ def stream(job_id: int, report: Callable[[int], dict[str, Any]]) -> Response:
             "too many live progress streams: the page polls instead",
             headers={"Retry-After": "10"},
         )
-    lifetime = settings.event_stream_seconds()
+    lifetime = services().settings.event_stream_seconds
     release = _once(slots.give_back)
 
     def lines() -> Iterator[str]:

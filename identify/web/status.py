@@ -7,7 +7,6 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select, text
 
-from identify import settings
 from identify.gallery.tables import EnrolmentJob, Face, JobStatus, Subject
 from identify.services import services
 
@@ -72,7 +71,7 @@ def queue_depth() -> int | None:
     client = _redis()
     if client is not None:
         try:
-            return int(client.llen(settings.queue()))
+            return int(client.llen(services().settings.queue))
         except Exception:
             return None
     with services().engine.connect() as connection:

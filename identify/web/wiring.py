@@ -7,7 +7,6 @@ import time
 
 from flask import Flask, Response, g, request
 
-from identify import settings
 from identify.web import http_errors
 from identify.web.job_events import StreamSlots
 from identify.web.key_usage import KeyUsage
@@ -16,22 +15,24 @@ from identify.web.ratelimit import RateLimiter
 
 
 def init_web(app: Flask) -> None:
-    app.config.setdefault("RATE_LIMIT", settings.rate_limit())
+    """Wire the web parts onto ``app``, whose services (and their settings) are made."""
+    settings = app.extensions["cqaface"].settings
+    app.config.setdefault("RATE_LIMIT", settings.rate_limit)
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="cqaface_session",
     )
-    app.config.setdefault("SESSION_COOKIE_SECURE", settings.secure_cookies())
+    app.config.setdefault("SESSION_COOKIE_SECURE", settings.secure_cookies)
     app.extensions["cqaface_metrics"] = Metrics()
     app.extensions["cqaface_key_usage"] = KeyUsage()
-    app.extensions["cqaface_event_streams"] = StreamSlots(settings.event_streams())
+    app.extensions["cqaface_event_streams"] = StreamSlots(settings.event_streams)
     app.extensions["cqaface_ratelimit"] = RateLimiter(
-        int(app.config["RATE_LIMIT"]), app.config.get("BROKER_URL")
+        int(app.config["RATE_LIMIT"]), settings.broker_url, settings.queue
     )
     app.config.setdefault("LOGIN_RATE_LIMIT", 20)  # sign-in attempts a minute per address
     app.extensions["cqaface_login_limit"] = RateLimiter(
-        int(app.config["LOGIN_RATE_LIMIT"]), app.config.get("BROKER_URL")
+        int(app.config["LOGIN_RATE_LIMIT"]), settings.broker_url, settings.queue
     )
     http_errors.register(app)
 
