@@ -19,6 +19,7 @@ from web_helpers import (
 
 from identify.gallery.tables import ApiKey, AuditEntry, ItemStatus, JobItem, User
 from identify.web.common import db
+from identify.web.state import web_state
 
 
 @pytest.fixture
@@ -299,11 +300,11 @@ def test_a_finished_jobs_events_carry_its_report_then_end(app):
     assert (name, end, last) == ("progress", "end", {"status": report["status"]})
     assert report["counts"] == {"no_face": 1, "enrolled": 1, "unreadable": 1}
     assert [f["status"] for f in report["failed"]] == ["unreadable", "no_face"]  # latest first
-    assert app.extensions["cqaface_event_streams"].open == 0
+    assert web_state(app).event_streams.open == 0
     head = client.head(f"/jobs/{job_id}/events")  # a body never read frees its slot too
     assert head.status_code == 200 and head.data == b""
     head.close()
-    assert app.extensions["cqaface_event_streams"].open == 0
+    assert web_state(app).event_streams.open == 0
 
 
 def test_events_need_the_pages_sign_in_and_role(app, monkeypatch):
@@ -328,7 +329,7 @@ def test_a_stream_of_a_running_job_ends_at_its_time_limit(database_url, tmp_path
 
 def test_when_every_stream_is_taken_the_page_is_told_to_poll(app):
     job_id = _job(app, [ItemStatus.PENDING])
-    slots = app.extensions["cqaface_event_streams"]
+    slots = web_state(app).event_streams
     slots.limit = 0
     client, _ = sign_in(app, "ops@x.org")
     response = client.get(f"/jobs/{job_id}/events")

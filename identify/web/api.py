@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -37,6 +37,7 @@ from identify.web.common import (
 )
 from identify.web.http_errors import ApiError, face_input_error
 from identify.web.params import id_param, int_param, name_param, page_param
+from identify.web.state import web_state
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 PUBLIC = frozenset({"api.health", "api.openapi"})
@@ -78,11 +79,11 @@ def _authenticate() -> None:
     with db() as session:
         principal = auth.authenticate_key(session, key)
         if principal is not None:
-            current_app.extensions["cqaface_key_usage"].count(session, principal.key_id)
+            web_state().key_usage.count(session, principal.key_id)
     if principal is None:
         raise ApiError(401, "unauthorized", "the API key is not valid")
     g.principal = principal
-    wait = current_app.extensions["cqaface_ratelimit"].hit(f"key{principal.key_id}")
+    wait = web_state().rate_limit.hit(f"key{principal.key_id}")
     if wait is not None:
         raise ApiError(
             429,
@@ -399,7 +400,7 @@ def health() -> tuple[Response, int]:
 def metrics() -> Response:
     from identify.web.status import gauges
 
-    body = current_app.extensions["cqaface_metrics"].render(gauges())
+    body = web_state().metrics.render(gauges())
     return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 
