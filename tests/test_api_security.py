@@ -332,3 +332,12 @@ def test_health_answers_503_when_redis_is_unreachable(database_url, tmp_path):
     body = response.get_json()
     assert response.status_code == 503 and body["status"] == "degraded"
     assert body["database"]["ok"] is True and body["redis"]["ok"] is False
+
+
+def test_secure_cookies_send_the_session_cookie_over_https_only(database_url, tmp_path):
+    """CQAFACE_SECURE_COOKIES=1 (behind TLS) marks the session cookie Secure; 0 does not."""
+    for value, secure in (("0", False), ("1", True)):
+        app = make_app(database_url, tmp_path, {"CQAFACE_SECURE_COOKIES": value})
+        cookie = app.test_client().get("/login").headers["Set-Cookie"]
+        assert cookie.startswith("cqaface_session=")
+        assert ("; Secure" in cookie) == secure, cookie

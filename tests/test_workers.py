@@ -344,8 +344,6 @@ def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(tmp_path):
     backend = Settings.from_env({**env, "CQAFACE_RESULT_BACKEND": "redis://127.0.0.1:6379/5"})
     app = create_app(settings=backend)
     assert app.extensions["celery"].conf.result_backend == "redis://127.0.0.1:6379/5"
-    import workers.tasks  # noqa: F401 - the tasks, as a worker registers them
-
     celery = app.extensions["celery"]
     assert {name: celery.tasks[name].max_retries for name in TASKS} == dict.fromkeys(TASKS, 5)
 
@@ -398,3 +396,45 @@ def test_cli_enrol_through_the_workers_waits_or_detaches(shared_stack, orl_dir, 
     again = json.loads(out.stdout.strip().splitlines()[-1])
     assert again["status"] == "done" and again["counts"] == {"duplicate": 20}
     assert "20/20" in out.stderr
+
+
+def test_a_job_goes_to_the_queue_of_its_own_app_whichever_app_came_last(tmp_path):
+    """Tests and servers make several apps, and Celery's current app is the last one made: a
+    job is sent by the Celery app of the app that made it, under the kept task name."""
+    import redis
+
+    if not _redis_up(SHARED_REDIS):
+        pytest.skip(f"no Redis at {SHARED_REDIS}")
+    url = f"sqlite:///{tmp_path / 'gallery.db'}"
+    migrate.upgrade(url)
+    queues = [f"cqaface-test-{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    first, last = (
+        create_app(
+            settings=Settings.from_env(
+                {
+                    "CQAFACE_DATABASE_URL": url,
+                    "CQAFACE_BROKER_URL": SHARED_REDIS,
+                    "CQAFACE_QUEUE": queue,
+                    "CQAFACE_DATA_DIR": str(tmp_path / queue),
+                }
+            )
+        )
+        for queue in queues
+    )
+    engine = first.extensions["cqaface"].engine
+    job_id = enrolment.create_job(engine, [("ada", tmp_path / "1.jpg")], source="t", kind="files")
+    client = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        enrolment.submit(job_id, first)
+        [message] = client.lrange(f"{queues[0]}:{queues[0]}", 0, -1)
+        headers = json.loads(message)["headers"]
+        assert (headers["task"], headers["argsrepr"]) == ("cqaface.enrol_job", f"({job_id},)")
+        assert headers["id"] == enrolment.progress(engine, job_id)["task_id"]
+        assert list(client.scan_iter(f"{queues[1]}:*")) == []
+    finally:
+        for queue in queues:
+            keys = list(client.scan_iter(f"{queue}:*"))
+            if keys:
+                client.delete(*keys)
+        engine.dispose()
+        last.extensions["cqaface"].engine.dispose()

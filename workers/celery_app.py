@@ -18,10 +18,7 @@ from celery.signals import worker_process_init
 from flask import Flask
 
 from identify.settings import Settings
-
-# The workers' tasks (workers.tasks); the names are the queues' contract with running
-# deployments, never renamed.
-TASKS = ("cqaface.enrol_job", "cqaface.enrol_chunk", "cqaface.rebuild_index", "cqaface.reembed")
+from workers.tasks import TASKS
 
 
 def celery_config(settings: Settings) -> dict[str, object]:

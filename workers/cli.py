@@ -73,8 +73,6 @@ def worker(args: argparse.Namespace) -> int:
     app = _app(dataclasses.replace(settings, worker_concurrency=concurrency))
     check_broker(app.extensions["celery"])  # then a broker restart is waited for, for ever
     app.extensions["cqaface"].engine.dispose()  # no connection of ours goes into the forks
-    import workers.tasks  # noqa: F401 - registers the tasks
-
     threading.Thread(target=_watchdog, args=(app,), name="watchdog", daemon=True).start()
     app.extensions["celery"].worker_main(
         [

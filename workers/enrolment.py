@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from identify.gallery import jobs
 from identify.gallery.jobs import create_job
+from workers.tasks import ENROL_JOB
 
 if TYPE_CHECKING:
     from identify.services import Services
@@ -26,13 +27,14 @@ _threads: dict[int, threading.Thread] = {}
 
 
 def submit(job_id: int, app: Flask | None = None) -> None:
-    """Start a job: a `cqaface.enrol_job` task when a broker is configured, else a background
-    thread of this process (the embedded mode: the caller gets its job id back at once)."""
+    """Start a job: a `cqaface.enrol_job` task of ``app``'s own Celery app when a broker is
+    configured, else a background thread of this process (the embedded mode: the caller gets
+    its job id back at once)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     if app.extensions["cqaface"].settings.broker_url:
         task_id = uuid.uuid4().hex
         jobs.assign_task(app.extensions["cqaface"].engine, job_id, task_id)
-        app.extensions["celery"].send_task("cqaface.enrol_job", args=[job_id], task_id=task_id)
+        app.extensions["celery"].tasks[ENROL_JOB].apply_async((job_id,), task_id=task_id)
         return
     thread = threading.Thread(
         target=_run_embedded, args=(app, job_id), name=f"enrolment-job-{job_id}", daemon=True
@@ -89,5 +91,5 @@ def redispatch_stalled(app: Flask, engine: Engine) -> list[int]:
     for job_id in stalled:
         log.warning("enrolment job %s made no progress: dispatching it again", job_id)
         task_id = jobs.job_progress(engine, job_id).task_id
-        celery.send_task("cqaface.enrol_job", args=[job_id], task_id=task_id)
+        celery.tasks[ENROL_JOB].apply_async((job_id,), task_id=task_id)
     return stalled

@@ -18,15 +18,14 @@ from identify.web.state import EXTENSION, WebState
 
 
 def init_web(app: Flask) -> None:
-    """Wire the web parts onto ``app``, whose services (and their settings) are made."""
+    """Wire the web parts onto ``app``, whose services (and their settings) are made and whose
+    RATE_LIMIT and SESSION_COOKIE_SECURE the factory set from them."""
     settings = app.extensions["cqaface"].settings
-    app.config.setdefault("RATE_LIMIT", settings.rate_limit)
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="cqaface_session",
     )
-    app.config.setdefault("SESSION_COOKIE_SECURE", settings.secure_cookies)
     app.config.setdefault("LOGIN_RATE_LIMIT", 20)  # sign-in attempts a minute per address
     state = WebState(
         metrics=Metrics(),
