@@ -207,7 +207,9 @@ class FullPath:
             index_dir=Path(self.env["CQAFACE_DATA_DIR"]),
         )
         start = time.perf_counter()
-        jobs.run_job(Enroller(store, self.encoder), job_id, save_indexes=files.open)
+        settings = self.app.extensions["cqaface"].settings
+        enroller = Enroller(store, self.encoder, settings=settings)
+        jobs.run_job(enroller, job_id, save_indexes=files.open)
         return time.perf_counter() - start
 
     def finished_at(self, job_id: int) -> datetime | None:
@@ -320,9 +322,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, help="photos per task (default: the product's)")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-enrol.json")
     args = parser.parse_args()
-    from identify import settings
+    from identify.settings import Settings
 
-    chunk = args.chunk or settings.enrol_chunk()
+    chunk = args.chunk or Settings.from_env().enrol_chunk
     os.environ["CQAFACE_MASKED_TEMPLATES"] = "0"
     items = photos(args.photos)
     warmup = [(f"warmup-{p.parent.name}", p) for p in sorted((DATA / "orl").glob("s[1-5]/*"))]

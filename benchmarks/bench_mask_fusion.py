@@ -39,6 +39,7 @@ from identify.search.encode import FaceEncoder
 from identify.search.live_index import LiveIndex
 from identify.search.searcher import Searcher
 from identify.search.thresholds import threshold
+from identify.settings import Settings
 from trainer.config import shared_data
 
 POLICIES = ("normal", "masked", "max", "mean")
@@ -132,7 +133,11 @@ def main() -> int:
         "policies": {},
     }
 
-    served = threshold(embedder.metadata, masked=True, far=1e-3) if embedder.metadata else None
+    served = (
+        threshold(embedder.metadata, masked=True, far=1e-3, settings=Settings.from_env())
+        if embedder.metadata
+        else None
+    )  # as a server of this environment would (a CQAFACE_MASKED_THRESHOLD wins)
     report["served_masked_threshold_far_1e-3"] = served
 
     def measure(searcher: Searcher, probes: np.ndarray, masked: bool) -> dict[str, float]:

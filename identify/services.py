@@ -17,6 +17,7 @@ from flask import current_app
 from sqlalchemy import Engine
 
 from identify.gallery.db import make_engine
+from identify.settings import Settings
 
 if TYPE_CHECKING:
     from identify.gallery.enroller import Enroller
@@ -30,20 +31,21 @@ if TYPE_CHECKING:
 
 
 class Services:
-    """Lazy, thread-safe holders; ``model_path`` None means the configured default model.
-    ``submit`` hands an enrolment job to whoever runs jobs (the app factory wires the workers'
-    in), so that the web never imports the workers."""
+    """Lazy, thread-safe holders, built of the process's ``settings`` (read once when it
+    started); ``model_path`` None means the configured default model. ``submit`` hands an
+    enrolment job to whoever runs jobs (the app factory wires the workers' in), so that the
+    web never imports the workers."""
 
     def __init__(
         self,
+        settings: Settings,
         *,
-        database_url: str,
-        index_dir: Path,
-        model_path: Path | None,
+        model_path: Path | None = None,
         submit: Callable[[int], None] | None = None,
     ) -> None:
-        self.database_url = database_url
-        self.index_dir = index_dir
+        self.settings = settings
+        self.database_url = settings.database_url
+        self.index_dir = settings.index_dir  # DATA_DIR/index unless set
         self.model_path = model_path
         self._submit = submit
         self._lock = threading.RLock()
@@ -67,7 +69,7 @@ class Services:
             if self._encoder is None:
                 from identify.search.encode import FaceEncoder
 
-                self._encoder = FaceEncoder.load(self.model_path)
+                self._encoder = FaceEncoder.load(self.model_path, self.settings)
             return self._encoder
 
     @property
@@ -108,7 +110,11 @@ class Services:
 
         store = self.store
         return LiveIndex(
-            self.engine, model_version=store.model_version, dim=store.dim, index_dir=self.index_dir
+            self.engine,
+            model_version=store.model_version,
+            dim=store.dim,
+            index_dir=self.index_dir,
+            index_options=self.settings.index_options(),
         )
 
     @property
@@ -117,7 +123,7 @@ class Services:
             if self._enroller is None:
                 from identify.gallery.enroller import Enroller
 
-                self._enroller = Enroller(self.store, self.encoder)
+                self._enroller = Enroller(self.store, self.encoder, settings=self.settings)
             return self._enroller
 
     @property
@@ -126,7 +132,9 @@ class Services:
             if self._searcher is None:
                 from identify.search.searcher import Searcher
 
-                self._searcher = Searcher.for_encoder(self.encoder, self.index, self.store)
+                self._searcher = Searcher.for_encoder(
+                    self.encoder, self.index, self.store, self.settings
+                )
             return self._searcher
 
     def submit(self, job_id: int) -> None:
@@ -153,7 +161,11 @@ class Services:
         store = self.store
         with store.sessions() as session:
             return rebuild_indexes(
-                session, store.model_version, dim=store.dim, directory=self.index_dir
+                session,
+                store.model_version,
+                dim=store.dim,
+                directory=self.index_dir,
+                **self.settings.index_options(),
             )
 
     def reembed(self, batch_size: int = 64) -> ReembedReport:
@@ -161,7 +173,8 @@ class Services:
         files; the report names them."""
         from identify.gallery.reembed import reembed
 
-        report = reembed(self.engine, self.encoder, batch_size=batch_size)
+        masked = self.settings.masked_templates
+        report = reembed(self.engine, self.encoder, batch_size=batch_size, masked_templates=masked)
         report.indexes = {kind: opened.path for kind, opened in self.rebuild_indexes().items()}
         return report
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from alembic import context
 
-from identify import settings
 from identify.gallery.db import make_engine
 from identify.gallery.tables import Base
+from identify.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or settings.database_url()
+    return config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url
 
 
 def run_migrations_offline() -> None:

@@ -19,11 +19,12 @@ from web_helpers import (
 
 from identify.gallery.tables import ApiKey, AuditEntry, ItemStatus, JobItem, User
 from identify.web.common import db
+from identify.web.state import web_state
 
 
 @pytest.fixture
-def app(database_url, tmp_path, monkeypatch):
-    return app_with_three_roles(database_url, tmp_path, monkeypatch, RATE_LIMIT=0)
+def app(database_url, tmp_path):
+    return app_with_three_roles(database_url, tmp_path, RATE_LIMIT=0)
 
 
 def _secret(page: str) -> str:
@@ -288,7 +289,8 @@ def test_a_finished_jobs_events_carry_its_report_then_end(app):
         from identify.gallery import jobs
         from identify.services import services
 
-        jobs.cancel_job(services().engine, job_id)
+        held = services()
+        jobs.cancel_job(held.engine, job_id, uploads=held.settings.uploads_dir)
     client, _ = sign_in(app, "ops@x.org")
     response = client.get(f"/jobs/{job_id}/events")
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
@@ -298,11 +300,11 @@ def test_a_finished_jobs_events_carry_its_report_then_end(app):
     assert (name, end, last) == ("progress", "end", {"status": report["status"]})
     assert report["counts"] == {"no_face": 1, "enrolled": 1, "unreadable": 1}
     assert [f["status"] for f in report["failed"]] == ["unreadable", "no_face"]  # latest first
-    assert app.extensions["cqaface_event_streams"].open == 0
+    assert web_state(app).event_streams.open == 0
     head = client.head(f"/jobs/{job_id}/events")  # a body never read frees its slot too
     assert head.status_code == 200 and head.data == b""
     head.close()
-    assert app.extensions["cqaface_event_streams"].open == 0
+    assert web_state(app).event_streams.open == 0
 
 
 def test_events_need_the_pages_sign_in_and_role(app, monkeypatch):
@@ -315,8 +317,9 @@ def test_events_need_the_pages_sign_in_and_role(app, monkeypatch):
     assert ops.get("/jobs/99999/events").status_code == 404
 
 
-def test_a_stream_of_a_running_job_ends_at_its_time_limit(app, monkeypatch):
-    monkeypatch.setenv("CQAFACE_EVENT_STREAM_S", "0")
+def test_a_stream_of_a_running_job_ends_at_its_time_limit(database_url, tmp_path):
+    env = {"CQAFACE_EVENT_STREAM_S": "0"}
+    app = app_with_three_roles(database_url, tmp_path, env, RATE_LIMIT=0)
     job_id = _job(app, [ItemStatus.PENDING, ItemStatus.NO_FACE])
     client, _ = sign_in(app, "ops@x.org")
     events = _events(client.get(f"/jobs/{job_id}/events").get_data(as_text=True))
@@ -326,7 +329,7 @@ def test_a_stream_of_a_running_job_ends_at_its_time_limit(app, monkeypatch):
 
 def test_when_every_stream_is_taken_the_page_is_told_to_poll(app):
     job_id = _job(app, [ItemStatus.PENDING])
-    slots = app.extensions["cqaface_event_streams"]
+    slots = web_state(app).event_streams
     slots.limit = 0
     client, _ = sign_in(app, "ops@x.org")
     response = client.get(f"/jobs/{job_id}/events")

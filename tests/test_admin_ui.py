@@ -25,8 +25,8 @@ MARKUP = '<script>alert("x")</script><b>Eve</b>'
 
 
 @pytest.fixture
-def app(database_url, tmp_path, monkeypatch):
-    return app_with_three_roles(database_url, tmp_path, monkeypatch, MAX_CONTENT_LENGTH=2**20)
+def app(database_url, tmp_path):
+    return app_with_three_roles(database_url, tmp_path, MAX_CONTENT_LENGTH=2**20)
 
 
 def _subject(app, name: str) -> int:
@@ -216,10 +216,11 @@ def _utc_day_of(app, action: str) -> date:
     return (at.astimezone(UTC) if at.tzinfo else at).date()  # SQLite keeps UTC, naive
 
 
-def test_folder_imports_must_lie_under_the_import_roots(app, tmp_path, monkeypatch):
+def test_folder_imports_must_lie_under_the_import_roots(database_url, tmp_path):
     roots = tmp_path / "imports"
     (roots / "batch").mkdir(parents=True)
-    monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(roots))
+    env = {"CQAFACE_IMPORT_ROOTS": str(roots)}
+    app = app_with_three_roles(database_url, tmp_path, env, MAX_CONTENT_LENGTH=2**20)
     client, token = sign_in(app, "ops@x.org")
     for folder in ("/etc", str(roots / ".." / "data"), str(roots / "batch" / ".." / "..")):
         response = client.post("/enrol", data={"csrf_token": token, "folder": folder})

@@ -23,10 +23,7 @@ def served(request, tmp_path_factory, orl_dir):
     else:
         url = request.getfixturevalue("postgres_database")()
     migrate.upgrade(url)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("CQAFACE_DATA_DIR", str(tmp / "data"))  # uploads extracted there
-    request.addfinalizer(patch.undo)
-    app = make_app(url, tmp)
+    app = make_app(url, tmp)  # uploads extracted under tmp/data
     key = add_key(app, "admin@x.org", "admin", "identify,enrol,admin")
     client = app.test_client()
     ids = {}

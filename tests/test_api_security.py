@@ -19,8 +19,7 @@ from identify.web.api import PUBLIC, documented_routes
 
 
 @pytest.fixture
-def app(database_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
+def app(database_url, tmp_path):
     return make_app(database_url, tmp_path, MAX_CONTENT_LENGTH=2 * 2**20)
 
 
@@ -251,10 +250,11 @@ def test_not_a_zip_gets_415(app):
     _assert_error(response, 415, "not_a_zip")
 
 
-def test_folder_imports_outside_the_import_roots_are_refused(app, tmp_path, monkeypatch):
+def test_folder_imports_outside_the_import_roots_are_refused(database_url, tmp_path):
     allowed = tmp_path / "imports"
     allowed.mkdir()
-    monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(allowed))
+    env = {"CQAFACE_IMPORT_ROOTS": str(allowed)}
+    app = make_app(database_url, tmp_path, env, MAX_CONTENT_LENGTH=2 * 2**20)
     key = add_key(app, "a@x.org", "operator", "identify,enrol")
     response = app.test_client().post(
         "/api/v1/enrolments", json={"folder": "/etc"}, headers=bearer(key)
@@ -280,8 +280,9 @@ def test_unexpected_failures_answer_500_without_a_traceback(tmp_path):
     assert "Traceback" not in text and "sqlite" not in text.lower()
 
 
-def test_photos_over_the_photo_limit_get_413_under_the_body_limit(app, monkeypatch):
-    monkeypatch.setenv("CQAFACE_MAX_PHOTO_BYTES", "1000")
+def test_photos_over_the_photo_limit_get_413_under_the_body_limit(database_url, tmp_path):
+    env = {"CQAFACE_MAX_PHOTO_BYTES": "1000"}
+    app = make_app(database_url, tmp_path, env, MAX_CONTENT_LENGTH=2 * 2**20)
     key = add_key(app, "a@x.org", "admin", "identify,enrol,admin")
     client = app.test_client()
     photo = png_bytes(400, 400) + b"\0" * 2000
@@ -331,3 +332,12 @@ def test_health_answers_503_when_redis_is_unreachable(database_url, tmp_path):
     body = response.get_json()
     assert response.status_code == 503 and body["status"] == "degraded"
     assert body["database"]["ok"] is True and body["redis"]["ok"] is False
+
+
+def test_secure_cookies_send_the_session_cookie_over_https_only(database_url, tmp_path):
+    """CQAFACE_SECURE_COOKIES=1 (behind TLS) marks the session cookie Secure; 0 does not."""
+    for value, secure in (("0", False), ("1", True)):
+        app = make_app(database_url, tmp_path, {"CQAFACE_SECURE_COOKIES": value})
+        cookie = app.test_client().get("/login").headers["Set-Cookie"]
+        assert cookie.startswith("cqaface_session=")
+        assert ("; Secure" in cookie) == secure, cookie

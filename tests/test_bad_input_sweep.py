@@ -19,8 +19,7 @@ LIMIT = 2 * 2**20
 
 
 @pytest.fixture
-def app(database_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
+def app(database_url, tmp_path):
     return make_app(database_url, tmp_path, MAX_CONTENT_LENGTH=LIMIT)
 
 

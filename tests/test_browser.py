@@ -382,6 +382,7 @@ def test_a_jobs_progress_arrives_by_events_while_it_runs(browser, stack, metrics
 
     from identify.gallery import jobs
     from identify.services import Services
+    from identify.settings import Settings
 
     driver, site = browser, stack.base
     broken = stack.tmp / "broken.png"
@@ -394,7 +395,13 @@ def test_a_jobs_progress_arrives_by_events_while_it_runs(browser, stack, metrics
     _wait(driver, lambda d: _gauges(site, metrics_key)["cqaface_event_streams"] == 1)
     assert _text(driver, "job-status") == "queued"
     # Now run it: the real enrolment of a job, in this process, on the server's database.
-    runner = Services(database_url=stack.url, index_dir=stack.tmp / "runner-index", model_path=None)
+    settings = Settings.from_env(
+        {
+            "CQAFACE_DATABASE_URL": stack.url,
+            "CQAFACE_DATA_DIR": str(stack.tmp / "runner"),
+        }
+    )
+    runner = Services(settings)
     try:
         jobs.run_job(runner.enroller, job_id, save_indexes=runner.save_indexes)
     finally:

@@ -20,17 +20,16 @@ def test_each_person_keeps_one_photo_back_as_a_probe_and_a_stranger_is_added(orl
     assert sorted(truth[p] for p in probes) == ["s1", "s10", "s11", "unknown"]
 
 
-def test_the_demo_login_gets_a_new_random_password_each_run(tmp_path, monkeypatch, capsys):
+def test_the_demo_login_gets_a_new_random_password_each_run(tmp_path, capsys):
     from identify.gallery import migrate
     from identify.gallery.db import make_engine, session_factory
     from identify.web import auth
 
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     migrate.upgrade(url)
-    monkeypatch.setenv("CQAFACE_DATABASE_URL", url)
     passwords = []
     for _ in range(2):
-        demo.login()
+        demo.login(url)
         passwords.append(capsys.readouterr().out.split()[-1])
     assert passwords[0] != passwords[1]
     with session_factory(make_engine(url))() as session:

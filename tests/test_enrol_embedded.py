@@ -14,6 +14,7 @@ from identify.app import create_app
 from identify.cli.main import main
 from identify.gallery import migrate
 from identify.gallery.sources import folder_items, new_upload_dir, zip_items
+from identify.settings import Settings
 from workers import enrolment
 
 
@@ -25,7 +26,7 @@ def embedded(tmp_path, monkeypatch):
     monkeypatch.delenv("CQAFACE_DATABASE_URL", raising=False)
     monkeypatch.delenv("CQAFACE_INDEX_DIR", raising=False)
     monkeypatch.setenv("CQAFACE_MASKED_TEMPLATES", "0")
-    migrate.upgrade()
+    migrate.upgrade(Settings.from_env().database_url)
     return tmp_path
 
 
@@ -63,7 +64,7 @@ def test_a_submitted_job_runs_in_a_thread_and_its_upload_is_removed(embedded, ph
         for subject, path in folder_items(photos, restricted=False):
             bundle.write(path, f"upload/{subject}/{path.name}")
     app = create_app()
-    work_dir = new_upload_dir()
+    work_dir = new_upload_dir(app.extensions["cqaface"].settings.uploads_dir)
     items = zip_items(archive, work_dir)
     job_id = enrolment.create_job(
         app.extensions["cqaface"].engine,

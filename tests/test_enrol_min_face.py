@@ -21,12 +21,12 @@ from embedder.imageio import load_image
 from embedder.inference import Embedder
 from embedder.model import build_model
 from embedder.mtcnn import MTCNN, _from_level_for, _pyramid, default_detector
-from identify import settings
 from identify.gallery.db import make_engine
 from identify.gallery.enroller import Enroller
 from identify.gallery.store import GalleryStore
 from identify.gallery.tables import Image, ItemStatus
 from identify.search.encode import FaceEncoder
+from identify.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +50,22 @@ def encoder() -> FaceEncoder:
     return FaceEncoder(embedder, detector=default_detector())
 
 
-def test_the_enrolment_minimum_is_read_from_the_environment(monkeypatch) -> None:
-    monkeypatch.delenv("CQAFACE_ENROL_MIN_FACE_SIZE", raising=False)
-    assert settings.enrol_min_face_size() == 40
-    monkeypatch.setenv("CQAFACE_ENROL_MIN_FACE_SIZE", "64")
-    assert settings.enrol_min_face_size() == 64
-    monkeypatch.setenv("CQAFACE_ENROL_MIN_FACE_SIZE", "big")
+def sized(encoder: FaceEncoder, **env: str) -> FaceEncoder:
+    """``encoder`` with the face sizes of the given CQAFACE_* settings (the others default)."""
+    settings = Settings.from_env(env)
+    return FaceEncoder(
+        encoder.embedder,
+        detector=encoder.detector,
+        min_face_size=settings.min_face_size,
+        enrol_min_face_size=settings.enrol_min_face_size,
+    )
+
+
+def test_the_enrolment_minimum_is_read_from_the_environment() -> None:
+    assert Settings.from_env({}).enrol_min_face_size == 40
+    assert Settings.from_env({"CQAFACE_ENROL_MIN_FACE_SIZE": "64"}).enrol_min_face_size == 64
     with pytest.raises(ValueError, match="CQAFACE_ENROL_MIN_FACE_SIZE='big' is not a int"):
-        settings.enrol_min_face_size()
+        Settings.from_env({"CQAFACE_ENROL_MIN_FACE_SIZE": "big"})
 
 
 def test_a_larger_minimum_starts_the_same_pyramid_at_a_coarser_level() -> None:
@@ -89,10 +97,8 @@ def test_enrolment_runs_p_net_on_the_coarser_levels_only(photo: np.ndarray) -> N
 
 
 def test_a_gallery_face_below_the_enrolment_minimum_is_refused_with_its_size(
-    encoder: FaceEncoder, small_face: np.ndarray, monkeypatch
+    encoder: FaceEncoder, small_face: np.ndarray
 ) -> None:
-    monkeypatch.delenv("CQAFACE_ENROL_MIN_FACE_SIZE", raising=False)
-    monkeypatch.delenv("CQAFACE_MIN_FACE_SIZE", raising=False)
     [probe] = encoder.faces(small_face, "all")  # a probe may be this small
     size = min(probe.box[2] - probe.box[0], probe.box[3] - probe.box[1])
     assert 20 <= size < 40
@@ -102,15 +108,15 @@ def test_a_gallery_face_below_the_enrolment_minimum_is_refused_with_its_size(
         f"the largest face is {size:.0f} px, below the minimum of 40 px"
         " (CQAFACE_ENROL_MIN_FACE_SIZE)"
     )
-    monkeypatch.setenv("CQAFACE_ENROL_MIN_FACE_SIZE", "20")
-    [face] = encoder.faces(small_face, "largest", gallery=True)
+    lenient = sized(encoder, CQAFACE_ENROL_MIN_FACE_SIZE="20")
+    [face] = lenient.faces(small_face, "largest", gallery=True)
     assert face.box == probe.box
 
 
 def test_a_probe_below_the_probe_minimum_names_its_own_setting(
-    encoder: FaceEncoder, small_face: np.ndarray, monkeypatch
+    encoder: FaceEncoder, small_face: np.ndarray
 ) -> None:
-    monkeypatch.setenv("CQAFACE_MIN_FACE_SIZE", "50")
+    encoder = sized(encoder, CQAFACE_MIN_FACE_SIZE="50")
     with pytest.raises(FaceTooSmall, match=r"below the minimum of 50 px \(CQAFACE_MIN_FACE_SIZE\)"):
         encoder.faces(small_face, "all")
     with pytest.raises(FaceTooSmall, match=r"below the minimum of 50 px \(CQAFACE_MIN_FACE_SIZE\)"):
@@ -118,12 +124,10 @@ def test_a_probe_below_the_probe_minimum_names_its_own_setting(
 
 
 def test_the_gallery_refuses_a_small_face_and_stores_nothing(
-    encoder: FaceEncoder, small_face: np.ndarray, tmp_path: Path, monkeypatch
+    encoder: FaceEncoder, small_face: np.ndarray, tmp_path: Path
 ) -> None:
     from identify.gallery import migrate
 
-    monkeypatch.delenv("CQAFACE_ENROL_MIN_FACE_SIZE", raising=False)
-    monkeypatch.delenv("CQAFACE_MIN_FACE_SIZE", raising=False)
     url = f"sqlite:///{tmp_path / 'gallery.db'}"
     migrate.upgrade(url)
     engine = make_engine(url)
@@ -136,16 +140,15 @@ def test_the_gallery_refuses_a_small_face_and_stores_nothing(
     assert refused.reason.endswith("below the minimum of 40 px (CQAFACE_ENROL_MIN_FACE_SIZE)")
     with store.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Image)) == 0
-    monkeypatch.setenv("CQAFACE_ENROL_MIN_FACE_SIZE", "20")
+    lenient = sized(encoder, CQAFACE_ENROL_MIN_FACE_SIZE="20")
+    gallery = Enroller(store, lenient, keep="none", masked_templates=False)
     assert gallery.enrol("ada", buffer.getvalue()).status == ItemStatus.ENROLLED
     engine.dispose()
 
 
 def test_a_bystander_below_the_enrolment_minimum_does_not_make_a_group_photo(
-    encoder: FaceEncoder, photo: np.ndarray, monkeypatch
+    encoder: FaceEncoder, photo: np.ndarray
 ) -> None:
-    monkeypatch.delenv("CQAFACE_ENROL_MIN_FACE_SIZE", raising=False)
-    monkeypatch.delenv("CQAFACE_MIN_FACE_SIZE", raising=False)
     canvas = np.full((photo.shape[0], photo.shape[1] + 120, 3), 120, np.uint8)
     canvas[:, : photo.shape[1]] = photo
     canvas[20:84, -100:-36] = cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA)

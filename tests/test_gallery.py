@@ -25,6 +25,7 @@ from identify.gallery.tables import (
     TemplateKind,
 )
 from identify.gallery.vectors import normalise
+from identify.settings import Settings
 
 
 @pytest.fixture
@@ -198,8 +199,9 @@ def test_bad_photo_bytes_are_reported_not_raised_and_store_nothing(gallery, enro
     assert count(gallery, Image) == count(gallery, Subject) == 0
 
 
-def test_an_oversized_file_is_refused_before_it_is_read(gallery, enroller, tmp_path, monkeypatch):
-    monkeypatch.setenv("CQAFACE_MAX_PHOTO_BYTES", "1000")
+def test_an_oversized_file_is_refused_before_it_is_read(gallery, enroller, tmp_path):
+    limit = Settings.from_env({"CQAFACE_MAX_PHOTO_BYTES": "1000"})
+    enroller = Enroller(enroller.store, enroller.encoder, settings=limit, keep="none")
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * 1001)
     result = enroller.enrol("alice", big)

@@ -13,6 +13,7 @@ from synthetic import near, unit
 
 from identify.search.index import IndexFileError, TemplateIndex
 from identify.search.rwlock import RWLock
+from identify.settings import Settings
 
 DIM = 64
 
@@ -88,11 +89,11 @@ def test_the_index_turns_approximate_when_the_gallery_outgrows_the_exact_limit()
 
 
 @pytest.mark.parametrize("code_bytes", [8, 16, 32])
-def test_the_pq_code_size_is_the_configured_bytes_a_template(code_bytes, monkeypatch):
-    monkeypatch.setenv("CQAFACE_PQ_BYTES", str(code_bytes))
+def test_the_pq_code_size_is_the_configured_bytes_a_template(code_bytes):
+    settings = Settings.from_env({"CQAFACE_PQ_BYTES": str(code_bytes)})
     rng = np.random.default_rng(5)
     templates = unit(rng, 300, DIM)
-    index = build(np.arange(300), templates, "pq")
+    index = build(np.arange(300), templates, "pq", pq_bytes=settings.index_options()["pq_bytes"])
     rotated = faiss.downcast_index(index._cpu.base_index)
     assert faiss.downcast_index(rotated.index).code_size == code_bytes
     assert (index.search(templates[:20], 1)[1][:, 0] == np.arange(20)).all()

@@ -24,6 +24,7 @@ from identify.gallery.jobs import (
 from identify.gallery.store import GalleryStore
 from identify.gallery.tables import ItemStatus, JobItem, JobStatus
 from identify.search.live_index import LiveIndex
+from identify.settings import Settings
 
 
 @pytest.fixture
@@ -58,7 +59,12 @@ def gallery(database_url, encoder, tmp_path):
         engine, model_version=store.model_version, dim=store.dim, index_dir=tmp_path / "index"
     )
     store.on_commit.append(index.sync)
-    yield Served(Enroller(store, encoder, keep="crops", masked_templates=False), index)
+    # The attempts a photo gets, named here because a test counts them.
+    settings = Settings.from_env(
+        {"CQAFACE_DATA_DIR": str(tmp_path / "data"), "CQAFACE_ITEM_ATTEMPTS": "3"}
+    )
+    enroller = Enroller(store, encoder, settings=settings, keep="crops", masked_templates=False)
+    yield Served(enroller, index)
     engine.dispose()
 
 
@@ -137,8 +143,7 @@ def test_enrol_many_embeds_a_batch_like_one_by_one_and_reports_bad_photos(
     engine.dispose()
 
 
-def test_a_photo_that_killed_its_worker_too_often_ends_failed(gallery, folder, monkeypatch):
-    monkeypatch.setenv("CQAFACE_ITEM_ATTEMPTS", "3")
+def test_a_photo_that_killed_its_worker_too_often_ends_failed(gallery, folder):
     job_id = create_job(gallery.store, folder)
     with gallery.store.sessions() as session, session.begin():
         first = session.scalars(select(JobItem).where(JobItem.job_id == job_id)).first()
@@ -164,10 +169,11 @@ def test_progress_is_a_json_report_with_rate_and_reasons(gallery, folder):
 
 def test_a_cancelled_job_is_not_run(gallery, folder):
     job_id = create_job(gallery.store, folder)
-    assert cancel_job(gallery.store, job_id)
+    uploads = gallery.enroller.settings.uploads_dir
+    assert cancel_job(gallery.store, job_id, uploads=uploads)
     progress = run(gallery, job_id)
     assert progress.status == JobStatus.CANCELLED and progress.done == 0
-    assert not cancel_job(gallery.store, job_id)  # already over
+    assert not cancel_job(gallery.store, job_id, uploads=uploads)  # already over
 
 
 def _all_enrolled(gallery: Served, job_id: int) -> None:

@@ -137,10 +137,13 @@ def test_the_checker_finds_a_cycle() -> None:
     assert _cycles(graph) == [["a", "b", "c"]]
 
 
-def test_the_graph_sees_deferred_and_submodule_imports() -> None:
+def test_the_graph_sees_deferred_and_submodule_imports(tmp_path: Path) -> None:
     imported = _graph()["workers.cli"]
-    assert "workers.tasks" in imported  # `import workers.tasks` inside a function
+    assert "workers.celery_app" in imported  # `from workers.celery_app import` in a function
     assert "workers.enrolment" in imported  # `from workers import enrolment`, a submodule
+    deferred = tmp_path / "deferred.py"
+    deferred.write_text("def run():\n    import workers.tasks\n")
+    assert set(_imported("workers.deferred", deferred, _modules())) == {"workers.tasks"}
 
 
 def test_no_import_cycles() -> None:

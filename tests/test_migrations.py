@@ -68,13 +68,12 @@ def test_cli_db_upgrade_and_downgrade_use_the_configured_url(tmp_path, monkeypat
     assert _tables(url) & TABLES == set()
 
 
-def test_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path, monkeypatch):
-    from identify import settings
+def test_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path):
+    from identify.settings import Settings
 
-    monkeypatch.delenv("CQAFACE_DATABASE_URL", raising=False)
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
-    assert settings.database_url() == f"sqlite:///{tmp_path / 'data' / 'cqaface.db'}"
-    assert settings.index_dir() == tmp_path / "data" / "index"
+    settings = Settings.from_env({"CQAFACE_DATA_DIR": str(tmp_path / "data")})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'cqaface.db'}"
+    assert settings.index_dir == tmp_path / "data" / "index"
 
 
 def test_jobs_revision_adds_and_removes_its_columns(empty_url):

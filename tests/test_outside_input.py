@@ -23,8 +23,7 @@ BIDI = "Bob\u202eevil"
 
 
 @pytest.fixture
-def app(database_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
+def app(database_url, tmp_path):
     return make_app(database_url, tmp_path)
 
 

@@ -12,6 +12,7 @@ from identify.gallery.db import make_engine
 from identify.search.encode import EncodedFace
 from identify.search.searcher import Searcher
 from identify.search.thresholds import ThresholdError, threshold
+from identify.settings import Settings
 
 CALIBRATION = {
     "thresholds": {
@@ -22,10 +23,8 @@ CALIBRATION = {
 
 
 @pytest.fixture
-def people(database_url, tmp_path, monkeypatch):
+def people(database_url, tmp_path):
     """A gallery of 30 people, each with a normal and a (synthetic) masked template."""
-    for name in ("CQAFACE_THRESHOLD", "CQAFACE_MASKED_THRESHOLD", "CQAFACE_FAR"):
-        monkeypatch.delenv(name, raising=False)
     engine = make_engine(database_url)
     gallery = live(engine, tmp_path)
     rng = np.random.default_rng(0)
@@ -75,7 +74,7 @@ def test_a_stranger_is_answered_unknown_but_still_gets_candidates(people):
     assert decision["threshold"] == 0.40
 
 
-def test_masked_probes_are_judged_against_the_masked_threshold(people, monkeypatch):
+def test_masked_probes_are_judged_against_the_masked_threshold(people):
     gallery, _, _, _ = people
     searcher = Searcher(None, gallery.index, gallery.store, metadata=CALIBRATION)
     assert searcher.threshold(masked=False) == 0.40
@@ -86,7 +85,8 @@ def test_masked_probes_are_judged_against_the_masked_threshold(people, monkeypat
         )
         == 0.20
     )
-    monkeypatch.setenv("CQAFACE_FAR", "0.01")
+    at_far = Settings.from_env({"CQAFACE_FAR": "0.01"})
+    searcher = Searcher(None, gallery.index, gallery.store, metadata=CALIBRATION, settings=at_far)
     assert searcher.threshold(masked=False) == 0.30
 
 
@@ -126,24 +126,21 @@ def test_verify_says_same_for_the_subject_and_not_for_another(people):
         searcher.verify_vector(probe, 123_456, masked=False)
 
 
-def test_threshold_overrides_and_an_uncalibrated_model(monkeypatch):
-    for name in ("CQAFACE_THRESHOLD", "CQAFACE_MASKED_THRESHOLD", "CQAFACE_FAR"):
-        monkeypatch.delenv(name, raising=False)
+def test_threshold_overrides_and_an_uncalibrated_model():
     with pytest.raises(ThresholdError, match="CQAFACE_THRESHOLD"):
         threshold({}, masked=False)
     with pytest.raises(ThresholdError, match=r"calibrated: 0\.001, 0\.01"):
         threshold(CALIBRATION, masked=False, far=1e-4)
-    monkeypatch.setenv("CQAFACE_THRESHOLD", "0.5")
-    assert threshold({}, masked=False) == 0.5
-    monkeypatch.setenv("CQAFACE_MASKED_THRESHOLD", "0.33")
-    assert threshold(CALIBRATION, masked=True) == 0.33
-    monkeypatch.setenv("CQAFACE_FAR", "2")
-    monkeypatch.delenv("CQAFACE_THRESHOLD")
+    overridden = Settings.from_env({"CQAFACE_THRESHOLD": "0.5"})
+    assert threshold({}, masked=False, settings=overridden) == 0.5
+    both = Settings.from_env({"CQAFACE_THRESHOLD": "0.5", "CQAFACE_MASKED_THRESHOLD": "0.33"})
+    assert threshold(CALIBRATION, masked=True, settings=both) == 0.33
     with pytest.raises(ValueError, match="CQAFACE_FAR"):
-        threshold(CALIBRATION, masked=False)
+        Settings.from_env({"CQAFACE_FAR": "2"})
 
 
-def test_an_unknown_fusion_policy_is_refused(people, monkeypatch):
-    monkeypatch.setenv("CQAFACE_MASK_FUSION", "median")
+def test_an_unknown_fusion_policy_is_refused(people):
     with pytest.raises(ValueError, match="CQAFACE_MASK_FUSION"):
-        Searcher(None, people[0].index, people[0].store, metadata=CALIBRATION)
+        Settings.from_env({"CQAFACE_MASK_FUSION": "median"})
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        Searcher(None, people[0].index, people[0].store, metadata=CALIBRATION, fusion="median")

@@ -275,3 +275,26 @@ def test_a_runtime_that_does_not_exist_is_one_line_naming_the_choices(
     assert out.stderr == (
         "cqaface identify: error: CQAFACE_RUNTIME='fast': expected one of auto, torch, onnx\n"
     )
+
+
+# ----- Any setting, read when the command starts -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CQAFACE_PORT", "eighty", "CQAFACE_PORT='eighty' is not a int"),
+        ("CQAFACE_FAR", "2", "CQAFACE_FAR=2.0 must lie strictly between 0 and 1"),
+        ("CQAFACE_KEEP", "all", "CQAFACE_KEEP='all': expected one of crops, images, none"),
+    ],
+)
+def test_a_bad_setting_stops_any_command_at_start_in_one_line(
+    variable: str, value: str, message: str, sqlite_gallery: str, tmp_path: Path
+) -> None:
+    """Every setting is read when the command starts, also one the command has no use for:
+    the operator learns of a bad value at once, not at the first request that reads it."""
+    out = cqaface(
+        "job", "list", tmp=tmp_path, CQAFACE_DATABASE_URL=sqlite_gallery, **{variable: value}
+    )
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == f"cqaface job: error: {message}\n"

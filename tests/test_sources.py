@@ -4,6 +4,7 @@ and nothing is written outside the destination."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import stat
 import zipfile
@@ -13,6 +14,7 @@ import pytest
 
 from identify.gallery.jobs import upload_file
 from identify.gallery.sources import SourceError, folder_items, list_items, make_job, zip_items
+from identify.settings import Settings
 
 
 def _zip(members: dict[str, bytes], *, symlink: str | None = None) -> io.BytesIO:
@@ -28,9 +30,9 @@ def _zip(members: dict[str, bytes], *, symlink: str | None = None) -> io.BytesIO
     return data
 
 
-def _refused(code: str, archive, destination: Path) -> None:
+def _refused(code: str, archive, destination: Path, limits: Settings | None = None) -> None:
     with pytest.raises(SourceError) as caught:
-        zip_items(archive, destination)
+        zip_items(archive, destination, limits)
     assert caught.value.code == code, caught.value.message
     assert not destination.exists() or not any(destination.rglob("*"))
 
@@ -71,12 +73,15 @@ def test_zip_slip_members_are_refused(tmp_path):
     assert not (tmp_path.parent / "evil.jpg").exists()
 
 
-def test_zip_bombs_are_refused(tmp_path, monkeypatch):
+def test_zip_bombs_are_refused(tmp_path):
     _refused("zip_bomb", _zip({"ada/1.jpg": bytes(50 * 2**20)}), tmp_path / "ratio")
-    monkeypatch.setenv("CQAFACE_ZIP_MAX_MEMBERS", "10")
-    _refused("zip_bomb", _zip({f"ada/{k}.jpg": b"x" for k in range(11)}), tmp_path / "count")
-    monkeypatch.setenv("CQAFACE_ZIP_MAX_BYTES", "1000")
-    _refused("zip_bomb", _zip({"ada/1.jpg": bytes(600), "bob/1.jpg": bytes(600)}), tmp_path / "n")
+    ten = Settings.from_env({"CQAFACE_ZIP_MAX_MEMBERS": "10"})
+    count = _zip({f"ada/{k}.jpg": b"x" for k in range(11)})
+    _refused("zip_bomb", count, tmp_path / "count", ten)
+    small = Settings.from_env({"CQAFACE_ZIP_MAX_BYTES": "1000"})
+    _refused(
+        "zip_bomb", _zip({"ada/1.jpg": bytes(600), "bob/1.jpg": bytes(600)}), tmp_path / "n", small
+    )
 
 
 def test_a_lying_header_is_caught_while_extracting(tmp_path):
@@ -96,33 +101,33 @@ def test_not_a_zip_and_an_empty_zip_are_refused(tmp_path):
     _refused("empty_source", _zip({"readme.txt": b"hello"}), tmp_path / "empty")
 
 
-def test_a_folder_outside_the_import_roots_is_refused_after_resolving(tmp_path, monkeypatch):
+def test_a_folder_outside_the_import_roots_is_refused_after_resolving(tmp_path):
     allowed = tmp_path / "imports"
     (allowed / "ada").mkdir(parents=True)
     (allowed / "ada" / "1.jpg").write_bytes(b"x")
     secret = tmp_path / "secret"
     (secret / "eve").mkdir(parents=True)
     (secret / "eve" / "1.jpg").write_bytes(b"x")
-    monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(allowed))
-    assert folder_items(allowed, restricted=True) == [("ada", allowed.resolve() / "ada" / "1.jpg")]
+    roots = Settings.from_env({"CQAFACE_IMPORT_ROOTS": str(allowed)}).import_roots
+    photos = folder_items(allowed, restricted=True, roots=roots)
+    assert photos == [("ada", allowed.resolve() / "ada" / "1.jpg")]
     for path in (secret, allowed / ".." / "secret"):
         with pytest.raises(SourceError) as caught:
-            folder_items(path, restricted=True)
+            folder_items(path, restricted=True, roots=roots)
         assert caught.value.code == "outside_import_roots"
     (allowed / "eve").symlink_to(secret / "eve", target_is_directory=True)
     with pytest.raises(SourceError) as caught:
-        folder_items(allowed, restricted=True)
+        folder_items(allowed, restricted=True, roots=roots)
     assert caught.value.code == "outside_import_roots"
     assert len(folder_items(allowed, restricted=False)) == 2  # the operator's own CLI
 
 
-def test_a_folder_that_is_missing_or_empty_is_refused(tmp_path, monkeypatch):
-    monkeypatch.delenv("CQAFACE_IMPORT_ROOTS", raising=False)
+def test_a_folder_that_is_missing_or_empty_is_refused(tmp_path):
     with pytest.raises(SourceError) as caught:
         folder_items(tmp_path / "missing", restricted=False)
     assert caught.value.code == "not_a_folder"
     with pytest.raises(SourceError) as caught:
-        folder_items(tmp_path, restricted=True)  # no import roots configured at all
+        folder_items(tmp_path, restricted=True, roots=Settings.from_env({}).import_roots)
     assert caught.value.code == "outside_import_roots"
     (tmp_path / "ada").mkdir()
     with pytest.raises(SourceError) as caught:
@@ -146,17 +151,18 @@ def test_file_lists_in_csv_or_json_lines(tmp_path):
 
 
 @pytest.fixture
-def engine(database_url, tmp_path, monkeypatch):
+def engine(database_url):
     from identify.gallery.db import make_engine
 
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
 
 
-def test_every_kind_of_source_makes_its_job_in_one_place(engine, tmp_path, monkeypatch):
+def test_every_kind_of_source_makes_its_job_in_one_place(engine, tmp_path):
     from identify.gallery.jobs import job_progress
+
+    settings = Settings.from_env({"CQAFACE_DATA_DIR": str(tmp_path / "data")})
 
     folder = tmp_path / "photos"
     (folder / "ada").mkdir(parents=True)
@@ -165,27 +171,33 @@ def test_every_kind_of_source_makes_its_job_in_one_place(engine, tmp_path, monke
     archive.write_bytes(_zip({"ada/1.jpg": b"a1", "bob/1.jpg": b"b1"}).getvalue())
     listing = tmp_path / "list.csv"
     listing.write_text(f"ada,{folder / 'ada' / '1.jpg'}\n")
-    uploaded = make_job(engine, _zip({"ada/1.jpg": b"a1"}), user_id=None, name="up.zip")
+    uploaded = make_job(engine, _zip({"ada/1.jpg": b"a1"}), settings=settings, name="up.zip")
     assert (uploaded.kind, uploaded.items) == ("zip", 1)
-    monkeypatch.setenv("CQAFACE_IMPORT_ROOTS", str(tmp_path))
-    assert make_job(engine, str(folder)).kind == "folder"
+    with pytest.raises(SourceError) as caught:
+        make_job(engine, str(folder), settings=settings)
+    assert caught.value.code == "outside_import_roots"
+    settings = dataclasses.replace(settings, import_roots=(tmp_path.resolve(),))
+    assert make_job(engine, str(folder), settings=settings).kind == "folder"
     with pytest.raises(SourceError) as caught:  # the web names folders, never files
-        make_job(engine, str(archive))
+        make_job(engine, str(archive), settings=settings)
     assert caught.value.code == "not_a_folder"
-    mine = [make_job(engine, p, restricted=False) for p in (folder, archive, listing)]
+    mine = [
+        make_job(engine, p, settings=settings, restricted=False) for p in (folder, archive, listing)
+    ]
     assert [(j.kind, j.items) for j in mine] == [("folder", 1), ("zip", 2), ("files", 1)]
     report = job_progress(engine, uploaded.id)
     assert (report.kind, report.source, report.total) == ("zip", "up.zip", 1)
 
 
 def test_a_refused_archive_leaves_no_upload_folder_behind(engine, tmp_path):
+    settings = Settings.from_env({"CQAFACE_DATA_DIR": str(tmp_path / "data")})
     for restricted in (True, False):  # the web's upload, the CLI's file
         slip = _zip({"ada/../../evil.jpg": b"x"})
         source = slip if restricted else tmp_path / "slip.zip"
         if not restricted:
             source.write_bytes(slip.getvalue())
         with pytest.raises(SourceError) as caught:
-            make_job(engine, source, restricted=restricted)
+            make_job(engine, source, settings=settings, restricted=restricted)
         assert caught.value.code == "zip_slip"
     uploads = tmp_path / "data" / "uploads"
     assert not uploads.exists() or not any(uploads.iterdir())

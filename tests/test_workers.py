@@ -35,6 +35,7 @@ from identify.gallery import migrate
 from identify.gallery.db import make_engine, session_factory
 from identify.gallery.sources import folder_items
 from identify.gallery.tables import Face, Image, JobItem, Template
+from identify.settings import Settings
 from workers import enrolment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,13 +85,8 @@ class Stack:
         self.workers: list[subprocess.Popen] = []
 
     def app(self):
-        return create_app(
-            {
-                "DATABASE_URL": self.database_url,
-                "BROKER_URL": self.broker,
-                "INDEX_DIR": self.env["CQAFACE_INDEX_DIR"],
-            }
-        )
+        """This process's app: it makes the tasks, on the workers' queue and keys."""
+        return create_app(settings=Settings.from_env(self.env))
 
     def start_worker(self, concurrency: int) -> subprocess.Popen:
         env = {**os.environ, **self.env, "CQAFACE_WORKER_CONCURRENCY": str(concurrency)}
@@ -162,13 +158,10 @@ def stack(postgres_database, tmp: Path, broker: str = SHARED_REDIS) -> Iterator[
     url = postgres_database()
     migrate.upgrade(url)
     result = Stack(url, broker, tmp)
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in result.env.items():
-            patch.setenv(name, value)  # this process makes the tasks: same queue and keys
-        try:
-            yield result
-        finally:
-            result.close()
+    try:
+        yield result
+    finally:
+        result.close()
 
 
 @pytest.fixture(scope="module")
@@ -325,13 +318,18 @@ def test_redis_stopped_and_restarted_mid_job_the_job_completes(
         redis_server.wait(30)
 
 
-def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatch, tmp_path):
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("CQAFACE_QUEUE", "site-a")
-    monkeypatch.setenv("CQAFACE_VISIBILITY_TIMEOUT", "7200")
-    from workers.celery_app import celery_config
+def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(tmp_path):
+    from workers.celery_app import TASKS, celery_config
 
-    config = celery_config("redis://127.0.0.1:6379/0", None)
+    env = {
+        "CQAFACE_DATA_DIR": str(tmp_path),
+        "CQAFACE_QUEUE": "site-a",
+        "CQAFACE_VISIBILITY_TIMEOUT": "7200",
+        "CQAFACE_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "CQAFACE_TASK_RETRIES": "5",
+    }
+    settings = Settings.from_env(env)
+    config = celery_config(settings)
     assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
     assert config["worker_prefetch_multiplier"] == 1 and config["accept_content"] == ["json"]
     assert config["result_backend"] == "redis://127.0.0.1:6379/0"
@@ -341,10 +339,13 @@ def test_the_celery_app_is_configured_for_safe_at_least_once_delivery(monkeypatc
     }
     assert config["broker_transport_options"]["visibility_timeout"] > config["task_time_limit"]
     assert config["task_default_queue"] == "site-a" and not config["task_always_eager"]
-    assert celery_config(None, None)["task_always_eager"]  # no broker: in-process
-    monkeypatch.setenv("CQAFACE_RESULT_BACKEND", "redis://127.0.0.1:6379/5")
-    app = create_app({"BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert config["task_annotations"] == {name: {"max_retries": 5} for name in TASKS}
+    assert celery_config(Settings.from_env({}))["task_always_eager"]  # no broker: in-process
+    backend = Settings.from_env({**env, "CQAFACE_RESULT_BACKEND": "redis://127.0.0.1:6379/5"})
+    app = create_app(settings=backend)
     assert app.extensions["celery"].conf.result_backend == "redis://127.0.0.1:6379/5"
+    celery = app.extensions["celery"]
+    assert {name: celery.tasks[name].max_retries for name in TASKS} == dict.fromkeys(TASKS, 5)
 
 
 def test_a_forked_worker_process_drops_the_database_connections_it_inherited(tmp_path):
@@ -395,3 +396,45 @@ def test_cli_enrol_through_the_workers_waits_or_detaches(shared_stack, orl_dir, 
     again = json.loads(out.stdout.strip().splitlines()[-1])
     assert again["status"] == "done" and again["counts"] == {"duplicate": 20}
     assert "20/20" in out.stderr
+
+
+def test_a_job_goes_to_the_queue_of_its_own_app_whichever_app_came_last(tmp_path):
+    """Tests and servers make several apps, and Celery's current app is the last one made: a
+    job is sent by the Celery app of the app that made it, under the kept task name."""
+    import redis
+
+    if not _redis_up(SHARED_REDIS):
+        pytest.skip(f"no Redis at {SHARED_REDIS}")
+    url = f"sqlite:///{tmp_path / 'gallery.db'}"
+    migrate.upgrade(url)
+    queues = [f"cqaface-test-{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    first, last = (
+        create_app(
+            settings=Settings.from_env(
+                {
+                    "CQAFACE_DATABASE_URL": url,
+                    "CQAFACE_BROKER_URL": SHARED_REDIS,
+                    "CQAFACE_QUEUE": queue,
+                    "CQAFACE_DATA_DIR": str(tmp_path / queue),
+                }
+            )
+        )
+        for queue in queues
+    )
+    engine = first.extensions["cqaface"].engine
+    job_id = enrolment.create_job(engine, [("ada", tmp_path / "1.jpg")], source="t", kind="files")
+    client = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        enrolment.submit(job_id, first)
+        [message] = client.lrange(f"{queues[0]}:{queues[0]}", 0, -1)
+        headers = json.loads(message)["headers"]
+        assert (headers["task"], headers["argsrepr"]) == ("cqaface.enrol_job", f"({job_id},)")
+        assert headers["id"] == enrolment.progress(engine, job_id)["task_id"]
+        assert list(client.scan_iter(f"{queues[1]}:*")) == []
+    finally:
+        for queue in queues:
+            keys = list(client.scan_iter(f"{queue}:*"))
+            if keys:
+                client.delete(*keys)
+        engine.dispose()
+        last.extensions["cqaface"].engine.dispose()

@@ -7,32 +7,39 @@ import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
 from PIL import Image as PILImage
 
 from identify.app import create_app
+from identify.settings import Settings
 from identify.web import auth, ratelimit
 from identify.web.common import db
 
 
-def make_app(database_url: str, tmp_path: Path, **config):
-    settings = {
+def make_app(database_url: str, tmp_path: Path, env: Mapping[str, str] | None = None, **config):
+    """An app of the default settings with its data under ``tmp_path`` and the CQAFACE_*
+    values of ``env``, whatever this process's environment holds; ``config`` overrides Flask
+    keys."""
+    settings = Settings.from_env({"CQAFACE_DATA_DIR": str(tmp_path / "data"), **(env or {})})
+    flask = {
         "DATABASE_URL": database_url,
         "INDEX_DIR": str(tmp_path / "index"),
         "SECRET_KEY": "test-secret-key-for-signing-only",
         "BROKER_URL": None,
         "TESTING": True,
     }
-    settings.update(config)
-    return create_app(settings)
+    flask.update(config)
+    return create_app(flask, settings)
 
 
-def app_with_three_roles(database_url: str, tmp_path: Path, monkeypatch, **config):
+def app_with_three_roles(
+    database_url: str, tmp_path: Path, env: Mapping[str, str] | None = None, **config
+):
     """An app with one user of each role (admin@, ops@, ana@x.org), all with PASSWORD."""
-    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
-    app = make_app(database_url, tmp_path, **config)
+    app = make_app(database_url, tmp_path, env, **config)
     for email, role in (
         ("admin@x.org", "admin"),
         ("ops@x.org", "operator"),

@@ -17,14 +17,16 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 from flask import Flask
 
-from identify import settings
+from identify.settings import Settings
+from workers.tasks import TASKS
 
 
-def celery_config(broker: str | None, backend: str | None) -> dict[str, object]:
-    queue = settings.queue()
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Celery's configuration of ``settings``: the broker, the queue, the limits."""
+    queue, broker = settings.queue, settings.broker_url
     return {
         "broker_url": broker or "memory://",
-        "result_backend": backend or broker,
+        "result_backend": settings.result_backend_url or broker,
         "task_always_eager": broker is None,  # no broker: tasks run in-process
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -37,15 +39,17 @@ def celery_config(broker: str | None, backend: str | None) -> dict[str, object]:
         # The queue name also prefixes every broker key: deployments sharing a Redis server
         # (and tests) never see each other's tasks or unacknowledged messages.
         "broker_transport_options": {
-            "visibility_timeout": settings.visibility_timeout(),
+            "visibility_timeout": settings.visibility_timeout,
             "global_keyprefix": f"{queue}:",
         },
-        "task_time_limit": settings.task_time_limit(),
+        "task_time_limit": settings.task_time_limit,
+        # The tasks' retry budget (their decorators set the backoff).
+        "task_annotations": {name: {"max_retries": settings.task_retries} for name in TASKS},
         "task_track_started": True,
         "result_expires": 7 * 24 * 3600,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # a broker restart: wait for it, for ever
-        "worker_concurrency": settings.worker_concurrency(),
+        "worker_concurrency": settings.worker_concurrency,
         "worker_hijack_root_logger": False,
     }
 
@@ -55,19 +59,14 @@ def celery_config(broker: str | None, backend: str | None) -> dict[str, object]:
 _apps: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
-def celery_init_app(app: Flask) -> Celery:
+def celery_init_app(app: Flask, settings: Settings) -> Celery:
     class FlaskTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
-    celery_app.config_from_object(
-        celery_config(
-            app.config.get("BROKER_URL"),
-            app.config.get("RESULT_BACKEND") or settings.result_backend_url(),
-        )
-    )
+    celery_app.config_from_object(celery_config(settings))
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     _apps.add(app)
@@ -87,7 +86,7 @@ def _one_thread_per_process(**_: object) -> None:
     """Each worker process embeds on one thread: N processes on N cores beat N threads each
     fighting over the same cores. ONNX Runtime reads CQAFACE_THREADS when this process opens
     its sessions (at its first task)."""
-    if settings.worker_concurrency() > 1:
+    if any(app.extensions["cqaface"].settings.worker_concurrency > 1 for app in list(_apps)):
         import torch
 
         torch.set_num_threads(1)

@@ -4,15 +4,18 @@ import their heavy modules lazily: `cqaface --help` loads neither torch nor Cele
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from identify.integers import argument, id_argument
+
+if TYPE_CHECKING:
+    from identify.settings import Settings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,37 +52,34 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=job_cancel)
 
 
-def _app() -> Any:
+def _app(settings: Settings) -> Any:
     from identify.app import create_app
     from identify.gallery import migrate
 
-    app = create_app()
+    app = create_app(settings=settings)
     if migrate.current(app.extensions["cqaface"].engine) is None:
         raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
     return app
 
 
 def worker(args: argparse.Namespace) -> int:
-    from identify import settings
     from workers.celery_app import check_broker
 
-    if settings.broker_url() is None:
+    settings: Settings = args.settings
+    if settings.broker_url is None:
         print("cqaface worker: no broker: set CQAFACE_BROKER_URL (redis://...)", file=sys.stderr)
         return 2
-    app = _app()
+    concurrency = args.concurrency or settings.worker_concurrency
+    app = _app(dataclasses.replace(settings, worker_concurrency=concurrency))
     check_broker(app.extensions["celery"])  # then a broker restart is waited for, for ever
     app.extensions["cqaface"].engine.dispose()  # no connection of ours goes into the forks
-    import workers.tasks  # noqa: F401 - registers the tasks
-
     threading.Thread(target=_watchdog, args=(app,), name="watchdog", daemon=True).start()
-    concurrency = args.concurrency or settings.worker_concurrency()
-    os.environ["CQAFACE_WORKER_CONCURRENCY"] = str(concurrency)  # seen by the pool processes
     app.extensions["celery"].worker_main(
         [
             "worker",
             f"--concurrency={concurrency}",
             "--pool=prefork",
-            f"--queues={settings.queue()}",
+            f"--queues={settings.queue}",
             f"--loglevel={args.loglevel}",
             "--without-gossip",
             "--without-mingle",
@@ -94,14 +94,14 @@ def _watchdog(app: Any) -> None:
     short-lived engine: the pool processes forked from this one must not share connections."""
     import logging
 
-    from identify import settings
     from identify.gallery.db import make_engine
     from workers.enrolment import redispatch_stalled
 
-    period = max(2.0, settings.job_stall_seconds() / 3)
+    settings = app.extensions["cqaface"].settings
+    period = max(2.0, settings.job_stall_seconds / 3)
     while True:
         time.sleep(period)
-        engine = make_engine(app.config["DATABASE_URL"])
+        engine = make_engine(settings.database_url)
         try:
             redispatch_stalled(app, engine)
         except Exception as error:  # the broker or the database away: try again later
@@ -118,9 +118,9 @@ def enrol(args: argparse.Namespace) -> int:
     from workers import enrolment
     from workers.celery_app import check_broker
 
-    app = _app()
-    engine = app.extensions["cqaface"].engine
-    broker = app.config.get("BROKER_URL")
+    app = _app(args.settings)
+    held = app.extensions["cqaface"]
+    engine, broker = held.engine, held.settings.broker_url
     if args.detach and not broker:
         print(
             "cqaface enrol: --detach needs a broker (CQAFACE_BROKER_URL): without one the job "
@@ -131,11 +131,17 @@ def enrol(args: argparse.Namespace) -> int:
     if broker:
         check_broker(app.extensions["celery"])  # before a job that no task would run
     try:
-        job = make_job(engine, args.source, restricted=False, name=str(args.source.resolve()))
+        job = make_job(
+            engine,
+            args.source,
+            settings=held.settings,
+            restricted=False,
+            name=str(args.source.resolve()),
+        )
     except SourceError as error:
         print(f"cqaface enrol: {error.code}: {error.message}", file=sys.stderr)
         return 2
-    job_id, held = job.id, app.extensions["cqaface"]
+    job_id = job.id
     if args.detach:
         held.submit(job_id)
         print(json.dumps({"job_id": job_id, "total": job.items}))
@@ -166,7 +172,7 @@ def enrol(args: argparse.Namespace) -> int:
 def job_show(args: argparse.Namespace) -> int:
     from workers.enrolment import progress
 
-    print(json.dumps(progress(_app().extensions["cqaface"].engine, args.job_id)))
+    print(json.dumps(progress(_app(args.settings).extensions["cqaface"].engine, args.job_id)))
     return 0
 
 
@@ -176,7 +182,7 @@ def job_list(args: argparse.Namespace) -> int:
     from identify.gallery.tables import EnrolmentJob
     from workers.enrolment import progress
 
-    engine = _app().extensions["cqaface"].engine
+    engine = _app(args.settings).extensions["cqaface"].engine
     from identify.gallery.db import session_factory
 
     with session_factory(engine)() as session:
@@ -193,6 +199,6 @@ def job_list(args: argparse.Namespace) -> int:
 def job_cancel(args: argparse.Namespace) -> int:
     from workers.enrolment import cancel
 
-    cancelled = cancel(args.job_id, _app().extensions["cqaface"].engine)
+    cancelled = cancel(args.job_id, _app(args.settings).extensions["cqaface"])
     print(json.dumps({"job_id": args.job_id, "cancelled": cancelled}))
     return 0

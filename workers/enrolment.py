@@ -7,15 +7,18 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from kombu.exceptions import ChannelError
 from sqlalchemy import Engine
 
-from identify import settings
 from identify.gallery import jobs
 from identify.gallery.jobs import create_job
+from workers.tasks import ENROL_JOB
+
+if TYPE_CHECKING:
+    from identify.services import Services
 
 __all__ = ["cancel", "create_job", "progress", "redispatch_stalled", "submit"]
 
@@ -24,13 +27,14 @@ _threads: dict[int, threading.Thread] = {}
 
 
 def submit(job_id: int, app: Flask | None = None) -> None:
-    """Start a job: a `cqaface.enrol_job` task when a broker is configured, else a background
-    thread of this process (the embedded mode: the caller gets its job id back at once)."""
+    """Start a job: a `cqaface.enrol_job` task of ``app``'s own Celery app when a broker is
+    configured, else a background thread of this process (the embedded mode: the caller gets
+    its job id back at once)."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    if app.config.get("BROKER_URL"):
+    if app.extensions["cqaface"].settings.broker_url:
         task_id = uuid.uuid4().hex
         jobs.assign_task(app.extensions["cqaface"].engine, job_id, task_id)
-        app.extensions["celery"].send_task("cqaface.enrol_job", args=[job_id], task_id=task_id)
+        app.extensions["celery"].tasks[ENROL_JOB].apply_async((job_id,), task_id=task_id)
         return
     thread = threading.Thread(
         target=_run_embedded, args=(app, job_id), name=f"enrolment-job-{job_id}", daemon=True
@@ -63,28 +67,29 @@ def progress(target: Engine, job_id: int) -> dict[str, Any]:
     return jobs.job_progress(target, job_id).to_json()
 
 
-def cancel(job_id: int, target: Engine | None = None) -> bool:
+def cancel(job_id: int, held: Services | None = None) -> bool:
     """Cancel a queued or running job (its tasks then skip its pending items)."""
-    return jobs.cancel_job(target or current_app.extensions["cqaface"].engine, job_id)
+    held = held or current_app.extensions["cqaface"]
+    return jobs.cancel_job(held.engine, job_id, uploads=held.settings.uploads_dir)
 
 
 def redispatch_stalled(app: Flask, engine: Engine) -> list[int]:
     """Send again the running jobs that made no progress for CQAFACE_JOB_STALL_S while the
     queue is empty: their tasks were lost (a Redis restart without persistence). Run by each
     worker's watchdog; harmless when two do it, the tasks being idempotent."""
-    celery = app.extensions["celery"]
+    celery, settings = app.extensions["celery"], app.extensions["cqaface"].settings
     with celery.connection_for_write() as connection:
         try:
             waiting = connection.default_channel.queue_declare(
-                settings.queue(), passive=True
+                settings.queue, passive=True
             ).message_count
         except ChannelError:  # Redis drops an empty queue's list: "no such queue"
             waiting = 0
     if waiting:
         return []
-    stalled = jobs.stalled_jobs(engine, settings.job_stall_seconds())
+    stalled = jobs.stalled_jobs(engine, settings.job_stall_seconds)
     for job_id in stalled:
         log.warning("enrolment job %s made no progress: dispatching it again", job_id)
         task_id = jobs.job_progress(engine, job_id).task_id
-        celery.send_task("cqaface.enrol_job", args=[job_id], task_id=task_id)
+        celery.tasks[ENROL_JOB].apply_async((job_id,), task_id=task_id)
     return stalled

@@ -18,38 +18,47 @@ from celery import Task, shared_task
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from identify import settings
 from identify.gallery import jobs
 from identify.services import services
 
 log = logging.getLogger(__name__)
+
+# The task names are the queues' contract with running deployments: never renamed. Callers
+# look a task up by name on their own app's Celery (``celery.tasks[ENROL_JOB]``): a shared
+# task's module-level object resolves to Celery's current app, the last one a process made.
+ENROL_JOB = "cqaface.enrol_job"
+ENROL_CHUNK = "cqaface.enrol_chunk"
+REBUILD_INDEX = "cqaface.rebuild_index"
+REEMBED = "cqaface.reembed"
+TASKS = (ENROL_JOB, ENROL_CHUNK, REBUILD_INDEX, REEMBED)
 
 RETRY = {
     "autoretry_for": (*jobs.TRANSIENT_ERRORS, BrokerError, RedisError),
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "retry_jitter": True,
-    "max_retries": settings.task_retries(),
-}
+}  # and max_retries, CQAFACE_TASK_RETRIES: workers.celery_app.celery_config
 _PROGRESS_EVERY_S = 2.0
 _FORGET_AFTER_S = 600.0  # a job idle this long in this process is finished or abandoned
 
 
-@shared_task(bind=True, name="cqaface.enrol_job", ignore_result=True, **RETRY)
+@shared_task(bind=True, name=ENROL_JOB, ignore_result=True, **RETRY)
 def enrol_job(self: Task, job_id: int) -> None:
     """Dispatch a job's pending items as chunk tasks (again after a crash: the chunks are
     idempotent, so a range sent twice costs a little time and changes nothing)."""
-    engine = services().engine
+    held = services()
+    engine = held.engine
     if not jobs.start_job(engine, job_id):
         return
-    ranges = jobs.pending_ranges(engine, job_id, settings.enrol_chunk())
+    ranges = jobs.pending_ranges(engine, job_id, held.settings.enrol_chunk)
+    chunk = self.app.tasks[ENROL_CHUNK]
     for first, last in ranges:
-        enrol_chunk.apply_async((job_id, first, last))
+        chunk.apply_async((job_id, first, last))
     if not ranges:
         _finish(job_id)
 
 
-@shared_task(bind=True, name="cqaface.enrol_chunk", ignore_result=True, **RETRY)
+@shared_task(bind=True, name=ENROL_CHUNK, ignore_result=True, **RETRY)
 def enrol_chunk(self: Task, job_id: int, first_id: int, last_id: int) -> int:
     done = jobs.process_items(
         services().enroller,
@@ -81,7 +90,9 @@ def _publish_now_and_then(job_id: int) -> None:
 
 def _finish(job_id: int) -> bool:
     held = services()
-    final = jobs.complete_job(held.engine, job_id, save_indexes=held.save_indexes)
+    final = jobs.complete_job(
+        held.engine, job_id, save_indexes=held.save_indexes, uploads=held.settings.uploads_dir
+    )
     if final is None:
         return False
     _published.pop(job_id, None)
@@ -116,14 +127,14 @@ def _store(task_id: str, meta: dict[str, Any], state: str) -> None:
         log.warning("could not publish progress of task %s: %s", task_id, error)
 
 
-@shared_task(bind=True, name="cqaface.rebuild_index", **RETRY)
+@shared_task(bind=True, name=REBUILD_INDEX, **RETRY)
 def rebuild_index(self: Task) -> dict[str, int]:
     """Rebuild the current model's indexes from the database and save them."""
     rebuilt = services().rebuild_indexes()
     return {kind.value: len(opened.index) for kind, opened in rebuilt.items()}
 
 
-@shared_task(bind=True, name="cqaface.reembed", **RETRY)
+@shared_task(bind=True, name=REEMBED, **RETRY)
 def reembed(self: Task, batch_size: int = 64) -> dict[str, Any]:
     """Embed every stored face with the served model (resumable), then build its indexes."""
     return services().reembed(batch_size).to_json()

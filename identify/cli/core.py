@@ -119,20 +119,20 @@ def _error(path: Path, code: str, message: str) -> dict[str, Any]:
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
-    from identify import settings
     from identify.gallery import migrate
 
-    migrate.upgrade(revision=args.revision)
-    print(f"database {_safe(settings.database_url())} at {args.revision}", file=sys.stderr)
+    url = args.settings.database_url
+    migrate.upgrade(url, revision=args.revision)
+    print(f"database {_safe(url)} at {args.revision}", file=sys.stderr)
     return 0
 
 
 def db_downgrade(args: argparse.Namespace) -> int:
-    from identify import settings
     from identify.gallery import migrate
 
-    migrate.downgrade(args.revision)
-    print(f"database {_safe(settings.database_url())} at {args.revision}", file=sys.stderr)
+    url = args.settings.database_url
+    migrate.downgrade(args.revision, url)
+    print(f"database {_safe(url)} at {args.revision}", file=sys.stderr)
     return 0
 
 
@@ -140,7 +140,7 @@ def db_current(args: argparse.Namespace) -> int:
     from identify.gallery import migrate
     from identify.gallery.db import make_engine
 
-    print(migrate.current(make_engine()) or "base")
+    print(migrate.current(make_engine(args.settings.database_url)) or "base")
     return 0
 
 
@@ -150,34 +150,31 @@ def _safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _migrated_engine() -> Any:
+def _migrated_engine(args: argparse.Namespace) -> Any:
     """The configured database's engine; refuses an unmigrated database."""
     from identify.gallery import migrate
     from identify.gallery.db import make_engine
 
-    engine = make_engine()
+    engine = make_engine(args.settings.database_url)
     if migrate.current(engine) is None:
         raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
     return engine
 
 
-def _services(model: Path | None) -> Services:
-    """This command's gallery, of the configured database for ``model``; refuses an
+def _services(args: argparse.Namespace) -> Services:
+    """This command's gallery, of the configured database for ``args.model``; refuses an
     unmigrated database."""
-    from identify import settings
     from identify.gallery import migrate
     from identify.services import Services
 
-    held = Services(
-        database_url=settings.database_url(), index_dir=settings.index_dir(), model_path=model
-    )
+    held = Services(args.settings, model_path=args.model)
     if migrate.current(held.engine) is None:
         raise ValueError("the database has no gallery tables yet: run `cqaface db upgrade`")
     return held
 
 
 def index_rebuild(args: argparse.Namespace) -> int:
-    for kind, opened in _services(args.model).rebuild_indexes().items():
+    for kind, opened in _services(args).rebuild_indexes().items():
         _emit(
             {
                 "kind": kind.value,
@@ -193,31 +190,37 @@ def backup(args: argparse.Namespace) -> int:
     from identify.gallery.backup import backup as write
     from identify.gallery.db import make_engine
 
-    _emit(write(make_engine(), args.output).to_json())
+    _emit(write(make_engine(args.settings.database_url), args.output).to_json())
     return 0
 
 
 def restore(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from identify import settings
     from identify.gallery.backup import restore as load
     from identify.gallery.db import make_engine, session_factory
     from identify.gallery.tables import Template
     from identify.search.index_store import rebuild_indexes
 
-    engine = make_engine()
+    settings = args.settings
+    engine = make_engine(settings.database_url)
     report = load(engine, args.backup)
     with session_factory(engine)() as session:
         versions = session.execute(select(Template.model_version, Template.dim).distinct())
         for model_version, dim in versions.all():
-            rebuild_indexes(session, model_version, dim=dim, directory=settings.index_dir())
+            rebuild_indexes(
+                session,
+                model_version,
+                dim=dim,
+                directory=settings.index_dir,
+                **settings.index_options(),
+            )
     _emit(report.to_json())
     return 0
 
 
 def reembed(args: argparse.Namespace) -> int:
-    _emit(_services(args.model).reembed(args.batch_size).to_json())
+    _emit(_services(args).reembed(args.batch_size).to_json())
     return 0
 
 
@@ -225,7 +228,7 @@ def gallery_add(args: argparse.Namespace) -> int:
     from identify.subject_names import subject_name
 
     name = subject_name(args.subject)  # before the model loads: a refusal is one quick line
-    held = _services(args.model)
+    held = _services(args)
     held.index.open()  # the index file follows the new photos
     ok = 0
     for path in args.images:
@@ -245,7 +248,7 @@ def gallery_add(args: argparse.Namespace) -> int:
 
 
 def gallery_remove(args: argparse.Namespace) -> int:
-    held = _services(args.model)
+    held = _services(args)
     held.index.open()
     store = held.store
     if args.subject is not None:
@@ -266,7 +269,7 @@ def gallery_subjects(args: argparse.Namespace) -> int:
 
     from identify.gallery.tables import Image, Subject
 
-    with _migrated_engine().connect() as connection:
+    with _migrated_engine(args).connect() as connection:
         rows = connection.execute(
             select(Subject.id, Subject.name, func.count(Image.id))
             .outerjoin(Image, Image.subject_id == Subject.id)
@@ -287,7 +290,7 @@ def gallery_check_names(args: argparse.Namespace) -> int:
     from identify.subject_names import printable, problem
 
     broken = 0
-    with _migrated_engine().connect() as connection:
+    with _migrated_engine(args).connect() as connection:
         for subject_id, name in connection.execute(
             select(Subject.id, Subject.name).order_by(Subject.id)
         ):
@@ -303,7 +306,7 @@ def gallery_check_names(args: argparse.Namespace) -> int:
 def verify(args: argparse.Namespace) -> int:
     from embedder.errors import FaceInputError
 
-    searcher = _services(args.model).searcher
+    searcher = _services(args).searcher
     try:
         answer = searcher.verify(args.image, args.subject_id, mask=args.mask)
     except FaceInputError as error:
@@ -319,7 +322,7 @@ def verify(args: argparse.Namespace) -> int:
 def identify(args: argparse.Namespace) -> int:
     from embedder.errors import FaceInputError
 
-    searcher = _services(args.model).searcher
+    searcher = _services(args).searcher
     searched = 0
     for path in args.images:
         try:

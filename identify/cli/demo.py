@@ -80,7 +80,7 @@ def report(out: Path, answers: list[dict]) -> None:
     )
 
 
-def login() -> None:
+def login(database_url: str) -> None:
     """The demo's admin, with a new random password each run (there is no default one)."""
     from sqlalchemy import select
 
@@ -89,7 +89,7 @@ def login() -> None:
     from identify.web import auth
 
     password = secrets.token_urlsafe(12)
-    with session_factory(make_engine())() as session, session.begin():
+    with session_factory(make_engine(database_url))() as session, session.begin():
         user = session.scalars(select(User).where(User.email == DEMO_EMAIL)).first()
         if user is None:
             auth.create_user(session, DEMO_EMAIL, "admin", password, "Demo admin")
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "report":
         report(args.out, [json.loads(line) for line in sys.stdin if line.strip()])
     else:
-        login()
+        from identify.settings import Settings
+
+        login(Settings.from_env().database_url)
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from embedder import cli as embedder_cli
 from identify.cli import core, web
+from identify.settings import Settings
 from trainer import cli as trainer_cli
 from workers import cli as workers_cli
 
@@ -49,16 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     documented exit status (README, Command line), never a traceback."""
     args = build_parser().parse_args(argv)
     try:
+        args.settings = Settings.from_env()  # read once; a bad value fails here, in one line
         return args.handler(args)
     except _usage_errors() as error:
         return _fail(args, _message(error), EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
     except Exception as error:
-        line = _unreachable(error)
+        line = _unreachable(error, args.settings)
         if line is not None:
             return _fail(args, line, EXIT_UNREACHABLE)
-        line = _unusable(error)
+        line = _unusable(error, args.settings)
         if line is None:
             raise  # a bug: its traceback is what a report needs
         return _fail(args, line, EXIT_USAGE)
@@ -87,7 +89,7 @@ def _message(error: Exception) -> str:
     return " ".join(text.split())
 
 
-def _unreachable(error: Exception) -> str | None:
+def _unreachable(error: Exception, settings: Settings) -> str | None:
     """The line for a database or broker that cannot be reached (the outages that the HTTP
     API answers with 503: identify.gallery.db.is_outage), else None."""
     from sqlalchemy.exc import DBAPIError
@@ -95,32 +97,29 @@ def _unreachable(error: Exception) -> str | None:
     from identify.gallery.db import is_outage
 
     if isinstance(error, DBAPIError):
-        return _database_line(error) if is_outage(error) else None
+        return _database_line(error, settings) if is_outage(error) else None
     broker_error = _broker_error(error)
-    return None if broker_error is None else _broker_line(broker_error)
+    return None if broker_error is None else _broker_line(broker_error, settings)
 
 
-def _unusable(error: Exception) -> str | None:
+def _unusable(error: Exception, settings: Settings) -> str | None:
     """The line for a SQLite file that CQAFACE_DATABASE_URL names but SQLite cannot use."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
-    from identify import settings
     from identify.gallery.db import unusable_sqlite
 
     cause = unusable_sqlite(error) if isinstance(error, DBAPIError) else None
     if cause is None:
         return None
-    path = make_url(settings.database_url()).database
+    path = make_url(settings.database_url).database
     return f"cannot use the database {path} (CQAFACE_DATABASE_URL): {cause}"
 
 
-def _database_line(error: DBAPIError) -> str:
+def _database_line(error: DBAPIError, settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
-    from identify import settings
-
-    url = make_url(settings.database_url())
+    url = make_url(settings.database_url)
     cause = _driver_cause(str(error.orig))
     if url.get_backend_name() == "sqlite":
         return f"cannot use the database {url.database} (CQAFACE_DATABASE_URL): {cause}"
@@ -152,20 +151,18 @@ def _broker_error(error: BaseException) -> BaseException | None:
     return None
 
 
-def _broker_line(error: BaseException) -> str:
+def _broker_line(error: BaseException, settings: Settings) -> str:
     """redis-py says 'Error 111 connecting to HOST:PORT. Connection refused.': the address it
     names (the broker's, or a separate result backend's), else the configured broker's."""
     import re
 
     from sqlalchemy.engine import make_url
 
-    from identify import settings
-
     text = " ".join(str(error).split())
     named = re.match(r"Error -?\d+ connecting to (\S+?)\. (.*)", text)
     if named:
         address, cause = named.group(1), named.group(2)
     else:
-        url = make_url(settings.broker_url() or "redis://localhost")
+        url = make_url(settings.broker_url or "redis://localhost")
         address, cause = f"{url.host or 'localhost'}:{url.port or 6379}", text
     return f"cannot connect to the broker at {address} (CQAFACE_BROKER_URL): {cause.rstrip('.')}"

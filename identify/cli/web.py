@@ -61,10 +61,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=list_apikeys)
 
 
-def _sessions():  # type: ignore[no-untyped-def]
+def _sessions(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from identify.gallery.db import make_engine, session_factory
 
-    return session_factory(make_engine())
+    return session_factory(make_engine(args.settings.database_url))
 
 
 @contextmanager
@@ -89,7 +89,7 @@ def create_user(args: argparse.Namespace) -> int:
         if getpass.getpass("Again: ") != password:
             print("cqaface admin create-user: the passwords differ", file=sys.stderr)
             return 2
-    with _sessions()() as session, session.begin():
+    with _sessions(args)() as session, session.begin():
         user = auth.create_user(session, args.email, args.role, password, args.name)
         audit(
             session,
@@ -113,7 +113,7 @@ def create_apikey(args: argparse.Namespace) -> int:
     from identify.web.audit_log import audit
 
     scopes = auth.parse_scopes(args.scopes)
-    with _sessions()() as session, session.begin(), _refused_as_usage():
+    with _sessions(args)() as session, session.begin(), _refused_as_usage():
         if args.user:
             user = session.scalars(select(User).where(User.email == args.user.lower())).first()
             if user is None:
@@ -140,7 +140,7 @@ def create_apikey(args: argparse.Namespace) -> int:
 def revoke_apikey(args: argparse.Namespace) -> int:
     from identify.web import accounts
 
-    with _sessions()() as session, session.begin(), _refused_as_usage():
+    with _sessions(args)() as session, session.begin(), _refused_as_usage():
         accounts.revoke_key(session, None, args.prefix)
     return 0
 
@@ -148,7 +148,7 @@ def revoke_apikey(args: argparse.Namespace) -> int:
 def list_apikeys(args: argparse.Namespace) -> int:
     from identify.web import accounts
 
-    with _sessions()() as session:
+    with _sessions(args)() as session:
         for key in accounts.list_keys(session, None):
             key.pop("user_id")
             print(json.dumps(key))
@@ -158,10 +158,9 @@ def list_apikeys(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
-    from identify import settings
-
-    host = args.host or settings.host()
-    port = args.port if args.port is not None else settings.port()
+    settings = args.settings
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
     preload = not args.no_preload
 
     class Server(BaseApplication):  # type: ignore[misc]
@@ -176,7 +175,7 @@ def serve(args: argparse.Namespace) -> int:
             from identify.app import create_app
             from identify.services import services
 
-            app = create_app()
+            app = create_app(settings=settings)
             if preload:
                 with app.app_context():
                     services().searcher.index.open()  # load the model, open the indexes

@@ -9,16 +9,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from identify import settings
+from identify.settings import supported_url
 
 
-def make_engine(url: str | None = None) -> Engine:
-    """An engine for ``url`` (default: CQAFACE_DATABASE_URL).
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` (a CQAFACE_DATABASE_URL; see identify.settings.supported_url).
 
     SQLite gets foreign keys switched on (cascades depend on them), WAL so that searches read
     while enrolment writes, and a busy timeout instead of immediate "database is locked".
     """
-    url = settings.supported_url(url) if url else settings.database_url()
+    url = supported_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)

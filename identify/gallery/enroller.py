@@ -19,9 +19,9 @@ import numpy as np
 
 from embedder.errors import FaceInputError
 from embedder.imageio import load_image
-from identify import settings
 from identify.gallery.store import EnrolResult, FaceRecord, GalleryStore, PhotoRecord, duplicate
 from identify.gallery.tables import ItemStatus
+from identify.settings import KeepPolicy, Settings
 
 if TYPE_CHECKING:
     from identify.search.encode import FaceEncoder
@@ -63,14 +63,17 @@ def png_bytes(crop: np.ndarray) -> bytes:
 
 
 class Enroller:
-    """Photos in, stored faces out: read -> detect -> encode -> store, in batches."""
+    """Photos in, stored faces out: read -> detect -> encode -> store, in batches, as
+    ``settings`` say (what to keep, masked templates, face policy, photo size, job batches);
+    ``keep`` and ``masked_templates`` override theirs."""
 
     def __init__(
         self,
         store: GalleryStore,
         encoder: FaceEncoder,
         *,
-        keep: settings.KeepPolicy | None = None,
+        settings: Settings | None = None,
+        keep: KeepPolicy | None = None,
         masked_templates: bool | None = None,
     ) -> None:
         if encoder.model_version != store.model_version:
@@ -80,9 +83,10 @@ class Enroller:
             )
         self.store = store
         self.encoder = encoder
-        self.keep = keep or settings.keep()
+        self.settings = settings or Settings()
+        self.keep = keep or self.settings.keep
         self.masked_templates = (
-            settings.masked_templates() if masked_templates is None else masked_templates
+            self.settings.masked_templates if masked_templates is None else masked_templates
         )
 
     def enrol(
@@ -122,7 +126,7 @@ class Enroller:
     def _records(self, ready: list[_Prepared]) -> list[PhotoRecord]:
         """Embed the faces of ``ready`` photos in one batch, as records to store."""
         faces = [face for p in ready for face in p.faces]
-        encoded = self.encoder.encode(faces, settings.enrol_mask()) if faces else []
+        encoded = self.encoder.encode(faces, self.settings.enrol_mask) if faces else []
         masked_vectors = (
             list(
                 self.encoder.masked_copies(
@@ -171,7 +175,7 @@ class Enroller:
     ) -> _Prepared | EnrolResult:
         """Read and hash one photo (its image and faces come later), or say why not."""
         name = source_name or (str(source) if not isinstance(source, bytes) else "<bytes>")
-        limit = settings.max_photo_bytes()
+        limit = self.settings.max_photo_bytes
         try:
             size = len(source) if isinstance(source, bytes) else os.stat(source).st_size
             if size > limit:
@@ -186,8 +190,8 @@ class Enroller:
     def _detect(self, item: _Prepared) -> _Prepared | EnrolResult:
         """Decode and detect a read photo: its faces to embed, or why not."""
         try:
-            item.image = load_image(item.data, max_bytes=settings.max_photo_bytes())
-            item.faces = self.encoder.faces(item.image, settings.enrol_policy(), gallery=True)
+            item.image = load_image(item.data, max_bytes=self.settings.max_photo_bytes)
+            item.faces = self.encoder.faces(item.image, self.settings.enrol_policy, gallery=True)
         except FaceInputError as error:
             return EnrolResult(item.name, ItemStatus.of_code(error.code), str(error))
         return item

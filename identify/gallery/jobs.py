@@ -21,7 +21,6 @@ from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from identify import settings
 from identify.gallery.db import session_factory
 from identify.gallery.enroller import PHOTO_SUFFIXES, Enroller, photos_by_subject
 from identify.gallery.store import EnrolResult, GalleryStore
@@ -245,8 +244,8 @@ def process_items(
     Every try of an item is counted first: an item tried before (its worker died, or it
     raised) is retried alone, and after CQAFACE_ITEM_ATTEMPTS tries it ends `failed`.
     Transient errors (database, network) propagate, for the task to retry with backoff."""
-    batch = batch or settings.enrol_batch()
-    most = settings.item_attempts()
+    batch = batch or enroller.settings.enrol_batch
+    most = enroller.settings.item_attempts
     sessions = enroller.store.sessions
     recorded = 0
     while True:
@@ -414,8 +413,9 @@ def fail_job(target: Target, job_id: int, error: str) -> None:
         )
 
 
-def cancel_job(target: Target, job_id: int) -> bool:
-    """Stop a queued or running job: its pending items stay pending, workers skip them."""
+def cancel_job(target: Target, job_id: int, *, uploads: Path) -> bool:
+    """Stop a queued or running job: its pending items stay pending, workers skip them; its
+    extracted upload under ``uploads`` goes."""
     with _sessions(target)() as session, session.begin():
         if session.get(EnrolmentJob, job_id) is None:
             raise LookupError(f"no enrolment job {job_id}")
@@ -428,20 +428,19 @@ def cancel_job(target: Target, job_id: int) -> bool:
             .values(status=JobStatus.CANCELLED, finished_at=utcnow())
         ).rowcount
     if cancelled:
-        remove_job_files(target, job_id)
+        remove_job_files(target, job_id, uploads=uploads)
     return bool(cancelled)
 
 
-def remove_job_files(target: Target, job_id: int) -> None:
-    """Delete the job's extracted upload (only ever under DATA_DIR/uploads)."""
+def remove_job_files(target: Target, job_id: int, *, uploads: Path) -> None:
+    """Delete the job's extracted upload (only ever under ``uploads``, DATA_DIR/uploads)."""
     with _sessions(target)() as session:
         options = session.scalar(select(EnrolmentJob.options).where(EnrolmentJob.id == job_id))
     work_dir = (options or {}).get("work_dir")
     if not work_dir:
         return
-    uploads = (settings.data_dir() / "uploads").resolve()
     path = Path(work_dir).resolve()
-    if uploads in path.parents:
+    if uploads.resolve() in path.parents:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -459,17 +458,18 @@ def run_job(
     store = enroller.store
     if start_job(store, job_id):
         try:
-            for first, last in pending_ranges(store, job_id, settings.enrol_chunk()):
+            for first, last in pending_ranges(store, job_id, enroller.settings.enrol_chunk):
                 process_items(enroller, job_id, first, last, batch=batch, on_item=progress)
         except Exception as error:
             fail_job(store, job_id, f"{type(error).__name__}: {error}")
             raise
-        complete_job(store, job_id, save_indexes=save_indexes)
+        uploads = enroller.settings.uploads_dir
+        complete_job(store, job_id, save_indexes=save_indexes, uploads=uploads)
     return job_progress(store, job_id)
 
 
 def complete_job(
-    target: Target, job_id: int, *, save_indexes: Callable[[], object]
+    target: Target, job_id: int, *, save_indexes: Callable[[], object], uploads: Path
 ) -> JobProgress | None:
     """End a job whose items are all recorded, the one way both runners end one: mark it done
     (:func:`finish_job`: one caller wins), bring the index files up to the database, remove the
@@ -477,7 +477,7 @@ def complete_job(
     if not finish_job(target, job_id):
         return None
     save_indexes()
-    remove_job_files(target, job_id)
+    remove_job_files(target, job_id, uploads=uploads)
     return job_progress(target, job_id)
 
 

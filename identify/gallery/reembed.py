@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session, undefer
 
 from embedder.align import align
 from embedder.imageio import load_image
-from identify import settings
 from identify.gallery import subject_templates
 from identify.gallery import vectors as vec
 from identify.gallery.db import session_factory
 from identify.gallery.tables import Embedding, Face, Image, TemplateKind
+from identify.settings import Settings
 
 if TYPE_CHECKING:
     from identify.search.encode import FaceEncoder
@@ -58,14 +58,14 @@ def reembed(
     encoder: FaceEncoder,
     *,
     batch_size: int = 64,
-    masked_templates: bool | None = None,
+    masked_templates: bool = Settings.masked_templates,
     progress: Callable[[int], None] | None = None,
 ) -> ReembedReport:
     """Embed every face that lacks an embedding by ``encoder``'s model and recompute that
     model's templates."""
     started = time.perf_counter()
     version = encoder.model_version
-    masked = settings.masked_templates() if masked_templates is None else masked_templates
+    masked = masked_templates
     sessions = session_factory(engine)
     report = ReembedReport(version)
     last_id = 0

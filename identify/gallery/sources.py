@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from identify import settings
 from identify.gallery import jobs
 from identify.gallery.enroller import PHOTO_SUFFIXES
 from identify.gallery.jobs import upload_file
+from identify.settings import Settings
 
 # (subject name, photo path); for an archive, the member's name inside it (its photo is at
 # identify.gallery.jobs.upload_file(work dir, name)). Subject names are checked against the
@@ -47,24 +47,27 @@ def make_job(
     target: jobs.Target,
     source: BinaryIO | str | os.PathLike[str],
     *,
+    settings: Settings,
     user_id: int | None = None,
     restricted: bool = True,
     name: str | None = None,
 ) -> NewJob:
     """A queued job made of ``source``: an uploaded archive (a stream), a
     folder of subject folders, or (not ``restricted``: the CLI's own files) a .zip or a CSV/JSON
-    list on this machine. ``restricted``: a folder must lie under CQAFACE_IMPORT_ROOTS. The web
+    list on this machine. ``restricted``: a folder must lie under the settings' import roots
+    (CQAFACE_IMPORT_ROOTS); an archive is unpacked under their DATA_DIR/uploads. The web
     and the CLI both make their jobs here; raises SourceError for a source refused as a whole,
     and leaves nothing behind then."""
     options, kind = None, "zip"
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if restricted or path.is_dir():
-            kind, items = "folder", folder_items(path, restricted=restricted)
+            roots = settings.import_roots
+            kind, items = "folder", folder_items(path, restricted=restricted, roots=roots)
         elif path.suffix.lower() != ".zip":
             kind, items = "files", list_items(path, restricted=False)
     if kind == "zip":
-        items, work_dir = unpacked_zip(source)
+        items, work_dir = unpacked_zip(source, settings)
         options = {"work_dir": str(work_dir)}
     job_id = jobs.create_job(
         target, items, source=name or str(source), kind=kind, user_id=user_id, options=options
@@ -72,9 +75,10 @@ def make_job(
     return NewJob(job_id, kind, len(items))
 
 
-def new_upload_dir() -> Path:
-    """A fresh folder under DATA_DIR/uploads for an archive's photos (removed with its job)."""
-    path = settings.data_dir() / "uploads" / uuid.uuid4().hex
+def new_upload_dir(uploads: Path) -> Path:
+    """A fresh folder under ``uploads`` (DATA_DIR/uploads) for an archive's photos (removed
+    with its job)."""
+    path = uploads / uuid.uuid4().hex
     path.mkdir(parents=True)
     return path
 
@@ -94,8 +98,7 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def _check_import_roots(path: Path) -> None:
-    roots = settings.import_roots()
+def _check_import_roots(path: Path, roots: tuple[Path, ...]) -> None:
     if not any(_inside(path, root) for root in roots):
         where = ", ".join(map(str, roots)) or "none configured (CQAFACE_IMPORT_ROOTS)"
         raise SourceError("outside_import_roots", f"{path} is not under an import root: {where}")
@@ -105,14 +108,17 @@ def _is_photo(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in PHOTO_SUFFIXES and not name.startswith(".")
 
 
-def folder_items(root: str | os.PathLike[str], *, restricted: bool) -> list[Item]:
+def folder_items(
+    root: str | os.PathLike[str], *, restricted: bool, roots: tuple[Path, ...] = ()
+) -> list[Item]:
     """Every photo of ``root/<subject>/<photo>``, the subject named after its folder.
 
     ``restricted`` (a web or API user's request): ``root`` and every photo, symlinks and `..`
-    resolved, must lie under CQAFACE_IMPORT_ROOTS; a link leading out is refused."""
+    resolved, must lie under the import ``roots`` (CQAFACE_IMPORT_ROOTS); a link leading out
+    is refused."""
     resolved = Path(root).resolve()
     if restricted:
-        _check_import_roots(resolved)
+        _check_import_roots(resolved, roots)
     if not resolved.is_dir():
         raise SourceError("not_a_folder", f"{root} is not a folder of subject folders")
     items = []
@@ -121,14 +127,18 @@ def folder_items(root: str | os.PathLike[str], *, restricted: bool) -> list[Item
             if not (path.is_file() and _is_photo(path.name)):
                 continue
             if restricted:
-                _check_import_roots(path.resolve())
+                _check_import_roots(path.resolve(), roots)
             items.append((folder.name, path))
     if not items:
         raise SourceError("empty_source", f"no photos under {root} (expected SUBJECT/PHOTO)")
     return items
 
 
-def zip_items(archive: BinaryIO | str | os.PathLike[str], destination_dir: Path) -> list[Item]:
+def zip_items(
+    archive: BinaryIO | str | os.PathLike[str],
+    destination_dir: Path,
+    limits: Settings | None = None,
+) -> list[Item]:
     """Extract the photos of an uploaded archive into ``destination_dir``, each under a
     generated name (identify.gallery.jobs.upload_file), and list them by member name.
 
@@ -137,7 +147,8 @@ def zip_items(archive: BinaryIO | str | os.PathLike[str], destination_dir: Path)
     Refused as a whole: not a zip (not_a_zip), a member with an absolute path, `..` or a
     symlink (zip_slip), more members than CQAFACE_ZIP_MAX_MEMBERS, more bytes than
     CQAFACE_ZIP_MAX_BYTES or a member compressed more than CQAFACE_ZIP_MAX_RATIO times
-    (zip_bomb); what was extracted is then removed."""
+    (zip_bomb; the ``limits`` settings, default their defaults); what was extracted is then
+    removed."""
     try:
         bundle = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as error:
@@ -145,7 +156,7 @@ def zip_items(archive: BinaryIO | str | os.PathLike[str], destination_dir: Path)
     destination = Path(destination_dir).resolve()
     with bundle:
         members = bundle.infolist()
-        _check_members(members)
+        _check_members(members, limits or Settings())
         photos = _photo_members(members)
         if not photos:
             raise SourceError("empty_source", "no photos in the archive (expected SUBJECT/PHOTO)")
@@ -159,19 +170,21 @@ def zip_items(archive: BinaryIO | str | os.PathLike[str], destination_dir: Path)
             raise
 
 
-def unpacked_zip(archive: BinaryIO | str | os.PathLike[str]) -> tuple[list[Item], Path]:
+def unpacked_zip(
+    archive: BinaryIO | str | os.PathLike[str], settings: Settings
+) -> tuple[list[Item], Path]:
     """An archive extracted into a fresh upload folder: its items, and the folder (removed with
     its job). A refused archive leaves no folder behind."""
-    work_dir = new_upload_dir()
+    work_dir = new_upload_dir(settings.uploads_dir)
     try:
-        return zip_items(archive, work_dir), work_dir
+        return zip_items(archive, work_dir, settings), work_dir
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
 
 
-def _check_members(members: list[zipfile.ZipInfo]) -> None:
-    if len(members) > settings.zip_max_members():
+def _check_members(members: list[zipfile.ZipInfo], limits: Settings) -> None:
+    if len(members) > limits.zip_max_members:
         raise SourceError("zip_bomb", f"{len(members)} members, above the limit")
     total = 0
     for member in members:
@@ -182,11 +195,11 @@ def _check_members(members: list[zipfile.ZipInfo]) -> None:
         if stat.S_ISLNK(member.external_attr >> 16):
             raise SourceError("zip_slip", f"member {name!r} is a symbolic link")
         total += member.file_size
-        if member.file_size > _COPY_BLOCK and member.file_size > settings.zip_max_ratio() * max(
+        if member.file_size > _COPY_BLOCK and member.file_size > limits.zip_max_ratio * max(
             member.compress_size, 1
         ):
             raise SourceError("zip_bomb", f"member {name!r} is compressed suspiciously much")
-    if total > settings.zip_max_bytes():
+    if total > limits.zip_max_bytes:
         raise SourceError("zip_bomb", f"{total} bytes uncompressed, above the limit")
 
 
@@ -231,11 +244,15 @@ def _extract(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> 
 
 
 def list_items(
-    listing: str | os.PathLike[str], *, base_dir: Path | None = None, restricted: bool
+    listing: str | os.PathLike[str],
+    *,
+    base_dir: Path | None = None,
+    restricted: bool,
+    roots: tuple[Path, ...] = (),
 ) -> list[Item]:
     """The photos of a list: CSV lines ``subject,path`` or JSON lines
     ``{"subject": ..., "path": ...}``; relative paths are relative to ``base_dir`` (default:
-    the list file's folder). ``restricted``: every photo under CQAFACE_IMPORT_ROOTS."""
+    the list file's folder). ``restricted``: every photo under the import ``roots``."""
     source = Path(listing)
     try:
         text = source.read_text(encoding="utf-8")
@@ -259,7 +276,7 @@ def list_items(
     for subject, raw in pairs:
         path = (base / raw) if not Path(raw).is_absolute() else Path(raw)
         if restricted:
-            _check_import_roots(path.resolve())
+            _check_import_roots(path.resolve(), roots)
         items.append((subject.strip(), path))
     if not items:
         raise SourceError("empty_source", f"no photos listed in {listing}")

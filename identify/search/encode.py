@@ -13,7 +13,7 @@ import numpy as np
 from embedder.errors import FaceTooSmall
 from embedder.faces import Face, Policy, select_faces
 from embedder.masks import apply_mask
-from identify import settings
+from identify.settings import Settings
 
 MaskMode = Literal["auto", "yes", "no"]
 MASK_MODES: tuple[MaskMode, ...] = ("auto", "yes", "no")
@@ -30,20 +30,35 @@ class EncodedFace:
 
 
 class FaceEncoder:
-    """An embedder and a detector, applied the same way to gallery photos and probes."""
+    """An embedder and a detector, applied the same way to gallery photos and probes; faces
+    under ``min_face_size`` pixels are refused, gallery faces under ``enrol_min_face_size``."""
 
-    def __init__(self, embedder: Any, *, detector: Any | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Any,
+        *,
+        detector: Any | None = None,
+        min_face_size: int = Settings.min_face_size,
+        enrol_min_face_size: int = Settings.enrol_min_face_size,
+    ) -> None:
         self.embedder = embedder
         self.detector = detector
+        self.min_face_size = min_face_size
+        self.enrol_min_face_size = enrol_min_face_size
 
     @classmethod
-    def load(cls, model: str | Path | None = None) -> FaceEncoder:
+    def load(cls, model: str | Path | None = None, settings: Settings | None = None) -> FaceEncoder:
         """The serving encoder of a checkpoint (default: CQAFACE_MODEL, else the shipped
-        model): the web app, the CLI and the workers all build theirs here, on the runtime
-        CQAFACE_RUNTIME chooses."""
+        model) with the face sizes of ``settings``: the web app, the CLI and the workers all
+        build theirs here, on the runtime CQAFACE_RUNTIME chooses."""
         from embedder import runtime
 
-        return cls(runtime.load_embedder(model))
+        settings = settings or Settings()
+        return cls(
+            runtime.load_embedder(model),
+            min_face_size=settings.min_face_size,
+            enrol_min_face_size=settings.enrol_min_face_size,
+        )
 
     @property
     def model_version(self) -> str:
@@ -56,11 +71,11 @@ class FaceEncoder:
         if self.detector is None:
             from embedder import runtime
 
-            self.detector = runtime.load_detector(settings.min_face_size())
-        setting, minimum = "CQAFACE_MIN_FACE_SIZE", settings.min_face_size()
+            self.detector = runtime.load_detector(self.min_face_size)
+        setting, minimum = "CQAFACE_MIN_FACE_SIZE", self.min_face_size
         detections = None
-        if gallery and settings.enrol_min_face_size() > minimum:
-            setting, minimum = "CQAFACE_ENROL_MIN_FACE_SIZE", settings.enrol_min_face_size()
+        if gallery and self.enrol_min_face_size > minimum:
+            setting, minimum = "CQAFACE_ENROL_MIN_FACE_SIZE", self.enrol_min_face_size
             detections = self.detector.detect(image, min_face_size=minimum)
             if not any(d.size >= minimum for d in detections):
                 detections = None  # look for smaller faces too: "too small", not "no face"

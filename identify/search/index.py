@@ -31,8 +31,8 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from identify import settings
 from identify.search.rwlock import RWLock
+from identify.settings import Settings
 
 Kind = Literal["flat", "hnsw", "pq"]
 APPROXIMATE: tuple[Kind, ...] = ("pq", "hnsw")
@@ -91,19 +91,23 @@ class TemplateIndex:
         ef_construction: int = 64,
         shortlist: int | None = None,
         pq_bytes: int | None = None,
+        probe_threads: int | None = None,
         gpu: bool | None = None,
     ) -> None:
+        """Options left out take the defaults of :class:`Settings` (a process passes its own:
+        ``Settings.index_options``)."""
         self.dim = dim
-        self.exact_max = settings.index_exact_max() if exact_max is None else exact_max
-        self.approximate: Kind = approximate or settings.index_approximate()
+        self.exact_max = Settings.index_exact_max if exact_max is None else exact_max
+        self.approximate: Kind = approximate or Settings.index_approximate
         if self.approximate not in APPROXIMATE:
             raise ValueError(f"approximate index must be one of {APPROXIMATE}")
-        self.hnsw_m = hnsw_m or settings.hnsw_m()
-        self.ef_search = ef_search or settings.hnsw_ef_search()
+        self.hnsw_m = hnsw_m or Settings.hnsw_m
+        self.ef_search = ef_search or Settings.hnsw_ef_search
         self.ef_construction = ef_construction
-        self.shortlist = shortlist or settings.pq_shortlist()
-        self.pq_bytes = pq_bytes or settings.pq_bytes()
-        self._want_gpu = settings.use_gpu() if gpu is None else gpu
+        self.shortlist = shortlist or Settings.pq_shortlist
+        self.pq_bytes = pq_bytes or Settings.pq_bytes
+        self.probe_threads = probe_threads or Settings.probe_threads
+        self._want_gpu = Settings.use_gpu if gpu is None else gpu
         self._lock = RWLock()
         self._kind: Kind = "flat"
         self._cpu: Any = self._new_flat()
@@ -311,7 +315,7 @@ class TemplateIndex:
                 scores, positions = self._cpu.search(queries, kk, params=params)
                 ids = np.where(positions >= 0, self._labels[np.maximum(positions, 0)], -1)
             else:
-                with _threads(settings.probe_threads() if len(queries) < _BLAS_QUERIES else 0):
+                with _threads(self.probe_threads if len(queries) < _BLAS_QUERIES else 0):
                     scores, ids = self._search_pq(queries, k)
                 kk = ids.shape[1]
         scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)

@@ -14,7 +14,6 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from identify import settings
 from identify.gallery import vectors as vec
 from identify.gallery.tables import Template, TemplateKind
 from identify.search.index import FORMAT_VERSION, IndexFileError, TemplateIndex
@@ -82,9 +81,9 @@ def load_templates(
     return np.asarray(ids, np.int64), np.stack(rows)
 
 
-def index_path(model_version: str, kind: TemplateKind, directory: Path | None = None) -> Path:
+def index_path(model_version: str, kind: TemplateKind, directory: Path) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", model_version)
-    return (directory or settings.index_dir()) / f"templates-{safe}-{kind.value}.cqaidx"
+    return directory / f"templates-{safe}-{kind.value}.cqaidx"
 
 
 @dataclass
@@ -105,7 +104,7 @@ def open_index(
     kind: TemplateKind,
     *,
     dim: int = 512,
-    directory: Path | None = None,
+    directory: Path,
     **options: Any,
 ) -> OpenedIndex:
     """The index of one model version and kind: the file if it matches the database, else a
@@ -129,7 +128,7 @@ def rebuild_index(
     kind: TemplateKind,
     *,
     dim: int = 512,
-    directory: Path | None = None,
+    directory: Path,
     **options: Any,
 ) -> OpenedIndex:
     """Build from the database and save. The states are read before the vectors: a write that
@@ -150,7 +149,7 @@ def rebuild_indexes(
     model_version: str,
     *,
     dim: int = 512,
-    directory: Path | None = None,
+    directory: Path,
     **options: Any,
 ) -> dict[TemplateKind, OpenedIndex]:
     """:func:`rebuild_index` for every template kind of ``model_version``."""

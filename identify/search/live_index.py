@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, select
 
-from identify import settings
 from identify.gallery import vectors as vec
 from identify.gallery.db import session_factory
 from identify.gallery.tables import Template, TemplateKind
@@ -45,14 +44,14 @@ class LiveIndex:
         *,
         model_version: str,
         dim: int = 512,
-        index_dir: Path | None = None,
+        index_dir: Path,
         index_options: dict[str, Any] | None = None,
         refresh_every_s: float = REFRESH_EVERY_S,
     ) -> None:
         self.sessions = session_factory(engine)
         self.model_version = model_version
         self.dim = dim
-        self.index_dir = index_dir or settings.index_dir()
+        self.index_dir = index_dir
         self.index_options = dict(index_options or {})
         self.refresh_every_s = refresh_every_s
         self._sync_lock = threading.Lock()

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from embedder.imageio import load_image
-from identify import settings
 from identify.gallery.store import GalleryStore
 from identify.gallery.tables import TemplateKind
 from identify.search.encode import EncodedFace, FaceEncoder, MaskMode
 from identify.search.live_index import LiveIndex
 from identify.search.thresholds import threshold as calibrated
+from identify.settings import MASK_FUSIONS, MaskFusion, Settings
 
 Ranked = list[tuple[int, float]]  # (subject id, score), best first
 
@@ -127,8 +127,9 @@ class Searcher:
     """Identify and verify probe photos. Everything it needs is given: the ``encoder`` that
     made the gallery's embeddings (None: search with vectors only), the live ``index`` of the
     templates, the ``store`` for names and templates, and the checkpoint's calibration
-    ``metadata``, whose thresholds at ``far`` (or the CQAFACE_*THRESHOLD overrides, or a
-    caller's per-call threshold) decide."""
+    ``metadata``, whose thresholds at ``far`` (or the settings' CQAFACE_*THRESHOLD overrides,
+    or a caller's per-call threshold) decide; ``settings`` also bound the photo's size and
+    choose the masked probes' fusion."""
 
     def __init__(
         self,
@@ -138,24 +139,29 @@ class Searcher:
         *,
         metadata: dict[str, Any],
         far: float | None = None,
-        fusion: settings.MaskFusion | None = None,
+        fusion: MaskFusion | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
         self.store = store
         self.metadata = metadata
+        self.settings = settings or Settings()
         self.far = far
-        self.fusion = fusion or settings.mask_fusion()
-        if self.fusion not in settings.MASK_FUSIONS:
-            raise ValueError(f"fusion must be one of {settings.MASK_FUSIONS}")
+        self.fusion = fusion or self.settings.mask_fusion
+        if self.fusion not in MASK_FUSIONS:
+            raise ValueError(f"fusion must be one of {MASK_FUSIONS}")
 
     @classmethod
-    def for_encoder(cls, encoder: FaceEncoder, index: LiveIndex, store: GalleryStore) -> Searcher:
+    def for_encoder(
+        cls, encoder: FaceEncoder, index: LiveIndex, store: GalleryStore, settings: Settings
+    ) -> Searcher:
         """A searcher at the calibration ``encoder``'s checkpoint carries."""
-        return cls(encoder, index, store, metadata=dict(encoder.embedder.metadata or {}))
+        metadata = dict(encoder.embedder.metadata or {})
+        return cls(encoder, index, store, metadata=metadata, settings=settings)
 
     def threshold(self, masked: bool) -> float:
-        return calibrated(self.metadata, masked=masked, far=self.far)
+        return calibrated(self.metadata, masked=masked, far=self.far, settings=self.settings)
 
     # ----- the call -------------------------------------------------------------------------
 
@@ -172,7 +178,7 @@ class Searcher:
         that cannot give a face (checked before the model runs), OSError for an unreadable
         path."""
         encoder = self._encoder()
-        image = load_image(source, max_bytes=settings.max_photo_bytes())
+        image = load_image(source, max_bytes=self.settings.max_photo_bytes)
         self.index.catch_up()
         faces = encoder.encode(encoder.faces(image, "all"), mask)
         return Probe(image, faces, self.identify_encoded(faces, k, threshold=threshold))
@@ -188,7 +194,7 @@ class Searcher:
         """The largest face of a probe photo against one subject (LookupError if it has no
         template), decided as :meth:`search` decides."""
         encoder = self._encoder()
-        image = load_image(source, max_bytes=settings.max_photo_bytes())
+        image = load_image(source, max_bytes=self.settings.max_photo_bytes)
         face = encoder.encode(encoder.faces(image, "largest"), mask)[0]
         return self.verify_vector(face.vector, subject_id, face.masked, threshold=threshold)
 

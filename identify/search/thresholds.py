@@ -6,23 +6,31 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from identify import settings
+from identify.settings import Settings
 
 
 class ThresholdError(ValueError):
     """No threshold can be had for the FAR asked: the model is uncalibrated at that FAR."""
 
 
-def threshold(metadata: dict[str, Any], *, masked: bool, far: float | None = None) -> float:
-    """The cosine threshold for normal or masked probes at ``far`` (default CQAFACE_FAR).
+def threshold(
+    metadata: dict[str, Any],
+    *,
+    masked: bool,
+    far: float | None = None,
+    settings: Settings | None = None,
+) -> float:
+    """The cosine threshold for normal or masked probes at ``far`` (default: the settings'
+    CQAFACE_FAR).
 
-    CQAFACE_THRESHOLD / CQAFACE_MASKED_THRESHOLD win over the checkpoint's
+    The settings' CQAFACE_THRESHOLD / CQAFACE_MASKED_THRESHOLD win over the checkpoint's
     ``metadata["thresholds"][normal|masked][str(far)]`` (written by `cqaface eval calibrate`).
     """
+    settings = settings or Settings()
     override = settings.threshold_override(masked)
     if override is not None:
         return override
-    far = settings.far() if far is None else far
+    far = settings.far if far is None else far
     kind = "masked" if masked else "normal"
     table = (metadata.get("thresholds") or {}).get(kind) or {}
     for key, value in table.items():

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from identify import settings
 from identify.gallery.tables import ApiKey, Role, User, utcnow
+from identify.services import services
 from identify.web import auth
 from identify.web.audit_log import audit
 from identify.web.http_errors import ApiError
@@ -161,7 +161,9 @@ def _first_secret(user: User, mode: str) -> Secret:
         return Secret("password", password)
     token = secrets.token_urlsafe(32)
     user.password_token_hash = _token_hash(token)  # a new link replaces any earlier one
-    user.password_token_expires_at = utcnow() + timedelta(hours=settings.password_link_hours())
+    user.password_token_expires_at = utcnow() + timedelta(
+        hours=services().settings.password_link_hours
+    )
     return Secret("link", token)
 
 

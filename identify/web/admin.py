@@ -12,7 +12,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     g,
     jsonify,
@@ -43,6 +42,7 @@ from identify.web.common import (
 )
 from identify.web.http_errors import ApiError, face_input_error
 from identify.web.params import name_param, page_param
+from identify.web.state import web_state
 
 admin = Blueprint(
     "admin",
@@ -110,7 +110,7 @@ def login() -> str | BaseResponse:
     error = None
     if request.method == "POST":
         email = request.form.get("email", "")[:320]
-        wait = current_app.extensions["cqaface_login_limit"].hit(f"login:{request.remote_addr}")
+        wait = web_state().login_limit.hit(f"login:{request.remote_addr}")
         if wait is not None:
             raise ApiError(
                 429,

@@ -4,7 +4,7 @@ one-time page where an invited user sets a password. The rules live in `accounts
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -15,6 +15,7 @@ from identify.web.admin import load_user, login_required
 from identify.web.common import db
 from identify.web.http_errors import ApiError
 from identify.web.params import id_param
+from identify.web.state import web_state
 
 accounts_ui = Blueprint("accounts", __name__)
 accounts_ui.before_request(load_user)
@@ -137,7 +138,7 @@ def set_password(token: str) -> str | BaseResponse:
 def keys() -> str:
     me = g.user
     with db() as s:
-        current_app.extensions["cqaface_key_usage"].flush(s)
+        web_state().key_usage.flush(s)
         items = accounts.list_keys(s, me)
         owners = []
         if Role(me.role) == Role.ADMIN:

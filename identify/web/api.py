@@ -13,12 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from embedder.errors import FaceInputError
-from identify import settings
 from identify.gallery.tables import Image, ItemStatus, Subject
 from identify.services import services
 from identify.subject_names import printable
@@ -38,6 +37,7 @@ from identify.web.common import (
 )
 from identify.web.http_errors import ApiError, face_input_error
 from identify.web.params import id_param, int_param, name_param, page_param
+from identify.web.state import web_state
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 PUBLIC = frozenset({"api.health", "api.openapi"})
@@ -79,11 +79,11 @@ def _authenticate() -> None:
     with db() as session:
         principal = auth.authenticate_key(session, key)
         if principal is not None:
-            current_app.extensions["cqaface_key_usage"].count(session, principal.key_id)
+            web_state().key_usage.count(session, principal.key_id)
     if principal is None:
         raise ApiError(401, "unauthorized", "the API key is not valid")
     g.principal = principal
-    wait = current_app.extensions["cqaface_ratelimit"].hit(f"key{principal.key_id}")
+    wait = web_state().rate_limit.hit(f"key{principal.key_id}")
     if wait is not None:
         raise ApiError(
             429,
@@ -134,7 +134,7 @@ def _image_bytes(field: str = "image") -> bytes:
         data = read_upload(upload)
     if not data:
         raise ApiError(400, "empty_file", "the image is empty")
-    limit = settings.max_photo_bytes()
+    limit = services().settings.max_photo_bytes
     if len(data) > limit:
         raise ApiError(413, "image_too_large", f"the image is larger than {limit} bytes")
     return data
@@ -400,7 +400,7 @@ def health() -> tuple[Response, int]:
 def metrics() -> Response:
     from identify.web.status import gauges
 
-    body = current_app.extensions["cqaface_metrics"].render(gauges())
+    body = web_state().metrics.render(gauges())
     return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")
 
 

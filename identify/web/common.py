@@ -8,12 +8,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from flask import current_app
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from identify import settings
-from identify.gallery.db import session_factory
 from identify.gallery.tables import AuditEntry, Face, Image, Subject, Template
 from identify.integers import ID_MAX
 from identify.search.encode import MASK_MODES, MaskMode
@@ -22,15 +19,13 @@ from identify.services import services
 from identify.web.audit_log import audit
 from identify.web.http_errors import ApiError
 from identify.web.params import int_param
+from identify.web.state import web_state
 
 
 @contextmanager
 def db() -> Iterator[Session]:
     """A session in a transaction, committed at the end (rolled back on error)."""
-    factory = current_app.extensions.get("cqaface_sessions")
-    if factory is None:
-        factory = current_app.extensions["cqaface_sessions"] = session_factory(services().engine)
-    with factory() as session, session.begin():
+    with web_state().sessions() as session, session.begin():
         yield session
 
 
@@ -92,7 +87,7 @@ def audit_page(
 
 def read_upload(upload: Any) -> bytes:
     """An uploaded photo's bytes; its size is checked before it is read into memory."""
-    limit = settings.max_photo_bytes()
+    limit = services().settings.max_photo_bytes
     upload.stream.seek(0, 2)
     size = upload.stream.tell()
     upload.stream.seek(0)

@@ -47,8 +47,11 @@ def start_folder(folder: str, user_id: int | None) -> int:
 
 
 def _start(source: IO[bytes] | str, name: str, user_id: int | None) -> int:
+    held = services()
     try:
-        job = sources.make_job(services().engine, source, user_id=user_id, name=name)
+        job = sources.make_job(
+            held.engine, source, settings=held.settings, user_id=user_id, name=name
+        )
     except sources.SourceError as error:
         raise _source_error(error) from None
     with db() as session:
@@ -92,7 +95,8 @@ def cancel(job_id: int, user_id: int | None) -> None:
         if session.get(EnrolmentJob, job_id) is None:
             raise ApiError(404, "not_found", f"no enrolment job {job_id}")
         audit(session, user_id, "cancel_job", "job", job_id)
-    jobs.cancel_job(services().engine, job_id)
+    held = services()
+    jobs.cancel_job(held.engine, job_id, uploads=held.settings.uploads_dir)
 
 
 def recent(*, page: int = 1, per_page: int = 20) -> tuple[list[dict[str, Any]], int]:

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Response, current_app, stream_with_context
+from flask import Response, stream_with_context
 
-from identify import settings
+from identify.services import services
 from identify.web.http_errors import ApiError
+from identify.web.state import web_state
 
 TICK_S = 1.0  # how often the job is read; a line is written each time, a change or a comment
 RETRY_MS = 3000  # how long the browser waits before reconnecting
@@ -65,7 +66,7 @@ def stream(job_id: int, report: Callable[[int], dict[str, Any]]) -> Response:
     """The response streaming ``report(job_id)`` as `progress` events until the job ends (an
     `end` event), 404 for no such job and 503 when every slot is taken."""
     first = report(job_id)  # 404 before a slot is taken
-    slots: StreamSlots = current_app.extensions["cqaface_event_streams"]
+    slots = web_state().event_streams
     if not slots.take():
         raise ApiError(
             503,
@@ -73,7 +74,7 @@ def stream(job_id: int, report: Callable[[int], dict[str, Any]]) -> Response:
             "too many live progress streams: the page polls instead",
             headers={"Retry-After": "10"},
         )
-    lifetime = settings.event_stream_seconds()
+    lifetime = services().settings.event_stream_seconds
     release = _once(slots.give_back)
 
     def lines() -> Iterator[str]:

@@ -7,12 +7,17 @@ import threading
 import time
 from typing import Any
 
-from identify import settings
+from identify.settings import Settings
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, redis_url: str | None = None) -> None:
+    """``prefix`` (CQAFACE_QUEUE) keeps deployments sharing a Redis server apart."""
+
+    def __init__(
+        self, per_minute: int, redis_url: str | None = None, prefix: str = Settings.queue
+    ) -> None:
         self.per_minute = per_minute
+        self.prefix = prefix
         self._redis: Any = None
         if redis_url and redis_url.startswith(("redis://", "rediss://")) and per_minute > 0:
             import redis
@@ -29,7 +34,7 @@ class RateLimiter:
         window = int(now // 60)
         retry = max(1, 60 - int(now % 60))
         if self._redis is not None:
-            name = f"{settings.queue()}:ratelimit:{key}:{window}"  # per deployment
+            name = f"{self.prefix}:ratelimit:{key}:{window}"  # per deployment
             try:
                 pipe = self._redis.pipeline()
                 pipe.incr(name)

@@ -4,26 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import func, select, text
 
-from identify import settings
 from identify.gallery.tables import EnrolmentJob, Face, JobStatus, Subject
 from identify.services import services
-
-
-def _redis() -> Any:
-    url = current_app.config.get("BROKER_URL")
-    if not url or not url.startswith(("redis://", "rediss://")):
-        return None
-    client = current_app.extensions.get("cqaface_redis")
-    if client is None:
-        import redis
-
-        client = current_app.extensions["cqaface_redis"] = redis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2
-        )
-    return client
+from identify.web.state import web_state
 
 
 def health_report() -> dict[str, Any]:
@@ -35,7 +20,7 @@ def health_report() -> dict[str, Any]:
     except Exception as error:
         report["database"] = {"ok": False, "error": type(error).__name__}
         report["status"] = "degraded"
-    client = _redis()
+    client = web_state().redis
     if client is None:
         report["redis"] = {"ok": None, "configured": False}
     else:
@@ -69,10 +54,10 @@ def index_state() -> dict[str, Any]:
 
 def queue_depth() -> int | None:
     """Tasks waiting in the broker's queue (Redis), else queued/running jobs' pending items."""
-    client = _redis()
+    client = web_state().redis
     if client is not None:
         try:
-            return int(client.llen(settings.queue()))
+            return int(client.llen(services().settings.queue))
         except Exception:
             return None
     with services().engine.connect() as connection:
@@ -115,6 +100,6 @@ def gauges() -> dict[str, tuple[str, float | None]]:
         "cqaface_jobs_active": ("Enrolment jobs queued or running.", counts["active_jobs"]),
         "cqaface_event_streams": (
             "Live job-progress streams open in this process.",
-            current_app.extensions["cqaface_event_streams"].open,
+            web_state().event_streams.open,
         ),
     }

@@ -4,35 +4,41 @@ request metrics, the rate limiter, cookie and security headers."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 
-from identify import settings
+from identify.gallery.db import session_factory
 from identify.web import http_errors
 from identify.web.job_events import StreamSlots
 from identify.web.key_usage import KeyUsage
 from identify.web.metrics import Metrics
 from identify.web.ratelimit import RateLimiter
+from identify.web.state import EXTENSION, WebState
 
 
 def init_web(app: Flask) -> None:
-    app.config.setdefault("RATE_LIMIT", settings.rate_limit())
+    """Wire the web parts onto ``app``, whose services (and their settings) are made and whose
+    RATE_LIMIT and SESSION_COOKIE_SECURE the factory set from them."""
+    settings = app.extensions["cqaface"].settings
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="cqaface_session",
     )
-    app.config.setdefault("SESSION_COOKIE_SECURE", settings.secure_cookies())
-    app.extensions["cqaface_metrics"] = Metrics()
-    app.extensions["cqaface_key_usage"] = KeyUsage()
-    app.extensions["cqaface_event_streams"] = StreamSlots(settings.event_streams())
-    app.extensions["cqaface_ratelimit"] = RateLimiter(
-        int(app.config["RATE_LIMIT"]), app.config.get("BROKER_URL")
-    )
     app.config.setdefault("LOGIN_RATE_LIMIT", 20)  # sign-in attempts a minute per address
-    app.extensions["cqaface_login_limit"] = RateLimiter(
-        int(app.config["LOGIN_RATE_LIMIT"]), app.config.get("BROKER_URL")
+    state = WebState(
+        metrics=Metrics(),
+        key_usage=KeyUsage(),
+        event_streams=StreamSlots(settings.event_streams),
+        rate_limit=RateLimiter(int(app.config["RATE_LIMIT"]), settings.broker_url, settings.queue),
+        login_limit=RateLimiter(
+            int(app.config["LOGIN_RATE_LIMIT"]), settings.broker_url, settings.queue
+        ),
+        sessions=session_factory(app.extensions["cqaface"].engine),
+        redis=_redis(settings.broker_url),
     )
+    app.extensions[EXTENSION] = state
     http_errors.register(app)
 
     from identify.web.admin import admin
@@ -55,7 +61,7 @@ def init_web(app: Flask) -> None:
         started = g.get("started")
         if started is not None:
             endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            app.extensions["cqaface_metrics"].observe(
+            state.metrics.observe(
                 request.method, endpoint, response.status_code, time.perf_counter() - started
             )
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -69,3 +75,12 @@ def init_web(app: Flask) -> None:
             )
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def _redis(url: str | None) -> Any | None:
+    """A client of the broker's Redis (it connects on first use), None for no Redis broker."""
+    if not url or not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
