@@ -6,6 +6,7 @@ of a photo that may show bystanders) and "single" (enrolment that must refuse gr
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,11 +16,15 @@ import numpy as np
 
 from embedder.align import align
 from embedder.errors import FaceTooSmall, NoFace, SeveralFaces
-from embedder.imageio import load_image
-from embedder.mtcnn import MTCNN, Detection, default_detector
+from embedder.imageio import Photo, load_photo
+from embedder.mtcnn import Detection, default_detector
+from embedder.scaled import Detector
 
 Policy = Literal["all", "largest", "single"]
 POLICIES: tuple[Policy, ...] = ("all", "largest", "single")
+# A face is aligned from a decode in which it is at least as large as the crop: smaller, the
+# crop would be blown up from fewer pixels than the photo holds.
+ALIGN_FACE_PIXELS = 112
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +41,7 @@ class Face:
 def find_faces(
     image: np.ndarray,
     *,
-    detector: MTCNN | None = None,
+    detector: Detector | None = None,
     policy: Policy = "all",
     min_face_size: float | None = None,
 ) -> list[Face]:
@@ -53,13 +58,23 @@ def find_faces(
 def faces_from_file(
     source: bytes | str | os.PathLike[str],
     *,
-    detector: MTCNN | None = None,
+    detector: Detector | None = None,
     policy: Policy = "all",
     min_face_size: float | None = None,
 ) -> list[Face]:
-    """:func:`load_image` then :func:`find_faces`; raises only typed input errors."""
-    image = load_image(source)
-    return find_faces(image, detector=detector, policy=policy, min_face_size=min_face_size)
+    """:func:`find_faces` on a photo file or its bytes; raises only typed input errors.
+
+    A detector with a working size (``ScaledDetector``) gets a JPEG decoded no larger than
+    that size needs (libjpeg's DCT scaling), and each face is aligned from a decode in which
+    it is at least as large as the crop: a 12 MP photo is never decoded in full only to be
+    shrunk. Boxes and landmarks are in the photo's own pixels whatever the decode."""
+    detector = detector or default_detector()
+    photo = load_photo(source, keep_pixels=getattr(detector, "working_pixels", None))
+    sx, sy = photo.scale
+    found = [face.scaled(1 / sx, 1 / sy) for face in detector.detect(photo.pixels)]
+    chosen = choose_faces(found, policy=policy, min_face_size=min_face_size)
+    photo = _decode_for(source, photo, chosen)
+    return [_aligned(photo, detection) for detection in chosen]
 
 
 def select_faces(
@@ -71,6 +86,18 @@ def select_faces(
 ) -> list[Face]:
     """The policy and alignment half of :func:`find_faces`, for detections made elsewhere
     (e.g. by ``MTCNN.detect_batch`` over many photos)."""
+    chosen = choose_faces(detections, policy=policy, min_face_size=min_face_size)
+    photo = Photo(image, (image.shape[1], image.shape[0]))
+    return [_aligned(photo, detection) for detection in chosen]
+
+
+def choose_faces(
+    detections: Sequence[Detection],
+    *,
+    policy: Policy = "all",
+    min_face_size: float | None = None,
+) -> list[Detection]:
+    """The detections ``policy`` keeps, largest first; typed errors for none or too small."""
     if policy not in POLICIES:
         raise ValueError(f"unknown face policy {policy!r}; expected one of {POLICIES}")
     if not detections:
@@ -84,17 +111,29 @@ def select_faces(
     ranked = sorted(big_enough, key=lambda d: d.area, reverse=True)
     if policy == "single" and len(ranked) > 1:
         raise SeveralFaces(f"the photo shows {len(ranked)} faces where exactly one is needed")
-    if policy != "all":
-        ranked = ranked[:1]
-    return [_aligned(image, detection) for detection in ranked]
+    return ranked if policy == "all" else ranked[:1]
 
 
-def _aligned(image: np.ndarray, detection: Detection) -> Face:
-    aligned = align(image, detection.landmarks)
+def _decode_for(
+    source: bytes | str | os.PathLike[str], photo: Photo, faces: Sequence[Detection]
+) -> Photo:
+    """``photo``, or a larger decode of it where its smallest face would be below the crop's
+    size (at most the full photo)."""
+    needed = min(1.0, ALIGN_FACE_PIXELS / max(min(face.size for face in faces), 1.0))
+    if min(photo.scale) >= needed:
+        return photo
+    width, height = photo.size
+    return load_photo(source, keep_pixels=math.ceil(needed * needed * width * height))
+
+
+def _aligned(photo: Photo, detection: Detection) -> Face:
+    """Align from the decode; the matrix maps the photo's own pixels onto the crop."""
+    sx, sy = photo.scale
+    aligned = align(photo.pixels, detection.scaled(sx, sy).landmarks)
     return Face(
         box=detection.box,
         score=detection.score,
         landmarks=detection.landmarks,
         crop=aligned.crop,
-        matrix=aligned.matrix,
+        matrix=aligned.matrix * np.array([sx, sy, 1.0]),
     )
