@@ -25,8 +25,8 @@ def canvas(photo: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float,
     width, height = size
     scale = FACE_SHARE * height / photo.shape[0]
     pasted = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-    back = cv2.resize(photo, (width, height), interpolation=cv2.INTER_LINEAR)
-    back = cv2.GaussianBlur(back, (0, 0), sigmaX=width / 40)
+    blurred = cv2.GaussianBlur(photo, (0, 0), sigmaX=photo.shape[1] / 40)  # blur, then blow up:
+    back = cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)  # far cheaper
     top, left = (height - pasted.shape[0]) // 2, (width - pasted.shape[1]) // 2
     back[top : top + pasted.shape[0], left : left + pasted.shape[1]] = pasted
     return back, scale, (left, top)

@@ -222,6 +222,8 @@ def torch_networks(device: str | torch.device | None = None) -> Networks:
 class MTCNN:
     """The three-stage cascade; weights load once, so keep one instance per process."""
 
+    name = "mtcnn"  # what a gallery records as the detector of its faces
+
     def __init__(
         self,
         min_face_size: float = 20,

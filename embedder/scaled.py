@@ -20,6 +20,7 @@ from embedder.mtcnn import Detection
 class Detector(Protocol):
     """What the project asks of a face detector (MTCNN, SCRFD)."""
 
+    name: str
     min_face_size: float
 
     def detect(
@@ -33,6 +34,10 @@ class ScaledDetector:
     def __init__(self, detector: Detector, working_pixels: int) -> None:
         self.detector = detector
         self.working_pixels = working_pixels
+
+    @property
+    def name(self) -> str:
+        return self.detector.name
 
     @property
     def min_face_size(self) -> float:

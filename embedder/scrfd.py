@@ -33,6 +33,8 @@ class SCRFD:
     border of ``margin`` (a fraction of the longer side) is added around the photo, so that a
     face filling the photo (an ID-style crop) is still a face with a background."""
 
+    name = "scrfd"  # what a gallery records as the detector of its faces
+
     def __init__(
         self,
         path: Path,

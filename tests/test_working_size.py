@@ -36,7 +36,8 @@ def _canvas(photo: np.ndarray, width: int, height: int, share: float = 0.6):
     photo blown up and blurred (no second face): pixels, scale, top-left corner."""
     scale = share * height / photo.shape[0]
     pasted = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-    back = cv2.GaussianBlur(cv2.resize(photo, (width, height)), (0, 0), sigmaX=width / 40)
+    blurred = cv2.GaussianBlur(photo, (0, 0), sigmaX=photo.shape[1] / 40)
+    back = cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
     top, left = (height - pasted.shape[0]) // 2, (width - pasted.shape[1]) // 2
     back[top : top + pasted.shape[0], left : left + pasted.shape[1]] = pasted
     return back, scale, np.array([left, top], np.float32)

@@ -79,6 +79,7 @@ class FaceRecord:
     masked: bool = False
     masked_vector: np.ndarray | None = None  # of a synthetic-masked copy
     crop_png: bytes | None = None
+    detector: str | None = None  # the detector's name (CQAFACE_DETECTOR)
 
 
 @dataclass
@@ -174,6 +175,7 @@ def _face_row(image_id: int, record: FaceRecord) -> dict[str, Any]:
         "masked": bool(record.masked),
         "part_qualities": [float(q) for q in np.asarray(record.quality).reshape(-1)],
         "crop_png": record.crop_png,
+        "detector": record.detector,
     }
 
 
@@ -391,6 +393,9 @@ class Gallery:
             if self.masked_templates and encoded
             else [None] * len(encoded)
         )
+        detector = getattr(
+            self.encoder, "detector_name", None
+        )  # encoders made in tests may lack it
         records, position = [], 0
         for item in ready:
             mine = slice(position, position + len(item.faces))
@@ -405,6 +410,7 @@ class Gallery:
                     masked=e.masked,
                     masked_vector=m,
                     crop_png=png_bytes(e.face.crop) if self.keep == "crops" else None,
+                    detector=detector,
                 )
                 for e, m in zip(encoded[mine], masked_vectors[mine], strict=True)
             ]

@@ -49,14 +49,24 @@ class FaceEncoder:
     def model_version(self) -> str:
         return str(self.embedder.version)
 
-    def faces(self, image: np.ndarray, policy: Policy, *, gallery: bool = False) -> list[Face]:
-        """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors. A ``gallery``
-        photo's faces must reach CQAFACE_ENROL_MIN_FACE_SIZE, a probe's CQAFACE_MIN_FACE_SIZE;
-        a refusal for size names the setting."""
+    @property
+    def detector_name(self) -> str:
+        """The detector that finds this encoder's faces (CQAFACE_DETECTOR), which a gallery
+        records with each face: a change of detector changes the crops the model sees."""
+        return self._detector().name
+
+    def _detector(self) -> Any:
         if self.detector is None:
             from embedder import runtime
 
             self.detector = runtime.load_detector(settings.min_face_size())
+        return self.detector
+
+    def faces(self, image: np.ndarray, policy: Policy, *, gallery: bool = False) -> list[Face]:
+        """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors. A ``gallery``
+        photo's faces must reach CQAFACE_ENROL_MIN_FACE_SIZE, a probe's CQAFACE_MIN_FACE_SIZE;
+        a refusal for size names the setting."""
+        self._detector()
         setting, minimum = "CQAFACE_MIN_FACE_SIZE", settings.min_face_size()
         detections = None
         if gallery and settings.enrol_min_face_size() > minimum:
