@@ -127,3 +127,41 @@ def test_an_unknown_detector_setting_is_refused(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("CQAFACE_DETECTOR", "haar")
     with pytest.raises(ValueError, match="CQAFACE_DETECTOR='haar'"):
         runtime.load_detector()
+
+
+def test_cqaface_detect_without_the_scrfd_model_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from identify.cli.main import EXIT_USAGE, main
+
+    monkeypatch.setenv("CQAFACE_DETECTOR", "scrfd")
+    monkeypatch.setenv("CQAFACE_SCRFD_MODEL", str(tmp_path / "absent.onnx"))
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"never read")
+    assert main(["detect", str(photo)]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"cqaface detect: error: SCRFD model {tmp_path / 'absent.onnx'}")
+
+
+def test_anchor_outputs_decode_into_photo_pixels() -> None:
+    """One anchor over the threshold: stride 16, cell (row 1, column 2), second anchor of the
+    cell: centre (32, 16); distances and point offsets are in units of the stride."""
+    from embedder.scrfd import _centres, _decode
+
+    assert _centres(2, 3, 8)[:6].tolist() == [[0, 0], [0, 0], [8, 0], [8, 0], [16, 0], [16, 0]]
+    height = width = 64
+    outputs = {}
+    for stride in (8, 16, 32):
+        anchors = (height // stride) * (width // stride) * 2
+        outputs[f"score_{stride}"] = np.zeros((1, anchors, 1), np.float32)
+        outputs[f"bbox_{stride}"] = np.zeros((1, anchors, 4), np.float32)
+        outputs[f"kps_{stride}"] = np.zeros((1, anchors, 10), np.float32)
+    index = (1 * (width // 16) + 2) * 2 + 1
+    outputs["score_16"][0, index, 0] = 0.9
+    outputs["bbox_16"][0, index] = [1.0, 0.5, 2.0, 1.5]
+    outputs["kps_16"][0, index] = [-0.5, -0.25, 0.5, -0.25, 0, 0.25, -0.25, 0.5, 0.25, 0.5]
+    boxes, scores, points = _decode(outputs, height, width, 0.5)
+    assert boxes.tolist() == [[16.0, 8.0, 64.0, 40.0]]
+    assert scores.tolist() == [pytest.approx(0.9)]
+    assert points[0].tolist() == [[24, 12], [40, 12], [32, 20], [28, 24], [36, 24]]
