@@ -393,9 +393,7 @@ class Gallery:
             if self.masked_templates and encoded
             else [None] * len(encoded)
         )
-        detector = getattr(
-            self.encoder, "detector_name", None
-        )  # encoders made in tests may lack it
+        detector = self.encoder.detector_name
         records, position = [], 0
         for item in ready:
             mine = slice(position, position + len(item.faces))

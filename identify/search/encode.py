@@ -66,16 +66,16 @@ class FaceEncoder:
         """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors. A ``gallery``
         photo's faces must reach CQAFACE_ENROL_MIN_FACE_SIZE, a probe's CQAFACE_MIN_FACE_SIZE;
         a refusal for size names the setting."""
-        self._detector()
+        detector = self._detector()
         setting, minimum = "CQAFACE_MIN_FACE_SIZE", settings.min_face_size()
         detections = None
         if gallery and settings.enrol_min_face_size() > minimum:
             setting, minimum = "CQAFACE_ENROL_MIN_FACE_SIZE", settings.enrol_min_face_size()
-            detections = self.detector.detect(image, min_face_size=minimum)
+            detections = detector.detect(image, min_face_size=minimum)
             if not any(d.size >= minimum for d in detections):
                 detections = None  # look for smaller faces too: "too small", not "no face"
         if detections is None:
-            detections = self.detector.detect(image)
+            detections = detector.detect(image)
         try:
             return select_faces(image, detections, policy=policy, min_face_size=minimum)
         except FaceTooSmall as error:
