@@ -228,7 +228,7 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=1, help="every n-th photo of each set")
     args = parser.parse_args()
     nets, tally = detectors(), Tally()
-    rwmfd = sorted((DATA / "rwmfd-photos").glob("*/*.jpg"))[:: args.step]
+    rwmfd = sorted(p for p in (DATA / "rwmfd-photos").glob("*/*") if p.is_file())[:: args.step]
     unlabelled(nets, tally, "rwmfd", rwmfd)
     unlabelled(nets, tally, "orl", sorted((DATA / "orl").glob("s*/*.pgm"))[:: args.step])
     crops = celeba(nets, args.step, tally)
