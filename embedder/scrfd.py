@@ -28,10 +28,13 @@ class DetectorModelMissing(FileNotFoundError, LookupError):
 class SCRFD:
     """The detector on ONNX Runtime; load once per process.
 
-    A photo is scaled down to fit ``input_size`` but never up: the anchors of stride 32 cover
-    faces of about 256-512 px, so a tight crop blown up to fill the input would be missed. A
-    border of ``margin`` (a fraction of the longer side) is added around the photo, so that a
-    face filling the photo (an ID-style crop) is still a face with a background."""
+    A photo is scaled down to fit ``input_size``. A smaller one is searched twice, as it is and
+    scaled up to fill the input, and the two merged: the anchors of stride 32 cover faces of
+    about 256-512 px, so a tight crop blown up would be missed, while the faces of a small web
+    photo are often too small to find unless blown up (rwmfd: 87.6% of photos with a face in
+    one pass, 93.3% in two). A border of ``margin`` (a fraction of the longer side) is added
+    around the photo, so that a face filling the photo (an ID-style crop) still has a
+    background."""
 
     name = "scrfd"  # what a gallery records as the detector of its faces
 
@@ -65,29 +68,36 @@ class SCRFD:
         smaller faces (the shorter side of the box, in photo pixels)."""
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
             raise ValueError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} {image.shape}")
-        pixels, scale, border = self._input(image)
-        outputs = dict(zip(self._names(), self.session.run(None, {"input.1": pixels}), strict=True))
-        boxes, scores, points = _decode(outputs, pixels.shape[2], pixels.shape[3], self.threshold)
+        fill = self.input_size / ((1 + 2 * self.margin) * max(image.shape[:2]))
+        passes = [self._pass(image, min(1.0, fill))]
+        if fill > 1:
+            passes.append(self._pass(image, fill))
+        boxes, scores, points = (np.concatenate(part) for part in zip(*passes, strict=True))
         keep = nms(boxes, scores, self.nms_threshold, offset=1.0)
-        boxes = (boxes[keep] - border) / scale
-        points = (points[keep] - border) / scale
         minimum = max(self.min_face_size, min_face_size or 0)
         faces = [
             Detection(tuple(float(v) for v in box), float(score), mark.astype(np.float32))
-            for box, score, mark in zip(boxes, scores[keep], points, strict=True)
+            for box, score, mark in zip(boxes[keep], scores[keep], points[keep], strict=True)
         ]
         return [face for face in faces if face.size >= minimum]
+
+    def _pass(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes, scores and points in photo pixels from one run on the photo at ``scale``."""
+        pixels, scale, border = self._input(image, scale)
+        outputs = dict(zip(self._names(), self.session.run(None, {"input.1": pixels}), strict=True))
+        boxes, scores, points = _decode(outputs, pixels.shape[2], pixels.shape[3], self.threshold)
+        return (boxes - border) / scale, scores, (points - border) / scale
 
     def _names(self) -> list[str]:
         return [output.name for output in self.session.get_outputs()]
 
-    def _input(self, image: np.ndarray) -> tuple[np.ndarray, float, float]:
+    def _input(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
         """The NCHW network input, the scale applied and the border added (input pixels)."""
         height, width = image.shape[:2]
         border_px = round(self.margin * max(height, width))
-        scale = min(1.0, self.input_size / (max(height, width) + 2 * border_px))
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        small = image if scale == 1 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = image if scale == 1 else cv2.resize(image, size, interpolation=interpolation)
         border = round(border_px * scale)
         side_h = -(-(size[1] + 2 * border) // 32) * 32  # the graph needs multiples of 32
         side_w = -(-(size[0] + 2 * border) // 32) * 32
