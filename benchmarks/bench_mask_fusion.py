@@ -6,7 +6,7 @@ max or mean.
 
 The 100 held-out identities of celeba-photos (never trained on), as their aligned crops
 (celeba-112): 5 gallery faces each, up to 5 other faces as probes with a synthetic mask drawn
-on (seeded per face). Enrolled and searched through the real Gallery and Searcher (SQLite,
+on (seeded per face). Enrolled and searched through the real GalleryStore and Searcher (SQLite,
 FAISS), so what is measured is what serves. Per policy: Rank-1/Rank-5, TAR at FAR 1e-2 / 1e-3
 of the masked probes against the other subjects' templates (the policy's own impostor scores),
 and, at the model's calibrated masked threshold for FAR 1e-3, the share of genuine scores and

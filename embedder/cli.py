@@ -65,11 +65,11 @@ def _face_record(path: Path, index: int, face: Any) -> dict[str, Any]:
 
 def _faces_per_image(paths: list[Path], policy: str, min_face_size: int = 20):
     """Yields (path, faces or the error that stopped that photo)."""
+    from embedder import runtime
     from embedder.errors import FaceInputError
     from embedder.faces import faces_from_file
-    from embedder.mtcnn import MTCNN
 
-    detector = MTCNN(min_face_size=min_face_size)
+    detector = runtime.load_detector(min_face_size)  # CQAFACE_DETECTOR, CQAFACE_DETECT_PIXELS
     for path in paths:
         try:
             yield path, faces_from_file(path, detector=detector, policy=policy)

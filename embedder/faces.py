@@ -1,12 +1,12 @@
 """From a photo to aligned faces: detect, apply the caller's policy, align.
 
 Policies: "all" (probes: every face, largest first), "largest" (enrolment: the main subject
-of a photo that may show bystanders), "single" (enrolment that must refuse group photos) and
-"centre" (the face nearest the photo's centre: LFW's protocol, whose subject is centred).
+of a photo that may show bystanders) and "single" (enrolment that must refuse group photos).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,11 +16,15 @@ import numpy as np
 
 from embedder.align import align
 from embedder.errors import FaceTooSmall, NoFace, SeveralFaces
-from embedder.imageio import load_image
-from embedder.mtcnn import MTCNN, Detection, default_detector
+from embedder.imageio import Photo, load_photo
+from embedder.mtcnn import Detection, default_detector
+from embedder.scaled import Detector
 
 Policy = Literal["all", "largest", "single", "centre"]
 POLICIES: tuple[Policy, ...] = ("all", "largest", "single", "centre")
+# A face is aligned from a decode in which it is at least as large as the crop: smaller, the
+# crop would be blown up from fewer pixels than the photo holds.
+ALIGN_FACE_PIXELS = 112
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,7 +41,7 @@ class Face:
 def find_faces(
     image: np.ndarray,
     *,
-    detector: MTCNN | None = None,
+    detector: Detector | None = None,
     policy: Policy = "all",
     min_face_size: float | None = None,
 ) -> list[Face]:
@@ -54,13 +58,23 @@ def find_faces(
 def faces_from_file(
     source: bytes | str | os.PathLike[str],
     *,
-    detector: MTCNN | None = None,
+    detector: Detector | None = None,
     policy: Policy = "all",
     min_face_size: float | None = None,
 ) -> list[Face]:
-    """:func:`load_image` then :func:`find_faces`; raises only typed input errors."""
-    image = load_image(source)
-    return find_faces(image, detector=detector, policy=policy, min_face_size=min_face_size)
+    """:func:`find_faces` on a photo file or its bytes; raises only typed input errors.
+
+    A detector with a working size (``ScaledDetector``) gets a JPEG decoded no larger than
+    that size needs (libjpeg's DCT scaling), and each face is aligned from a decode in which
+    it is at least as large as the crop: a 12 MP photo is never decoded in full only to be
+    shrunk. Boxes and landmarks are in the photo's own pixels whatever the decode."""
+    detector = detector or default_detector()
+    photo = load_photo(source, keep_pixels=getattr(detector, "working_pixels", None))
+    sx, sy = photo.scale
+    found = [face.scaled(1 / sx, 1 / sy) for face in detector.detect(photo.pixels)]
+    chosen = choose_faces(found, photo.size, policy=policy, min_face_size=min_face_size)
+    photo = _decode_for(source, photo, chosen)
+    return [_aligned(photo, detection) for detection in chosen]
 
 
 def select_faces(
@@ -72,6 +86,21 @@ def select_faces(
 ) -> list[Face]:
     """The policy and alignment half of :func:`find_faces`, for detections made elsewhere
     (e.g. by ``MTCNN.detect_batch`` over many photos)."""
+    size = (image.shape[1], image.shape[0])
+    chosen = choose_faces(detections, size, policy=policy, min_face_size=min_face_size)
+    photo = Photo(image, size)
+    return [_aligned(photo, detection) for detection in chosen]
+
+
+def choose_faces(
+    detections: Sequence[Detection],
+    size: tuple[int, int],
+    *,
+    policy: Policy = "all",
+    min_face_size: float | None = None,
+) -> list[Detection]:
+    """The detections ``policy`` keeps, largest first (``centre``: the one nearest the centre
+    of a photo of ``size``, width by height); typed errors for none or too small."""
     if policy not in POLICIES:
         raise ValueError(f"unknown face policy {policy!r}; expected one of {POLICIES}")
     if not detections:
@@ -86,24 +115,36 @@ def select_faces(
     if policy == "single" and len(ranked) > 1:
         raise SeveralFaces(f"the photo shows {len(ranked)} faces where exactly one is needed")
     if policy == "centre":
-        ranked = [min(ranked, key=lambda d: _off_centre(d, image.shape))]
-    elif policy != "all":
-        ranked = ranked[:1]
-    return [_aligned(image, detection) for detection in ranked]
+        return [min(ranked, key=lambda d: _off_centre(d, size))]
+    return ranked if policy == "all" else ranked[:1]
 
 
-def _off_centre(detection: Detection, shape: tuple[int, ...]) -> float:
+def _off_centre(detection: Detection, size: tuple[int, int]) -> float:
     """Squared distance of the box's centre from the photo's."""
     x1, y1, x2, y2 = detection.box
-    return ((x1 + x2) / 2 - shape[1] / 2) ** 2 + ((y1 + y2) / 2 - shape[0] / 2) ** 2
+    return ((x1 + x2) / 2 - size[0] / 2) ** 2 + ((y1 + y2) / 2 - size[1] / 2) ** 2
 
 
-def _aligned(image: np.ndarray, detection: Detection) -> Face:
-    aligned = align(image, detection.landmarks)
+def _decode_for(
+    source: bytes | str | os.PathLike[str], photo: Photo, faces: Sequence[Detection]
+) -> Photo:
+    """``photo``, or a larger decode of it where its smallest face would be below the crop's
+    size (at most the full photo)."""
+    needed = min(1.0, ALIGN_FACE_PIXELS / max(min(face.size for face in faces), 1.0))
+    if min(photo.scale) >= needed:
+        return photo
+    width, height = photo.size
+    return load_photo(source, keep_pixels=math.ceil(needed * needed * width * height))
+
+
+def _aligned(photo: Photo, detection: Detection) -> Face:
+    """Align from the decode; the matrix maps the photo's own pixels onto the crop."""
+    sx, sy = photo.scale
+    aligned = align(photo.pixels, detection.scaled(sx, sy).landmarks)
     return Face(
         box=detection.box,
         score=detection.score,
         landmarks=detection.landmarks,
         crop=aligned.crop,
-        matrix=aligned.matrix,
+        matrix=aligned.matrix * np.array([sx, sy, 1.0]),
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,21 @@ from embedder.errors import EmptyFile, ImageTooLarge, NotAnImage, UnreadableImag
 FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "TIFF", "BMP", "PPM", "AVIF")
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _UINT16_MAX = 65535
+_SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the photo a quarter
+_DCT_REDUCTIONS = (8, 4, 2)  # what libjpeg can decode at directly
+
+
+@dataclass(frozen=True, eq=False)
+class Photo:
+    """Decoded pixels, possibly at a reduced size, and the size of the photo they show."""
+
+    pixels: np.ndarray  # HxWx3 uint8 RGB, upright
+    size: tuple[int, int]  # the photo's own width and height, upright
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Decoded pixels per photo pixel along x and y (1.0 for a full decode)."""
+        return self.pixels.shape[1] / self.size[0], self.pixels.shape[0] / self.size[1]
 
 
 def load_image(
@@ -39,9 +55,28 @@ def load_image(
     :class:`FaceInputError` subclasses for bad content; a path that cannot be opened raises
     the usual ``OSError``, since that is the caller's mistake, not the photo's.
     """
+    return load_photo(source, max_pixels=max_pixels, max_bytes=max_bytes).pixels
+
+
+def load_photo(
+    source: bytes | str | os.PathLike[str],
+    *,
+    keep_pixels: int | None = None,
+    max_pixels: int = 40_000_000,
+    max_bytes: int | None = 50 * 2**20,
+) -> Photo:
+    """:func:`load_image`, but a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size.
+
+    libjpeg scales in its DCT, so a 12 MP photo needed at 1 MP is never decoded in full only
+    to be shrunk: the largest reduction that still leaves ``keep_pixels`` pixels is used
+    (None: a full decode). Other formats are always decoded in full.
+    """
     data = _read_bytes(source, max_bytes)
     image = _open(data, max_pixels)
     try:
+        size = _upright_size(image)
+        if keep_pixels is not None:
+            _reduce(image, keep_pixels)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # camera orientation: upright faces
         pixels = _to_rgb(image)
@@ -49,7 +84,27 @@ def load_image(
         # Pillow's decoders raise a zoo of types (OSError, SyntaxError, ValueError,
         # struct.error, zlib.error, ...) for truncated or corrupt data.
         raise UnreadableImage(f"the image is truncated or corrupt ({error})") from error
-    return np.ascontiguousarray(pixels)
+    return Photo(np.ascontiguousarray(pixels), size)
+
+
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """The photo's width and height once its EXIF orientation is applied."""
+    width, height = image.size
+    orientation = image.getexif().get(0x0112)
+    return (height, width) if orientation in _SWAPS_AXES else (width, height)
+
+
+def _reduce(image: Image.Image, keep_pixels: int) -> None:
+    """Ask the JPEG decoder for the largest DCT reduction that keeps ``keep_pixels``."""
+    if image.format not in ("JPEG", "MPO"):
+        return
+    width, height = image.size
+    for factor in _DCT_REDUCTIONS:
+        fits = min(width, height) >= factor  # a side shorter than the factor cannot shrink
+        if fits and -(-width // factor) * -(-height // factor) >= keep_pixels:
+            # Pillow picks the largest reduction whose result is at least the size asked.
+            image.draft(image.mode, (width // factor, height // factor))
+            return
 
 
 def _read_bytes(source: bytes | str | os.PathLike[str], max_bytes: int | None) -> bytes:

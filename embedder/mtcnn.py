@@ -57,6 +57,12 @@ class Detection:
         x1, y1, x2, y2 = self.box
         return (x2 - x1) * (y2 - y1)
 
+    def scaled(self, sx: float, sy: float) -> Detection:
+        """The same face in a copy of the photo scaled by ``sx`` and ``sy``."""
+        x1, y1, x2, y2 = self.box
+        factor = np.array([sx, sy], np.float32)
+        return Detection((x1 * sx, y1 * sy, x2 * sx, y2 * sy), self.score, self.landmarks * factor)
+
 
 class PNet(nn.Module):
     """Proposal net: fully convolutional, one 12x12 window every 2 pixels."""
@@ -215,6 +221,8 @@ def torch_networks(device: str | torch.device | None = None) -> Networks:
 
 class MTCNN:
     """The three-stage cascade; weights load once, so keep one instance per process."""
+
+    name = "mtcnn"  # what a gallery records as the detector of its faces
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from embedder import checkpoint as ckpt
 from embedder import settings
 from embedder.inference import Embedder, EmbedderBase
 from embedder.mtcnn import MTCNN
+from embedder.scaled import Detector, ScaledDetector
 
 
 def choose(device: str | None = None) -> str:
@@ -42,9 +43,19 @@ def load_embedder(path: str | Path | None = None, **kwargs: Any) -> EmbedderBase
     return Embedder.from_checkpoint(checkpoint, **kwargs)
 
 
-def load_detector(min_face_size: float = 20) -> MTCNN:
-    """The MTCNN cascade with its nets on the chosen runtime (PyTorch's on the CPU, as before,
-    when PyTorch is chosen: the detector's nets are too small to gain from a GPU)."""
+def load_detector(min_face_size: float = 20) -> ScaledDetector:
+    """The detector CQAFACE_DETECTOR names, at the working size CQAFACE_DETECT_PIXELS."""
+    pixels = settings.detect_pixels()  # a bad setting is reported before a model loads
+    return ScaledDetector(base_detector(min_face_size), pixels)
+
+
+def base_detector(min_face_size: float = 20) -> Detector:
+    """SCRFD (ONNX Runtime), or the MTCNN cascade with its nets on the chosen runtime
+    (PyTorch's on the CPU when PyTorch is chosen: its nets are too small to gain from a GPU)."""
+    if settings.detector() == "scrfd":
+        from embedder.scrfd import SCRFD
+
+        return SCRFD(settings.scrfd_model(), min_face_size=min_face_size)
     if choose() == "onnx":
         from embedder.mtcnn_onnx import onnx_mtcnn
 

@@ -54,3 +54,38 @@ def onnx_cache_dir() -> Path:
         return Path(chosen)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cqaface" / "onnx"
+
+
+def detect_pixels() -> int:
+    """CQAFACE_DETECT_PIXELS: the working size of face detection, in pixels (default 1 MP).
+
+    A larger photo is detected on a copy scaled down to this many pixels, so detection costs
+    the same whatever the photo's size; faces are aligned from the photo itself. The detector's
+    minimum face (MTCNN: 20 px) holds in the copy, so in a photo of P pixels the smallest face
+    found is 20 * sqrt(P / CQAFACE_DETECT_PIXELS) px (12 MP: 69 px)."""
+    value = int(os.environ.get("CQAFACE_DETECT_PIXELS") or 1_000_000)
+    if value < 10_000:
+        raise ValueError(f"CQAFACE_DETECT_PIXELS={value}: expected at least 10000")
+    return value
+
+
+DETECTORS = ("mtcnn", "scrfd")
+
+
+def detector() -> str:
+    """CQAFACE_DETECTOR: `mtcnn` (the reference alignment of the training crops) or `scrfd`
+    (insightface's SCRFD-500MF, read from CQAFACE_SCRFD_MODEL)."""
+    value = os.environ.get("CQAFACE_DETECTOR") or "mtcnn"
+    if value not in DETECTORS:
+        raise ValueError(f"CQAFACE_DETECTOR={value!r}: expected one of {', '.join(DETECTORS)}")
+    return value
+
+
+def scrfd_model() -> Path:
+    """CQAFACE_SCRFD_MODEL, else scrfd_500m_bnkps.onnx under CQAFACE_SHARED_MODELS (default
+    ../shared/models): the file is insightface's, read in place, never shipped."""
+    chosen = os.environ.get("CQAFACE_SCRFD_MODEL")
+    if chosen:
+        return Path(chosen)
+    shared = os.environ.get("CQAFACE_SHARED_MODELS") or PACKAGE_DIR.parents[1] / "shared/models"
+    return Path(shared) / "insightface-scrfd-500m" / "scrfd_500m_bnkps.onnx"

@@ -93,14 +93,14 @@ def test_auto_serves_on_onnx_runtime_on_cpu_and_on_pytorch_on_cuda() -> None:
     assert runtime.choose() == "onnx"  # this machine has no GPU
     encoder = FaceEncoder.load()
     assert isinstance(encoder.embedder, OnnxEmbedder)
-    assert isinstance(runtime.load_detector().networks.pnet, OrtNet)
+    assert isinstance(runtime.load_detector().detector.networks.pnet, OrtNet)
 
 
 def test_torch_serves_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CQAFACE_RUNTIME", "torch")
     assert runtime.choose("cpu") == "torch"
     assert type(FaceEncoder.load().embedder) is Embedder
-    assert not isinstance(runtime.load_detector().networks.pnet, OrtNet)
+    assert not isinstance(runtime.load_detector().detector.networks.pnet, OrtNet)
     monkeypatch.setenv("CQAFACE_RUNTIME", "onnx")
     assert runtime.choose("cuda") == "onnx"
 

@@ -136,6 +136,7 @@ class Enroller:
             if self.masked_templates and encoded
             else [None] * len(encoded)
         )
+        detector = self.encoder.detector_name
         records, position = [], 0
         for item in ready:
             mine = slice(position, position + len(item.faces))
@@ -150,6 +151,7 @@ class Enroller:
                     masked=e.masked,
                     masked_vector=m,
                     crop_png=png_bytes(e.face.crop) if self.keep == "crops" else None,
+                    detector=detector,
                 )
                 for e, m in zip(encoded[mine], masked_vectors[mine], strict=True)
             ]

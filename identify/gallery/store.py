@@ -50,6 +50,7 @@ class FaceRecord:
     masked: bool = False
     masked_vector: np.ndarray | None = None  # of a synthetic-masked copy
     crop_png: bytes | None = None
+    detector: str | None = None  # the detector's name (CQAFACE_DETECTOR)
 
 
 @dataclass
@@ -110,6 +111,7 @@ def _face_row(image_id: int, record: FaceRecord) -> dict[str, Any]:
         "masked": bool(record.masked),
         "part_qualities": [float(q) for q in np.asarray(record.quality).reshape(-1)],
         "crop_png": record.crop_png,
+        "detector": record.detector,
     }
 
 

@@ -201,6 +201,9 @@ class Face(Base):
     box: Mapped[list[float]] = mapped_column(JSON)  # x1, y1, x2, y2 in photo pixels
     landmarks: Mapped[list[list[float]]] = mapped_column(JSON)  # 5 x (x, y) photo pixels
     detection_score: Mapped[float] = mapped_column(Float)
+    # The detector that found and aligned the face (`mtcnn`, `scrfd`): its crops are what the
+    # embedding saw, so a change of detector shows here and a re-embed can follow.
+    detector: Mapped[str | None] = mapped_column(String(16))
     masked: Mapped[bool] = mapped_column(Boolean, default=False)
     part_qualities: Mapped[list[float]] = mapped_column(JSON, default=list)
     # The aligned 112x112 crop as PNG, kept under CQAFACE_KEEP=crops (for re-embedding).

@@ -64,23 +64,33 @@ class FaceEncoder:
     def model_version(self) -> str:
         return str(self.embedder.version)
 
-    def faces(self, image: np.ndarray, policy: Policy, *, gallery: bool = False) -> list[Face]:
-        """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors. A ``gallery``
-        photo's faces must reach CQAFACE_ENROL_MIN_FACE_SIZE, a probe's CQAFACE_MIN_FACE_SIZE;
-        a refusal for size names the setting."""
+    @property
+    def detector_name(self) -> str:
+        """The detector that finds this encoder's faces (CQAFACE_DETECTOR), which a gallery
+        records with each face: a change of detector changes the crops the model sees."""
+        return self._detector().name
+
+    def _detector(self) -> Any:
         if self.detector is None:
             from embedder import runtime
 
             self.detector = runtime.load_detector(self.min_face_size)
+        return self.detector
+
+    def faces(self, image: np.ndarray, policy: Policy, *, gallery: bool = False) -> list[Face]:
+        """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors. A ``gallery``
+        photo's faces must reach CQAFACE_ENROL_MIN_FACE_SIZE, a probe's CQAFACE_MIN_FACE_SIZE;
+        a refusal for size names the setting."""
+        detector = self._detector()
         setting, minimum = "CQAFACE_MIN_FACE_SIZE", self.min_face_size
         detections = None
         if gallery and self.enrol_min_face_size > minimum:
             setting, minimum = "CQAFACE_ENROL_MIN_FACE_SIZE", self.enrol_min_face_size
-            detections = self.detector.detect(image, min_face_size=minimum)
+            detections = detector.detect(image, min_face_size=minimum)
             if not any(d.size >= minimum for d in detections):
                 detections = None  # look for smaller faces too: "too small", not "no face"
         if detections is None:
-            detections = self.detector.detect(image)
+            detections = detector.detect(image)
         try:
             return select_faces(image, detections, policy=policy, min_face_size=minimum)
         except FaceTooSmall as error:
