@@ -63,10 +63,12 @@ def detect_pixels() -> int:
     the same whatever the photo's size; faces are aligned from the photo itself. The detector's
     minimum face (MTCNN: 20 px) holds in the copy, so in a photo of P pixels the smallest face
     found is 20 * sqrt(P / CQAFACE_DETECT_PIXELS) px (12 MP: 69 px)."""
-    value = int(os.environ.get("CQAFACE_DETECT_PIXELS") or 1_000_000)
-    if value < 10_000:
-        raise ValueError(f"CQAFACE_DETECT_PIXELS={value}: expected at least 10000")
-    return value
+    text = (os.environ.get("CQAFACE_DETECT_PIXELS") or "1000000").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and int(text) >= 10_000):
+        raise ValueError(
+            f"CQAFACE_DETECT_PIXELS={text!r}: expected a number of pixels, 10000 or more"
+        )
+    return int(text)
 
 
 DETECTORS = ("mtcnn", "scrfd")

@@ -189,6 +189,7 @@ def test_an_exif_rotated_phone_photo_is_detected_upright_in_upright_pixels(
 def test_the_serving_detector_works_at_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CQAFACE_DETECT_PIXELS", "250000")
     assert runtime.load_detector().working_pixels == 250_000
-    monkeypatch.setenv("CQAFACE_DETECT_PIXELS", "99")
-    with pytest.raises(ValueError, match="CQAFACE_DETECT_PIXELS=99"):
-        runtime.load_detector()
+    for bad in ("99", "1e6", "x", "-5"):
+        monkeypatch.setenv("CQAFACE_DETECT_PIXELS", bad)
+        with pytest.raises(ValueError, match=f"CQAFACE_DETECT_PIXELS='{bad}': expected a number"):
+            runtime.load_detector()
