@@ -92,6 +92,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "qan_ld": {"head": "cqa", "qan": True, "diversity": "hpda"},
     "cqa": {"head": "cqa", "qan": True, "diversity": "cal"},
     "cqa_gdc": {"head": "cqa", "qan": True, "diversity": "cal", "part_pooling": "gdc"},
+    # CAL on where each map looks, not its level (docs/cal-diagnosis.md).
+    "cqa_shapes": {"head": "cqa", "qan": True, "diversity": "cal", "cal_normalise": "positions"},
     "dropout": {"head": "cqa", "qan": True, "diversity": "dropout"},
     "global": {"head": "global", "qan": False, "diversity": "none"},
 }

@@ -10,6 +10,7 @@ import torch
 
 from embedder.attention_loss import contrastive_attention_loss, diversity_loss
 from embedder.cosface import CosFace
+from trainer.occlusion import occlusion_loss, visible_share
 
 
 def _maps(*values: float, size: int = 7) -> torch.Tensor:
@@ -153,3 +154,26 @@ def test_training_applies_cal_as_the_model_config_normalises_it(
     trainee = Trainee(model, CosFace(512, 3), attention_lambda=0.5)
     maps = torch.stack([torch.full((7, 7), 0.3), torch.full((7, 7), 0.9)])[None]
     assert trainee.attention_loss(maps).item() == pytest.approx(expected)
+
+
+def test_a_part_looking_only_where_the_mask_lies_is_wholly_hidden() -> None:
+    maps = torch.zeros(1, 3, 4, 4)
+    maps[0, 0, 2:] = 1.0  # the lower half: where the mask lies
+    maps[0, 1, :2] = 1.0  # the upper half
+    maps[0, 2] = 0.5  # everywhere, evenly
+    occlusion = torch.zeros(1, 4, 4)
+    occlusion[0, 2:] = 1.0
+    assert visible_share(maps, occlusion).tolist() == [[0.0, 1.0, 0.5]]
+
+
+def test_occlusion_loss_pulls_each_quality_to_its_visible_share() -> None:
+    maps = torch.zeros(1, 2, 2, 2)
+    maps[0, 0, 1] = 1.0
+    maps[0, 1, 0] = 1.0
+    occlusion = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+    quality = torch.tensor([[0.5, 0.5]], requires_grad=True)
+    occlusion_loss(maps, quality, occlusion).backward()
+    hidden, seen = quality.grad[0].tolist()
+    assert hidden > 0 > seen  # a step down the gradient lowers the hidden part, raises the seen
+    exact = occlusion_loss(maps, torch.tensor([[1e-6, 1 - 1e-6]]), occlusion)
+    assert exact.item() < 1e-5

@@ -17,11 +17,13 @@ import torch
 from embedder import checkpoint as ckpt
 from embedder import pretrained
 from embedder.inference import Embedder, preprocess
+from embedder.masks import apply_mask
 from embedder.model import build_model
 from trainer import data
 from trainer.config import load_config
 from trainer.frozen_stem import SharedStemEmbedder, StemMaps
-from trainer.map_cache import SHARD, MapCache
+from trainer.map_cache import SHARD, MapCache, MapSet, PickVariant
+from trainer.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = Path(os.environ.get("CQAFACE_SHARED_MODELS", ROOT.parent / "shared" / "models"))
@@ -150,3 +152,54 @@ def test_training_the_untrained_pretrained_variant_is_refused_in_one_line(run: P
         "is nothing to train; measure it with `cqaface ablate tiny --variants pretrained`\n"
     )
     assert not (run / "tiny-pretrained").exists()
+
+
+def test_the_cache_knows_which_cells_of_each_masked_map_the_mask_hides(run: Path) -> None:
+    config = load_config(str(run / "tiny.py"))
+    faces = data.training_set(config.data)
+    cache = data.map_cache(config, faces)
+    crop = faces.crop(5)
+    rng = np.random.default_rng([config.data.split_seed, 5])  # the cache's draw for face 5
+    drawn = apply_mask(crop, rng=rng)
+    mirror = rng.random() < 0.5
+    image, coverage = drawn.image, drawn.coverage
+    if mirror:
+        image, coverage = image[:, ::-1].copy(), coverage[:, ::-1]
+    network = build_model(pretrained.native("mobilefacenet_y1"))
+    pretrained.load_into(network, config.init)
+    with torch.inference_mode():
+        seen = network.eval().stem.forward_to(torch.from_numpy(preprocess(image)), 2)[0]
+    stored = torch.from_numpy(np.array(cache[5][1])).float()
+    assert torch.allclose(stored, seen, rtol=2**-10, atol=1e-4)  # the same mask, same side
+    cells = coverage.reshape(7, 16, 7, 16).mean((1, 3)).astype(np.float16)
+    assert np.array_equal(cache.cover(5), cells.astype(np.float32))
+    assert cells[:2].max() == 0 and cells.max() > 0.5  # the eyes' rows are never covered
+
+
+def test_a_bare_sample_is_unoccluded_and_a_masked_one_carries_its_cover(run: Path) -> None:
+    config = load_config(str(run / "tiny.py"))
+    faces = data.training_set(config.data)
+    sample, _ = MapSet(data.map_cache(config, faces), faces)[3]
+    bare, occlusion = PickVariant(0.0)(sample, np.random.default_rng(0))
+    assert np.array_equal(bare, sample[0][0]) and not occlusion.any()
+    masked, occlusion = PickVariant(1.0)(sample, np.random.default_rng(0))
+    assert np.array_equal(masked, sample[0][1]) and np.array_equal(occlusion, sample[1])
+
+
+def test_qan_supervised_by_the_mask_trains_and_logs_its_term(run: Path) -> None:
+    config = load_config(str(run / "tiny.py")).with_overrides(
+        name="occluded", occlusion_weight=1.0, max_steps=3
+    )
+    training, augment, teacher = data.training_inputs(config)
+    train(config, training, augment=augment, teacher=teacher)
+    log = [json.loads(line) for line in (run / "occluded" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if r["kind"] == "train"]
+    assert [r["step"] for r in steps] == [1, 2, 3] and all(r["occlusion"] > 0 for r in steps)
+
+
+def test_mask_supervision_without_cached_maps_is_refused(run: Path) -> None:
+    config = load_config(str(run / "tiny.py")).with_overrides(occlusion_weight=1.0)
+    training, augment, teacher = data.training_inputs(config)
+    crops = config.with_overrides(data=replace(config.data, train_on_maps=False))
+    with pytest.raises(ValueError, match="occlusion_weight needs cached maps"):
+        train(crops, training, augment=augment, teacher=teacher)

@@ -178,6 +178,16 @@ def register_eval(commands: argparse._SubParsersAction) -> None:
     _common(q)
     q.set_defaults(handler=eval_identify)
 
+    q = protocols.add_parser(
+        "attention", help="part qualities and map overlap, bare and masked (CQA heads)"
+    )
+    q.add_argument("--faces", type=Path, required=True, help="a folder per person (crops/photos)")
+    q.add_argument("--per-person", type=int, default=2, help="faces of each person")
+    q.add_argument("--people", type=int, default=32, help="the first N people (sorted)")
+    q.add_argument("--show", type=int, default=4, help="faces in the --plot picture")
+    _common(q)
+    q.set_defaults(handler=eval_attention)
+
     q = protocols.add_parser("calibrate", help="thresholds at FAR 1e-2/1e-3 into a checkpoint")
     q.add_argument("--faces", type=Path, required=True, help="held-out people, a folder each")
     q.add_argument("--write", action="store_true", help="store them in the checkpoint")
@@ -196,7 +206,9 @@ def _face(parser: argparse.ArgumentParser, default: str) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL/shipped)")
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
-    parser.add_argument("--plot", type=Path, help="ROC (pairs) or CMC (identify) as a PNG")
+    parser.add_argument(
+        "--plot", type=Path, help="ROC (pairs), CMC (identify) or attention maps as a PNG"
+    )
 
 
 def _report(result: dict, out: Path | None) -> int:
@@ -274,3 +286,23 @@ def eval_calibrate(args: argparse.Namespace) -> int:
         saved.metadata["thresholds"] = {**thresholds, "source": str(args.faces)}
         checkpoint.save(saved, path)
     return _report({"model_version": embedder.version, "thresholds": thresholds}, args.out)
+
+
+def eval_attention(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from embedder import checkpoint, settings
+    from trainer.attention_report import attention_png, attention_report
+    from trainer.crops import load_crops
+
+    people = list(_labelled(args.faces).items())[: args.people]
+    paths = [p for _, found in people for p in found[: args.per_person]]
+    crops, failures = load_crops(paths)
+    keys = [str(p) for p in crops]
+    stack = np.stack(list(crops.values()))
+    model = checkpoint.load(args.model or settings.model_path()).build()
+    result = attention_report(model, stack, keys)
+    if args.plot:
+        attention_png(model, stack[: args.show], keys[: args.show], args.plot)
+    result["unusable"] = len(failures)
+    return _report(result, args.out)

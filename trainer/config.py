@@ -92,6 +92,9 @@ class TrainConfig:
     cosface_m: float = 0.35
     attention_lambda: float = 0.5  # weight of CAL (or L_D) beside CosFace
     distill_weight: float = 0.0  # weight of embedding distillation (needs data.teacher or maps)
+    # Weight of QAN's supervision by the synthetic mask's cover (trainer/occlusion.py): cached
+    # maps only (stage 1); 0 for a head without QAN, as CAL is for a head without branches.
+    occlusion_weight: float = 0.0
     # A pretrained network's file (embedder/pretrained.py) to start the stem from.
     init: str | None = None
     # The run folder of an earlier stage: the model, CosFace head and distillation projection

@@ -20,7 +20,7 @@ import numpy as np
 from embedder.faces import faces_from_file
 from embedder.imageio import load_image
 from embedder.inference import INPUT_SIZE
-from embedder.masks import apply_mask
+from embedder.masks import MaskedFace, apply_mask
 
 FaceChoice = Literal["largest", "centre"]
 FACE_CHOICES: tuple[FaceChoice, ...] = ("largest", "centre")
@@ -41,7 +41,12 @@ def load_crop(path: Path, face: FaceChoice = "largest") -> np.ndarray:
 
 def masked(crop: np.ndarray, key: str, seed: int = 0) -> np.ndarray:
     """A synthetic mask drawn deterministically for this image (same key, same mask)."""
-    return apply_mask(crop, rng=np.random.default_rng([seed, zlib.crc32(key.encode())])).image
+    return masked_face(crop, key, seed).image
+
+
+def masked_face(crop: np.ndarray, key: str, seed: int = 0) -> MaskedFace:
+    """As `masked`, with the pixels the mask covers."""
+    return apply_mask(crop, rng=np.random.default_rng([seed, zlib.crc32(key.encode())]))
 
 
 def load_crops(

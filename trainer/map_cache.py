@@ -5,7 +5,9 @@ that is almost all the cost. So each training face's last-stage map is computed 
 (512x7x7: 50 KB), for two variants: the face and a synthetic-masked copy, both mirrored or
 both not (at even odds, fixed per face). The pretrained network's own embedding of the bare
 face is stored beside them as the distillation target: a masked face learns to land where its
-bare face lands. Heads then train on the memory-mapped maps at thousands of samples per second.
+bare face lands. So is the share of each map cell that the synthetic mask covers: free ground
+truth for "this part is occluded" (trainer/occlusion.py). Heads then train on the
+memory-mapped maps at thousands of samples per second.
 
 The cache is a folder of shards of `SHARD` faces in the training set's order (identities
 sorted), each written whole or not at all: building resumes at the first missing shard, and a
@@ -53,6 +55,10 @@ def file_digest(path: str | Path) -> str:
 
 def _shard_files(folder: Path, k: int) -> tuple[Path, Path]:
     return folder / f"maps-{k:05d}.npy", folder / f"teacher-{k:05d}.npy"
+
+
+def _cover_file(folder: Path, k: int) -> Path:
+    return folder / f"cover-{k:05d}.npy"
 
 
 def _covers(folder: Path, k: int, rows: range) -> bool:
@@ -105,6 +111,7 @@ class MapCache:
         if missing:
             raise ValueError(f"{folder}: map cache incomplete (shard {missing[0]} missing)")
         self.shards = [np.load(_shard_files(folder, k)[0], mmap_mode="r") for k in shards]
+        self.covers = [np.load(_cover_file(folder, k)) for k in shards]
         vectors = np.concatenate([np.load(_shard_files(folder, k)[1]) for k in shards])
         self.teacher = Teacher(vectors[: len(faces)], np.ones(len(faces), dtype=bool))
         self.size = len(faces)
@@ -115,6 +122,10 @@ class MapCache:
     def __getitem__(self, index: int) -> np.ndarray:
         """One face's variants (2, C, H, W), still on disk until read."""
         return self.shards[index // SHARD][index % SHARD]
+
+    def cover(self, index: int) -> np.ndarray:
+        """(H, W) float32: the share of each cell of the masked variant's map under the mask."""
+        return self.covers[index // SHARD][index % SHARD].astype(np.float32)
 
 
 def build(
@@ -129,6 +140,9 @@ def build(
     for k in range(-(-len(faces) // SHARD)):
         maps_file, teacher_file = _shard_files(folder, k)
         rows = _rows(k, len(faces))
+        if not _cover_file(folder, k).is_file() or len(np.load(_cover_file(folder, k))) < len(rows):
+            size = model.stem.sizes[-1]
+            _save_atomically(_cover_file(folder, k), _mask_cover(rows, key.seed, size))
         if _covers(folder, k, rows):
             continue
         maps, vectors = _variants(model, faces, rows, key.seed)
@@ -166,12 +180,27 @@ def _variants(
     return np.concatenate(maps), np.concatenate(vectors)
 
 
+def _mask_cover(rows: range, seed: int, size: int) -> np.ndarray:
+    """(len(rows), size, size) fp16: where `_variants` draws each face's mask, as the share of
+    every map cell it covers, mirrored as the maps are. The mask and the mirroring depend only
+    on the face's generator, not on its pixels, so this needs no stem and no crop."""
+    blank = np.zeros((112, 112, 3), np.uint8)
+    covers = []
+    for i in rows:
+        rng = np.random.default_rng([seed, i])
+        coverage = apply_mask(blank, rng=rng).coverage
+        cover = _mirrored(coverage, rng.random() < 0.5).astype(np.float32)
+        covers.append(cover.reshape(size, 112 // size, size, 112 // size).mean((1, 3)))
+    return np.stack(covers).astype(np.float16)
+
+
 def _mirrored(crop: np.ndarray, mirror: bool) -> np.ndarray:
     return np.ascontiguousarray(crop[:, ::-1]) if mirror else crop
 
 
 class MapSet:
-    """A map cache as a training set: each sample is one face's variants (read lazily)."""
+    """A map cache as a training set: each sample is one face's variants (read lazily) with
+    the mask's cover of its masked variant."""
 
     def __init__(self, cache: MapCache, faces: FolderDataset) -> None:
         self.cache, self.labels = cache, faces.labels
@@ -180,18 +209,23 @@ class MapSet:
     def __len__(self) -> int:
         return len(self.cache)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        return self.cache[index], int(self.labels[index])
+    def __getitem__(self, index: int) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+        return (self.cache[index], self.cache.cover(index)), int(self.labels[index])
 
 
 class PickVariant:
     """The augmentation of cached maps: the masked variant with probability `p_mask`, else the
-    bare face; reads only the chosen map from disk."""
+    bare face; reads only the chosen map from disk. -> (map, occlusion): the mask's cover of
+    each cell, zeros for the bare face."""
 
     def __init__(self, p_mask: float) -> None:
         if not 0 <= p_mask <= 1:
             raise ValueError(f"mask_maps={p_mask} must lie in [0, 1]")
         self.p_mask = p_mask
 
-    def __call__(self, variants: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return np.asarray(variants[int(rng.random() < self.p_mask)])
+    def __call__(
+        self, sample: tuple[np.ndarray, np.ndarray], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        variants, cover = sample
+        masked = rng.random() < self.p_mask
+        return np.asarray(variants[int(masked)]), cover if masked else np.zeros_like(cover)

@@ -1,5 +1,6 @@
-"""The training loop: CosFace + lambda * CAL (+ mu * distillation when a teacher is given),
-SGD with a per-iteration schedule, exact resume.
+"""The training loop: CosFace + lambda * CAL (+ mu * distillation when a teacher is given,
++ nu * QAN's occlusion supervision on cached maps of masked faces), SGD with a per-iteration
+schedule, exact resume.
 
 Runs as one process, or as several under `torchrun` (gloo on CPU, NCCL on CUDA) with the
 global batch split over them. Each process may run its share as several micro-batches whose
@@ -32,6 +33,7 @@ from embedder.model import CQAFace, build_model
 from trainer import distributed, state
 from trainer.config import TrainConfig
 from trainer.distill import Distillation, Teacher
+from trainer.occlusion import occlusion_loss
 from trainer.run_log import RunLog
 from trainer.sampler import ResumableSampler
 from trainer.schedule import Schedule
@@ -69,19 +71,26 @@ class Augmented(torch.utils.data.Dataset):
 
 
 def collate(batch: list[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, ...]:
-    """-> images, labels and the samples' indices (which the teacher's vectors follow)."""
+    """-> images, labels, the samples' indices (which the teacher's vectors follow) and no
+    occlusion (a crop's mask, drawn by augmentation, is not recorded)."""
     crops, labels, indices = zip(*batch, strict=True)
     images = torch.from_numpy(preprocess(np.stack(crops)))
-    return images, torch.tensor(labels, dtype=torch.long), torch.tensor(indices, dtype=torch.long)
+    labels_t = torch.tensor(labels, dtype=torch.long)
+    return images, labels_t, torch.tensor(indices, dtype=torch.long), None
 
 
-def collate_maps(batch: list[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, ...]:
-    """Cached fp16 stem maps -> float32 maps, labels, indices."""
-    maps, labels, indices = zip(*batch, strict=True)
+def collate_maps(
+    batch: list[tuple[tuple[np.ndarray, np.ndarray], int, int]],
+) -> tuple[torch.Tensor, ...]:
+    """Cached fp16 stem maps with their occlusion -> float32 maps, labels, indices and the
+    occluded share of each map cell (N, h, w)."""
+    samples, labels, indices = zip(*batch, strict=True)
+    maps, occlusion = zip(*samples, strict=True)
     return (
         torch.from_numpy(np.stack(maps)).float(),
         torch.tensor(labels, dtype=torch.long),
         torch.tensor(indices, dtype=torch.long),
+        torch.from_numpy(np.stack(occlusion)),
     )
 
 
@@ -98,10 +107,12 @@ class Trainee(nn.Module):
         distill_weight: float = 0.0,
         on_maps: bool = False,
         freeze_stem_bn: bool = False,
+        occlusion_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.model, self.head, self.distill = model, head, distill
         self.attention_lambda, self.distill_weight = attention_lambda, distill_weight
+        self.occlusion_weight = occlusion_weight
         # Stage 1 on a pretrained stem: inputs are its cached maps and the stem stays frozen.
         self.on_maps = on_maps
         model.stem.requires_grad_(not on_maps)
@@ -121,15 +132,19 @@ class Trainee(nn.Module):
         labels: torch.Tensor,
         targets: torch.Tensor | None = None,
         present: torch.Tensor | None = None,
+        occlusion: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """-> total loss, CosFace, attention term, distillation term."""
+        """-> total loss, CosFace, attention term, distillation term, occlusion term."""
         out = self.model.forward_head(images) if self.on_maps else self.model(images)
         cls = self.head(out.embedding, labels)
         aux = self.attention_loss(out.attention.float())
-        dist = cls.new_zeros(())
+        dist = occ = cls.new_zeros(())
         if self.distill is not None and targets is not None:
             dist = self.distill(out.embedding, targets, present)
-        return cls + self.attention_lambda * aux + self.distill_weight * dist, cls, aux, dist
+        if self.occlusion_weight and occlusion is not None and out.quality.numel():
+            occ = occlusion_loss(out.attention, out.quality, occlusion)
+        total = cls + self.attention_lambda * aux + self.distill_weight * dist
+        return total + self.occlusion_weight * occ, cls, aux, dist, occ
 
     def attention_loss(self, maps: torch.Tensor) -> torch.Tensor:
         c = self.model.config
@@ -172,6 +187,17 @@ def _rows(tensor: torch.Tensor | None, j: int, k: int) -> torch.Tensor | None:
     return None if tensor is None else tensor[j::k]
 
 
+def _check_occlusion(config: TrainConfig) -> None:
+    """Like CAL, the term applies to the heads that have what it trains (QAN) and is 0 for the
+    others, so one config trains every ablation row; without cached maps no cover is known."""
+    on_maps = config.data.maps is not None and config.data.train_on_maps
+    if config.occlusion_weight and not on_maps:
+        raise ValueError(
+            f"{config.name}: occlusion_weight needs cached maps (data.maps, train_on_maps): "
+            "only the map cache records where each synthetic mask lies"
+        )
+
+
 class _Run:
     def __init__(
         self,
@@ -184,6 +210,7 @@ class _Run:
         teacher: Teacher | None,
     ) -> None:
         self.config, self.ctx, self.validator, self.teacher = config, ctx, validator, teacher
+        _check_occlusion(config)
         seed_everything(config.seed)
         model = build_model(config.model)
         head = CosFace(
@@ -205,6 +232,7 @@ class _Run:
             config.distill_weight,
             on_maps,
             config.freeze_stem_bn,
+            config.occlusion_weight,
         ).to(ctx.device, memory_format=torch.channels_last)
         self.wrapped: nn.Module = self.trainee
         self.ddp: DistributedDataParallel | None = None
@@ -277,48 +305,54 @@ class _Run:
             epoch, batch = divmod(self.step, self.steps_per_epoch)
             self.sampler.set_position(epoch, batch)
             self.dataset.epoch = epoch
-            for images, labels, indices in self.loader:
-                self._train_step(images, labels, indices)
+            for images, labels, indices, occlusion in self.loader:
+                self._train_step(images, labels, indices, occlusion)
                 self._after_step()
                 if self.step >= self.end_step:
                     break
         return self._finish()
 
     def _train_step(
-        self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor,
+        occlusion: torch.Tensor | None,
     ) -> None:
         lr = self.schedule.lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         images = images.to(self.ctx.device, non_blocking=True)
         labels = labels.to(self.ctx.device, non_blocking=True)
+        if occlusion is not None:
+            occlusion = occlusion.to(self.ctx.device, non_blocking=True)
         targets = present = None
         if self.trainee.distill is not None:
             targets, present = (t.to(self.ctx.device) for t in self.teacher.batch(indices))
         self.wrapped.train()
         k = self.config.micro_batches
-        parts = [
-            self._micro_step([_rows(t, j, k) for t in (images, labels, targets, present)], j, k)
-            for j in range(k)
-        ]
+        batch = (images, labels, targets, present, occlusion)
+        parts = [self._micro_step([_rows(t, j, k) for t in batch], j, k) for j in range(k)]
         if self.config.grad_clip:
             nn.utils.clip_grad_norm_(self.trainee.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        loss, cls, aux, dist = torch.stack(parts).mean(0).tolist()
+        loss, cls, aux, dist, occ = torch.stack(parts).mean(0).tolist()
         self._last = {"loss": loss, "cosface": cls, "attention": aux, "distill": dist, "lr": lr}
+        if self.config.occlusion_weight:
+            self._last["occlusion"] = occ
 
     def _micro_step(self, batch: list[torch.Tensor | None], j: int, k: int) -> torch.Tensor:
         """Forward and backward of micro-batch j of k; gradients are all-reduced after the last
         only. -> the loss and its parts (float64, for an exact mean over micro-batches)."""
-        images, labels, targets, present = batch
+        images, labels, targets, present, occlusion = batch
         images = images.contiguous(memory_format=torch.channels_last)
         last = j == k - 1
         sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
         with sync:
             with self.autocast():
-                parts = self.wrapped(images, labels, targets, present)
+                parts = self.wrapped(images, labels, targets, present, occlusion)
             (parts[0] / k).backward()  # bf16 autocast keeps float32's range: no loss scaling
         return torch.stack([p.detach().double() for p in parts])
 
