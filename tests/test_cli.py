@@ -277,3 +277,27 @@ def test_eval_pairs_refuses_an_unknown_face_choice(bystander_lfw: Path) -> None:
     out = _run("eval", "pairs", "--pairs", str(bystander_lfw / "pairs.txt"), "--face", "left")
     assert out.returncode == 2
     assert "argument --face: invalid choice: 'left' (choose from 'centre', 'largest')" in out.stderr
+
+
+def test_eval_attention_reports_each_part_bare_and_masked_with_a_picture(
+    celeba_identities, tmp_path: Path
+) -> None:
+    faces = celeba_identities(3)
+    picture = tmp_path / "parts.png"
+    out = _run("eval", "attention", "--faces", str(faces), "--plot", str(picture), "--show", "2")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["faces"], result["branches"], result["unusable"]) == (6, 4, 0)
+    for key in ("quality_bare", "quality_masked", "quality_drop", "attention_hidden_share"):
+        assert len(result[key]) == 4, key
+    assert all(0 <= v <= 1 for v in result["attention_hidden_share"])
+    assert 0 < result["overlap_bare"] <= 1 and 0 < result["overlap_masked"] <= 1
+    assert picture.read_bytes().startswith(b"\x89PNG")
+
+
+def test_eval_attention_on_a_model_without_parts_says_so(celeba_identities, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    plain = ckpt.save(ckpt.from_model(build_model(variant("global")).eval()), tmp_path / "g.pt")
+    out = _run("eval", "attention", "--faces", str(celeba_identities(1)), "--model", str(plain))
+    assert out.returncode != 0 and out.stdout == ""
+    assert "the attention report needs a CQA head (this model's is global)" in out.stderr
