@@ -20,7 +20,7 @@ Stem = Literal[
 ]
 Head = Literal["cqa", "global"]
 Diversity = Literal["cal", "hpda", "dropout", "none"]
-PartPooling = Literal["mean", "gdc"]
+PartPooling = Literal["mean", "gdc", "head"]
 
 STEMS: tuple[str, ...] = get_args(Stem)
 
@@ -48,7 +48,9 @@ class ModelConfig:
     # How a branch pools its attended map into a part feature: the paper's GAP ("mean"), or a
     # global depthwise conv shared by the branches ("gdc", MobileFaceNet's head: one learnt
     # weight per channel and position, so a part keeps where on the face a feature sits; on a
-    # pretrained stem it starts as the pretrained network's own head, embedder/pretrained.py).
+    # pretrained stem it starts as the pretrained network's own head, embedder/pretrained.py),
+    # or the stem's own head up to its flatten ("head", a stem whose head reduces channels by a
+    # 1x1 conv and keeps positions, as WebFace600K's MBF: the parts start from that head).
     part_pooling: PartPooling = "mean"
     # Global head only: dropout before the flatten-FC, as insightface's IResNet has it.
     head_dropout: float = 0.0
@@ -66,8 +68,10 @@ class ModelConfig:
             raise ValueError(
                 f"cal_normalise must be 'none' or 'positions', not {self.cal_normalise!r}"
             )
-        if self.part_pooling not in ("mean", "gdc"):
-            raise ValueError(f"part_pooling must be 'mean' or 'gdc', not {self.part_pooling!r}")
+        if self.part_pooling not in ("mean", "gdc", "head"):
+            raise ValueError(
+                f"part_pooling must be 'mean', 'gdc' or 'head', not {self.part_pooling!r}"
+            )
         if self.head == "cqa" and self.branches < 1:
             raise ValueError("a CQA head needs at least one branch")
         if self.diversity in ("cal", "hpda") and self.head == "cqa" and self.branches < 2:
@@ -94,6 +98,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cqa_gdc": {"head": "cqa", "qan": True, "diversity": "cal", "part_pooling": "gdc"},
     # CAL on where each map looks, not its level (docs/cal-diagnosis.md).
     "cqa_shapes": {"head": "cqa", "qan": True, "diversity": "cal", "cal_normalise": "positions"},
+    "cqa_head": {
+        "head": "cqa",
+        "qan": True,
+        "diversity": "cal",
+        "cal_normalise": "positions",
+        "part_pooling": "head",
+    },
     "dropout": {"head": "cqa", "qan": True, "diversity": "dropout"},
     "global": {"head": "global", "qan": False, "diversity": "none"},
 }

@@ -2,8 +2,8 @@
 
 The b branches run as one conv1x1 (c -> b*c/r) and one grouped conv1x1 (b*c/r -> b, b groups):
 the same arithmetic as b separate two-layer LANets, in two kernel launches instead of 2b.
-Parts are pooled by GAP, as in the paper, or by a global depthwise conv (`gdc_pool`) that all
-branches share.
+Parts are pooled by GAP, as in the paper, or by a module that all branches share: a global
+depthwise conv (`gdc_pool`) or the stem's own head up to its flatten.
 """
 
 from __future__ import annotations
@@ -51,4 +51,4 @@ class LANet(nn.Module):
         if self.pool is None:
             return maps, torch.einsum("nchw,nbhw->nbc", x, weights) / (h * w)
         attended = (x.unsqueeze(1) * weights.unsqueeze(2)).reshape(-1, c, h, w)
-        return maps, self.pool(attended).reshape(n, self.branches, c)
+        return maps, self.pool(attended).reshape(n, self.branches, -1)

@@ -74,6 +74,12 @@ class W600KMobileFaceNet(Stem):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
+    def part_pool(self) -> tuple[nn.Module, int]:
+        """The head's 1x1 conv to 64 + PReLU and flatten: each part keeps where on the face
+        its features sit, as the head's linear layer expects them."""
+        s = self.sizes[-1]
+        return nn.Sequential(ConvAct(self.channels[-1], 64), nn.Flatten()), 64 * s * s
+
     def global_head(self, embedding_size: int, dropout: float = 0.0) -> nn.Module:
         """1x1 conv to 64 + PReLU, flatten, linear, BN: the network's own head. The linear
         layer's bias is folded into the batch norm's mean by the loader, as for y1."""

@@ -39,12 +39,14 @@ class CQAFace(nn.Module):
             self.head = self.stem.global_head(config.embedding_size, config.head_dropout)
             return
         dropout = config.attention_dropout if config.diversity == "dropout" else 0.0
-        pool = None
+        pool, part = None, channels
         if config.part_pooling == "gdc":
             pool = gdc_pool(channels, self.stem.sizes[self.stage])
+        elif config.part_pooling == "head":
+            pool, part = self.stem.part_pool()
         self.lanet = LANet(channels, config.branches, config.reduction, dropout, pool)
-        self.qan = QAN(channels, config.branches, config.reduction) if config.qan else None
-        self.fc = nn.Linear(config.branches * channels, config.embedding_size, bias=False)
+        self.qan = QAN(part, config.branches, config.reduction) if config.qan else None
+        self.fc = nn.Linear(config.branches * part, config.embedding_size, bias=False)
         self.bn = nn.BatchNorm1d(config.embedding_size)
 
     def forward(self, x: torch.Tensor) -> FaceOutput:

@@ -295,7 +295,33 @@ def load_into(model: CQAFace, path: str | Path) -> list[str]:
             own[name].copy_(torch.as_tensor(np.ascontiguousarray(value)))
     if model.config.head == "cqa" and model.config.part_pooling == "gdc":
         return sorted(incoming) + _warm_start_parts(model, path)
+    if model.config.head == "cqa" and model.config.part_pooling == "head":
+        return sorted(incoming) + _warm_start_head_parts(model, path)
     return sorted(incoming)
+
+
+def _warm_start_head_parts(model: CQAFace, path: Path) -> list[str]:
+    """Parts pooled by the pretrained head's own reduction start from that head: the reduction
+    copied, the embedding layer the head's linear layer shared evenly by the b parts, and its
+    batch norm. With even attention and qualities the embedding is then the pretrained one
+    (the batch norm absorbs their scale), and each part can move away from it as it
+    specialises. Returns the names it set."""
+    network = build_model(native(model.config.stem))
+    load_into(network, path)
+    reduce, linear, norm = network.head[0], network.head[3], network.head[4]
+    if model.config.embedding_size != linear.out_features:
+        raise PretrainedError(
+            f"{path}: parts pooled by the pretrained head start from it only with "
+            f"embedding_size = {linear.out_features}, not {model.config.embedding_size}"
+        )
+    b = model.config.branches
+    with torch.no_grad():
+        model.lanet.pool[0].load_state_dict(reduce.state_dict())
+        model.fc.weight.copy_(linear.weight.repeat(1, b) / b)
+        model.bn.load_state_dict(norm.state_dict())
+        model.bn.eps = norm.eps
+    names = [f"lanet.pool.0.{n}" for n in reduce.state_dict()] + ["fc.weight"]
+    return sorted(names + [f"bn.{n}" for n in norm.state_dict()])
 
 
 def _warm_start_parts(model: CQAFace, path: Path) -> list[str]:

@@ -60,3 +60,10 @@ class Stem(nn.Module):
     def global_head(self, embedding_size: int, dropout: float = 0.0) -> nn.Module:
         """The stem's usual head over its last stage (the ArcFace-style reference)."""
         raise NotImplementedError
+
+    def part_pool(self) -> tuple[nn.Module, int]:
+        """Its head up to the flatten, as a CQA part's pooling, and the part's length."""
+        raise ValueError(
+            f"{type(self).__name__}'s head has no 1x1 reduction before a flatten for "
+            "part_pooling='head' (use 'mean' or 'gdc')"
+        )

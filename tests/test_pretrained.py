@@ -355,6 +355,29 @@ def test_a_gdc_head_cannot_start_from_the_w600k_head(w600k_onnx: Path) -> None:
     )
 
 
+def test_parts_pooled_by_the_w600k_head_start_as_its_own_embedding(
+    w600k_onnx: Path, celeba_aligned_dir: Path
+) -> None:
+    """With every part attending to the whole map at full quality, the head is the pretrained
+    network's own: its reduction, its linear layer shared evenly by the parts, its BN."""
+    model = build_model(ModelConfig(stem=W600K, part_pooling="head")).eval()
+    names = load_into(model, w600k_onnx)
+    assert {"lanet.pool.0.0.weight", "fc.weight", "bn.running_var"} <= set(names)
+    x = torch.from_numpy(preprocess(_crops(celeba_aligned_dir, 8)))
+    with torch.inference_mode():
+        features = model.stem.forward_to(x, model.stage)
+        whole = model.lanet.pool(features).repeat(1, model.config.branches)
+        embedding = model.bn(model.fc(whole))
+        own = _native(W600K, w600k_onnx)(x).embedding
+    torch.testing.assert_close(embedding, own, rtol=1e-4, atol=1e-4)
+    assert model(x).embedding.shape == (8, 512)
+
+
+def test_parts_pooled_by_a_head_without_a_reduction_are_refused() -> None:
+    with pytest.raises(ValueError, match="has no 1x1 reduction before a flatten"):
+        build_model(ModelConfig(stem=Y1, part_pooling="head"))
+
+
 def test_the_y1_file_does_not_load_into_the_w600k_stem(y1_params: Path) -> None:
     assert _error(build_model(native(W600K)), y1_params) == (
         f"{y1_params}: a .params file is read as insightface's MobileFaceNet y1, which fits "
