@@ -18,7 +18,7 @@ from embedder.align import similarity_transform, template
 from embedder.errors import ImageTooLarge, NoFace
 from embedder.faces import faces_from_file
 from embedder.imageio import Photo, load_image, load_photo
-from embedder.mtcnn import MTCNN, default_detector
+from embedder.mtcnn import MTCNN, Detection, default_detector
 from embedder.scaled import ScaledDetector
 from identify.gallery.db import make_engine
 from identify.gallery.enroller import Enroller
@@ -256,3 +256,14 @@ def test_an_enrolled_12_mp_jpeg_records_its_own_size_not_its_decodes(
             4032,
             3024,
         )
+
+
+def test_a_kept_12_mp_photo_is_realigned_from_the_decode_it_was_enrolled_from(
+    photo: np.ndarray, detector: ScaledDetector, decodes: list[tuple[int, ...]]
+) -> None:
+    data = _jpeg(_canvas(photo, 4032, 3024)[0])
+    encoder = FaceEncoder(None, detector=detector)
+    _, [face] = encoder.read(data, "largest")
+    again = encoder.realign(data, Detection(face.box, face.score, face.landmarks))
+    assert decodes == [(1512, 2016, 3), (1512, 2016, 3)]
+    assert np.array_equal(again.crop, face.crop)

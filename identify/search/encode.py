@@ -15,6 +15,7 @@ from embedder.errors import FaceTooSmall
 from embedder.faces import Face, Policy, align_faces, choose_faces, decode_for, detect_photo
 from embedder.imageio import MAX_BYTES, Photo
 from embedder.masks import apply_mask
+from embedder.mtcnn import Detection
 from identify.settings import Settings
 
 MaskMode = Literal["auto", "yes", "no"]
@@ -95,6 +96,12 @@ class FaceEncoder:
         faces; sizes are checked before any pixel is decoded."""
         photo = decode_for(self._detector(), source, max_bytes=max_bytes)
         return photo, self._faces(photo, policy, gallery, source, max_bytes)
+
+    def realign(self, source: bytes | str | os.PathLike[str], detection: Detection) -> Face:
+        """A stored face aligned anew from its kept photo (re-embedding), from the decode
+        :meth:`read` aligned it from when it was found (same working size: the same crop)."""
+        photo = decode_for(self._detector(), source, max_bytes=None)  # it was checked then
+        return align_faces(photo, [detection], source, max_bytes=None)[0]
 
     def faces(self, image: np.ndarray, policy: Policy, *, gallery: bool = False) -> list[Face]:
         """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors. A ``gallery``
