@@ -16,7 +16,7 @@ rounds, so that ratios are measured side by side. A configuration is `NAME:VAR=V
 latter only where its file is, see CQAFACE_SCRFD_MODEL).
 
 Where the time goes: after the rounds, one more in-process job per size and configuration
-runs under cProfile, its time split by stage (read, decode, detect, align, embed, the
+runs under cProfile, its CPU time split by stage (read, decode, detect, align, embed, the
 database's duplicate check and face rows, the index save; the rest is the job's own rows).
 
 The in-process job prices the database in the process that measures the standalone rate; the
@@ -346,15 +346,18 @@ STAGES = {
 
 
 def stages(stack: FullPath, part: list[tuple[str, Path]]) -> dict[str, float]:
-    """Milliseconds per photo of each stage of one in-process job under cProfile (its
+    """CPU milliseconds per photo (this process's, all threads: on a machine whose cores other
+    jobs hold, waiting is not cost) of each stage of one in-process job under cProfile (its
     overhead included), the rest being the job's own rows."""
     from workers import enrolment
 
     job_id = enrolment.create_job(stack.engine, part, source="bench", kind="files")
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)
+    start = time.process_time()
     profiler.enable()
-    seconds = stack._run_here(job_id)
+    stack._run_here(job_id)
     profiler.disable()
+    seconds = time.process_time() - start
     table = pstats.Stats(profiler, stream=io.StringIO()).stats  # type: ignore[attr-defined]
     out = {
         stage: sum(
@@ -435,8 +438,8 @@ def at_size(items: list[tuple[str, Path]], size: str, folder: Path) -> list[tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=960)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--photos", type=int, default=96, help="photos a size, all rounds")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--configs", nargs="+", help="default: MTCNN and SCRFD (if its file is)")
     parser.add_argument(
         "--sizes", nargs="+", default=["celeba", "1mp", "12mp"], choices=["celeba", *SIZES]
@@ -451,12 +454,12 @@ def main() -> None:
     part_size = args.photos // args.rounds
     chosen = photos(part_size * (args.rounds + 1))  # the last part: the profiled job
     folder = Path(tempfile.mkdtemp(prefix="bench-enrol-photos-"))
-    sets = {size: at_size(chosen, size, folder) for size in args.sizes}
     warmup = [(f"warmup-{p.parent.name}", p) for p in sorted((DATA / "orl").glob("s[1-5]/*"))]
     configs = parse_configs(args.configs or default_configs())
     encoders, stacks = {}, {}
     load_before = os.getloadavg()
     try:
+        sets = {size: at_size(chosen, size, folder) for size in args.sizes}
         for name, config in configs.items():
             with environment(config):
                 encoders[name] = load_encoder(chosen[0][1])
@@ -494,7 +497,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     figures = summary(rates)
     report(figures, part_size * args.rounds, args.rounds)
-    print("ms a photo by stage (one in-process job under cProfile):")
+    print("CPU ms a photo by stage (one in-process job under cProfile):")
     print(json.dumps(profiled, indent=1))
     result = {
         "photos_per_size": part_size * args.rounds,

@@ -10,7 +10,7 @@
    photo's pixels and in inter-ocular distances.
 3. Cost: `cqaface detect` and `cqaface identify` (``--commands``; identify against a gallery
    of the 8 original photos, embedded SQLite) on 8 photos of 1 MP and 8 of 12 MP, start-up
-   included, wall time and peak memory (max RSS), at the working size and with it off
+   included, wall time, CPU time and peak memory (max RSS), at the working size and with it off
    (CQAFACE_DETECT_PIXELS=10^9: full decode, detection on every pixel, the old path;
    ``--modes``), interleaved, ``--repeats`` times, with the load average before and after.
 
@@ -98,7 +98,7 @@ def at_phone_size(paths: list[Path]) -> dict:
 
 def cost(paths: list[Path], repeats: int, commands: list[str], modes: list[str]) -> dict:
     """Part 3: each command in a fresh process per run, interleaved."""
-    results: dict[str, list[tuple[float, float]]] = {}
+    results: dict[str, list[tuple[float, float, float]]] = {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         sets = {}
@@ -120,14 +120,15 @@ def cost(paths: list[Path], repeats: int, commands: list[str], modes: list[str])
     for key, runs in results.items():
         summary[key] = {
             "seconds_median": statistics.median(r[0] for r in runs),
-            "peak_mb_median": statistics.median(r[1] for r in runs),
+            "cpu_seconds_median": statistics.median(r[1] for r in runs),
+            "peak_mb_median": statistics.median(r[2] for r in runs),
         }
     for command in commands:
         for mode in modes:
             small, big = summary[f"{command}-{mode}-1mp"], summary[f"{command}-{mode}-12mp"]
             summary[f"{command}-{mode}-ratio"] = {
-                "seconds": big["seconds_median"] / small["seconds_median"],
-                "peak_mb": big["peak_mb_median"] / small["peak_mb_median"],
+                key: big[f"{key}_median"] / small[f"{key}_median"]
+                for key in ("seconds", "cpu_seconds", "peak_mb")
             }
     return summary
 
@@ -159,8 +160,9 @@ def _gallery(folder: Path, paths: list[Path]) -> dict[str, str]:
 
 def _run(
     command: str, files: list[str], pixels: str | None, extra: dict[str, str]
-) -> tuple[float, float]:
-    """Seconds and peak resident MB of one `cqaface <command>` over ``files``."""
+) -> tuple[float, float, float]:
+    """Seconds, CPU seconds (user and system: what a busy machine's waiting does not
+    inflate) and peak resident MB of one `cqaface <command>` over ``files``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
     if pixels:
         env["CQAFACE_DETECT_PIXELS"] = pixels
@@ -175,7 +177,8 @@ def _run(
     seconds = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"cqaface {command} failed with status {status}")
-    return seconds, usage.ru_maxrss / 1024  # Linux: kilobytes
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, cpu, usage.ru_maxrss / 1024  # Linux: kilobytes
 
 
 def main() -> None:

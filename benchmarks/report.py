@@ -136,9 +136,9 @@ def profile_extras(d: dict[str, Any]) -> list[Rows]:
     columns = {f"{n}, {z}": part[n][z] for z in part["sizes"] for n in detectors}
     rows: Rows = [[f"serving path, {part['photos']} photos", *columns]]
     for stage in next(iter(columns.values()))["ms_per_photo"]:
-        rows.append([f"{stage}, ms", *[f["ms_per_photo"][stage] for f in columns.values()]])
+        rows.append([f"{stage}, CPU ms", *[f["ms_per_photo"][stage] for f in columns.values()]])
     for label, key in (
-        ("photos/s", "photos_per_s"),
+        ("photos per CPU second", "photos_per_cpu_s"),
         ("fresh process: peak MB", "process_peak_mb"),
         ("fresh process: MB once loaded", "loaded_mb"),
         ("fresh process: peak MB serving", "serving_peak_mb"),
@@ -265,7 +265,7 @@ def enrol_extras(d: dict[str, Any]) -> list[Rows]:
         for z in next(iter(d["stages_ms_per_photo"].values()))
         for c in d["stages_ms_per_photo"]
     }
-    stages: Rows = [["ms per photo, in-process job under cProfile", *staged]]
+    stages: Rows = [["CPU ms per photo, in-process job under cProfile", *staged]]
     for stage in next(iter(staged.values())):
         stages.append([stage, *[figures[stage] for figures in staged.values()]])
     return [stages]
