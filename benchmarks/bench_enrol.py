@@ -508,6 +508,7 @@ def main() -> None:
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "configs": {name: {k: v for k, v in c.items() if v} for name, c in configs.items()},
         "figures": figures,
+        "stages_clock": "CPU time of the measuring process (all threads)",
         "stages_ms_per_photo": profiled,
         "per_round": rates,
     }

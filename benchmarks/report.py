@@ -265,7 +265,8 @@ def enrol_extras(d: dict[str, Any]) -> list[Rows]:
         for z in next(iter(d["stages_ms_per_photo"].values()))
         for c in d["stages_ms_per_photo"]
     }
-    stages: Rows = [["CPU ms per photo, in-process job under cProfile", *staged]]
+    clock = d.get("stages_clock", "wall time")
+    stages: Rows = [[f"ms per photo by stage, one in-process job ({clock})", *staged]]
     for stage in next(iter(staged.values())):
         stages.append([stage, *[figures[stage] for figures in staged.values()]])
     return [stages]
