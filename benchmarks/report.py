@@ -132,7 +132,7 @@ def profile_extras(d: dict[str, Any]) -> list[Rows]:
     if "by_size" not in d:
         return []
     part = d["by_size"]
-    detectors = [name for name in part if name not in ("photos", "sizes")]
+    detectors = [name for name in part if name not in ("photos", "sizes", "run")]
     columns = {f"{n}, {z}": part[n][z] for z in part["sizes"] for n in detectors}
     rows: Rows = [[f"serving path, {part['photos']} photos", *columns]]
     for stage in next(iter(columns.values()))["ms_per_photo"]:
