@@ -68,12 +68,15 @@ bench-runtime: setup
 	$(BIN)/python benchmarks/bench_runtime.py --out $(RUNS)/bench-runtime.json
 
 # Where a photo's detection and embedding time goes on one thread (P-Net per level, R-Net,
-# O-Net), the face sizes found, and what a larger enrolment minimum changes (~15 min).
+# O-Net), the face sizes found, and what a larger enrolment minimum changes; then the serving
+# path on photos as they are and in 1 MP and 12 MP canvases, MTCNN and SCRFD side by side:
+# ms per stage, photos/s and the memory of a fresh process per size (~18 min).
 profile-detect: setup
 	$(BIN)/python benchmarks/profile_detect.py --out $(RUNS)/profile-detect.json $(BENCH_ARGS)
 
 # Detection at a working size (CQAFACE_DETECT_PIXELS): what changes on celeba-photos as they
-# are and at 12 MP, and `cqaface detect` on 1 MP vs 12 MP photos, time and peak memory.
+# are and at 12 MP, and `cqaface detect` and `identify` on 1 MP vs 12 MP photos, start-up
+# included, time and peak memory.
 detect-scale: setup
 	$(BIN)/python benchmarks/detect_scale.py --out $(RUNS)/detect-scale.json $(BENCH_ARGS)
 
@@ -89,9 +92,11 @@ bench-train: setup
 bench-search: setup
 	$(BIN)/python benchmarks/bench_search.py --out $(RUNS)/bench-search.json $(BENCH_ARGS)
 
-# Enrolment photos/s: detect+align+embed alone vs queue -> 1 and 2 worker processes -> DB -> index,
-# on PyTorch and on ONNX Runtime side by side (needs Redis at 127.0.0.1:6379 and PostgreSQL at
-# 127.0.0.1:5432; about 15 minutes).
+# Enrolment photos/s by photo size (celeba as is, 1 MP, 12 MP) and detector (MTCNN, SCRFD where
+# its file is): detect+align+embed alone vs a job in process, a zip through the HTTP API
+# (embedded), and queue -> 1 and 2 worker processes -> DB -> index; one job per size profiled
+# by stage (needs Redis at 127.0.0.1:6379 and PostgreSQL at 127.0.0.1:5432; the default 960
+# photos a size take about an hour: BENCH_ARGS="--photos 24 --rounds 2" about 10 minutes).
 bench-enrol: setup
 	$(BIN)/python benchmarks/bench_enrol.py --out $(RUNS)/bench-enrol.json $(BENCH_ARGS)
 

@@ -1,16 +1,23 @@
-"""Bulk enrolment throughput: photos/s of detect+align+embed alone in one process (one photo
-at a time, and batched as the workers do), next to the same photos enrolled as a job in that
-process (the embedded mode: job rows -> database rows and templates) and through the full path
-(job rows -> Redis queue -> worker processes -> database -> saved index) with 1 and 2 worker
-processes. The target: the queue and the database add at most 15% to the standalone cost.
+"""Bulk enrolment throughput by photo size and detector: photos/s of detect+align+embed alone
+in one process (one photo at a time, and batched as the workers do), next to the same photos
+enrolled as a job in that process (the embedded mode: job rows -> database rows and
+templates), as a zip through the HTTP API of `cqaface serve` in the embedded mode (no broker:
+a thread of the server runs the job), and through the full path (job rows -> Redis queue ->
+worker processes -> database -> saved index) with 1 and 2 worker processes. (Peak memory by
+photo size is measured by `profile_detect.py`, a fresh process per size: a long-lived worker
+keeps what one job mapped for the next.)
 
-Every set-up runs once per configuration named by --configs, all in the same interleaved
-rounds, so that the speed-up of issue #18 (>= 1.5x the photos/s of the PyTorch eager path on
-the same two cores) is a ratio measured side by side. A configuration is `NAME:VAR=VALUE,...`
-(CQAFACE_* settings; a variable another configuration sets is unset in this one), or `torch` /
-`onnx` for CQAFACE_RUNTIME alone. The default compares the path before issue #18's detector
-changes (PyTorch eager, every gallery face from 20 px: `before`) with the current defaults
-(`default`).
+Photo sizes (--sizes): celeba photos as they are (about 190 px), and the same photos placed
+in 1 MP and 12 MP canvases (`large_photos.py`: the face at the same relative size, JPEG q90).
+Every set-up runs once per size and configuration (--configs), all in the same interleaved
+rounds, so that ratios are measured side by side. A configuration is `NAME:VAR=VALUE,...`
+(CQAFACE_* settings; a variable another configuration sets is unset in this one), or `torch`
+/ `onnx` for CQAFACE_RUNTIME alone. The default compares the detectors: MTCNN and SCRFD (the
+latter only where its file is, see CQAFACE_SCRFD_MODEL).
+
+Where the time goes: after the rounds, one more in-process job per size and configuration
+runs under cProfile, its CPU time split by stage (read, decode, detect, align, embed, the
+database's duplicate check and face rows, the index save; the rest is the job's own rows).
 
 The in-process job prices the database in the process that measures the standalone rate; the
 worker figures also carry the difference between two processes running the same code, which
@@ -18,23 +25,25 @@ on this shared machine has reached 15-20% (a forked and a freshly started proces
 17.0 and 14.4 photos/s side by side on 2026-11-29; on 2026-12-04 a forked and a fresh one ran
 within 3% of the measuring process, 67.3 and 67.8 against 69.6).
 
-Model loading is kept out of every figure (each worker first runs a warm-up job), and the five
-set-ups are timed in interleaved rounds on the same photos (the machine's load drifts; the
-medians are reported). Masked templates are off (CQAFACE_MASKED_TEMPLATES=0) so that both sides
-embed each face once. A job goes to the workers in tasks of the product's default size
-(CQAFACE_ENROL_CHUNK, 50 photos; --chunk), each embedded 16 photos at a time
-(CQAFACE_ENROL_BATCH), the standalone batch; a round is 96 photos by default (10 rounds),
-which 2 processes share as a task each. A worker's clock stops when the job is marked done
-in the database; the index file is saved after that, once per job, not per photo.
+Model loading is kept out of every figure (each worker and the server first run a warm-up
+job), and the set-ups are timed in interleaved rounds on the same photos (the machine's load
+drifts; the medians are reported). Masked templates are off (CQAFACE_MASKED_TEMPLATES=0) so
+that both sides embed each face once. A job goes to the workers in tasks of the product's
+default size (CQAFACE_ENROL_CHUNK, 50 photos; --chunk), each embedded 16 photos at a time
+(CQAFACE_ENROL_BATCH), the standalone batch. A worker's clock stops when the job is marked
+done in the database; the index file is saved after that, once per job, not per photo.
 
-    .venv/bin/python benchmarks/bench_enrol.py --out var/bench-enrol.json [--configs torch onnx]
+    .venv/bin/python benchmarks/bench_enrol.py --out var/bench-enrol.json [--sizes celeba 12mp]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
+import pstats
 import shutil
 import signal
 import statistics
@@ -43,6 +52,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -50,11 +60,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' server process and HTTP client
+
+from server_process import cli, request, start_server  # noqa: E402
+
+from benchmarks.large_photos import SIZES, canvas, jpeg  # noqa: E402
+
 DATA = Path(os.environ.get("CQAFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 ADMIN_URL = os.environ.get("CQAFACE_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1/test")
 REDIS = os.environ.get("CQAFACE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 BATCH = 16  # photos embedded at once: the workers' default (CQAFACE_ENROL_BATCH)
-BEFORE = "before:CQAFACE_RUNTIME=torch,CQAFACE_ENROL_MIN_FACE_SIZE=20"
+DETECTORS = ["mtcnn:CQAFACE_DETECTOR=mtcnn", "scrfd:CQAFACE_DETECTOR=scrfd"]
 
 
 def parse_configs(specs: list[str]) -> dict[str, dict[str, str | None]]:
@@ -91,6 +107,16 @@ def environment(values: dict[str, str | None]) -> Iterator[None]:
         apply(saved)
 
 
+def default_configs() -> list[str]:
+    """The detectors: MTCNN, and SCRFD where its file is."""
+    from embedder import settings
+
+    if settings.scrfd_model().is_file():
+        return DETECTORS
+    print(f"no SCRFD: {settings.scrfd_model()} is absent; MTCNN only", flush=True)
+    return DETECTORS[:1]
+
+
 def photos(n: int) -> list[tuple[str, Path]]:
     chosen = []
     for folder in sorted((DATA / "celeba-photos").iterdir()):
@@ -103,11 +129,10 @@ def photos(n: int) -> list[tuple[str, Path]]:
 def load_encoder(first: Path):
     """The serving encoder of this environment, warmed up (its detector is made on first
     use)."""
-    from embedder.imageio import load_image
     from identify.search.encode import FaceEncoder
 
     encoder = FaceEncoder.load(None)
-    faces = encoder.faces(load_image(first.read_bytes()), "largest", gallery=True)
+    _, faces = encoder.read(first.read_bytes(), "largest", gallery=True)
     encoder.encode(faces, "no")  # warm
     return encoder
 
@@ -115,14 +140,13 @@ def load_encoder(first: Path):
 def standalone(encoder, items: list[tuple[str, Path]], batch: int) -> float:
     """photos/s of read + decode + detect + align + embed in this process."""
     from embedder.errors import FaceInputError
-    from embedder.imageio import load_image
 
     start = time.perf_counter()
     for k in range(0, len(items), batch):
         faces = []
         for _, path in items[k : k + batch]:
             with suppress(FaceInputError):  # no usable face: counted, as in the full path
-                faces += encoder.faces(load_image(path.read_bytes()), "largest", gallery=True)
+                faces += encoder.read(path.read_bytes(), "largest", gallery=True)[1]
         encoder.encode(faces, "no")
     return len(items) / (time.perf_counter() - start)
 
@@ -131,10 +155,18 @@ class FullPath:
     """A gallery database of its own, a queue of its own, and ``workers`` worker processes
     that have loaded the model; :meth:`rate` times one job from submit to done. With no
     worker (``encoder`` given), the job runs in this process, as in the embedded mode: the
-    database's cost measured in the very process that measures the standalone rate."""
+    database's cost measured in the very process that measures the standalone rate. With
+    ``http``, `cqaface serve` in the embedded mode (no broker) is sent each job as a zip
+    through the API and runs it in a thread of its own process."""
 
     def __init__(
-        self, workers: int, config: dict[str, str | None], chunk: int, encoder: object = None
+        self,
+        workers: int,
+        config: dict[str, str | None],
+        chunk: int,
+        encoder: object = None,
+        *,
+        http: bool = False,
     ):
         from sqlalchemy import create_engine, text
 
@@ -149,34 +181,44 @@ class FullPath:
         tmp = self.tmp = Path(tempfile.mkdtemp(prefix="bench-enrol-"))
         self.env = {
             "CQAFACE_DATABASE_URL": url,
-            "CQAFACE_BROKER_URL": REDIS,
+            "CQAFACE_BROKER_URL": "" if http else REDIS,
             "CQAFACE_QUEUE": f"cqaface-bench-{uuid.uuid4().hex[:8]}",
             "CQAFACE_DATA_DIR": str(tmp),
             "CQAFACE_MASKED_TEMPLATES": "0",
             "CQAFACE_WORKER_CONCURRENCY": str(workers),
             "CQAFACE_ENROL_CHUNK": str(chunk),
         }
-        os.environ.update(self.env)  # this app's queue and database
-        migrate.upgrade(url)
-        self.app = create_app()
+        if http:  # this process only reads the job's rows; the server runs it
+            with environment(self.env):
+                migrate.upgrade(url)
+                self.app = create_app()
+        else:
+            os.environ.update(self.env)  # this app's queue and database
+            migrate.upgrade(url)
+            self.app = create_app()
         self.engine = self.app.extensions["cqaface"].engine
         self.encoder = encoder
-        self.worker = (
-            None
-            if encoder is not None
-            else subprocess.Popen(
+        child_env = {
+            **{k: v for k, v in os.environ.items() if k not in config},
+            **{k: v for k, v in config.items() if v is not None},
+            **self.env,
+        }
+        self.worker = self.server = None
+        if http:
+            child_env.update(CQAFACE_SECRET_KEY=uuid.uuid4().hex, CQAFACE_RATE_LIMIT="0")
+            name = f"bench-{uuid.uuid4().hex[:6]}"
+            self.key = cli(child_env, "apikey", "create", "--name", name, "--scopes", "enrol")
+            self.key = self.key.strip()
+            self.server, self.base = start_server(child_env, tmp)
+        elif encoder is None:
+            self.worker = subprocess.Popen(
                 [str(Path(sys.executable).parent / "cqaface"), "worker", "--loglevel", "WARNING"],
-                env={
-                    **{k: v for k, v in os.environ.items() if k not in config},
-                    **{k: v for k, v in config.items() if v is not None},
-                    **self.env,
-                },
+                env=child_env,
                 cwd=ROOT,
                 start_new_session=True,
                 stdout=open(tmp / "worker.log", "wb"),  # noqa: SIM115
                 stderr=subprocess.STDOUT,
             )
-        )
 
     def rate(self, items: list[tuple[str, Path]]) -> float:
         """photos/s from submit to the moment the job was marked done, as the database
@@ -184,14 +226,33 @@ class FullPath:
         takes no CPU from the worker being measured."""
         from workers import enrolment
 
-        job_id = enrolment.create_job(self.engine, items, source="bench", kind="files")
-        if self.encoder is not None:
-            return len(items) / self._run_here(job_id)
-        start = datetime.now(UTC)
-        enrolment.submit(job_id, self.app)
+        if self.server is not None:
+            start, job_id = datetime.now(UTC), self._post_zip(items)
+        else:
+            job_id = enrolment.create_job(self.engine, items, source="bench", kind="files")
+            if self.encoder is not None:
+                return len(items) / self._run_here(job_id)
+            start = datetime.now(UTC)
+            enrolment.submit(job_id, self.app)
         while (finished := self.finished_at(job_id)) is None:
             time.sleep(0.25)
         return len(items) / (finished - start).total_seconds()
+
+    def _post_zip(self, items: list[tuple[str, Path]]) -> int:
+        """Send ``items`` to the server as one zip (a folder per subject): the job's id."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # JPEGs: no gain
+            for subject, path in items:
+                archive.write(path, f"{subject}/{path.name}")
+        status, body = request(
+            "POST",
+            f"{self.base}/api/v1/enrolments",
+            key=self.key,
+            files={"archive": ("bench.zip", buffer.getvalue())},
+        )
+        if status != 202 or not isinstance(body, dict):
+            raise RuntimeError(f"POST /api/v1/enrolments: {status} {body}")
+        return int(body["id"])
 
     def _run_here(self, job_id: int) -> float:
         from identify.gallery import jobs
@@ -236,6 +297,8 @@ class FullPath:
         if self.worker is not None:
             os.killpg(self.worker.pid, signal.SIGTERM)
             self.worker.wait(60)
+        if self.server is not None:
+            self.server.stop()
         self.engine.dispose()
         with self.admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
@@ -251,74 +314,136 @@ SETUPS = (
     ("standalone detect+align+embed, one photo at a time", "standalone_one_by_one"),
     ("standalone detect+align+embed, embedding batched by 16", "standalone_batched_16"),
     ("job in this process -> DB -> index (embedded mode)", "in_process_job"),
+    ("HTTP API: a zip -> `cqaface serve` (embedded) -> DB -> index", "http_zip_embedded"),
     ("full path: queue -> 1 worker process -> DB -> index", "full_path_1"),
     ("full path: queue -> 2 worker processes -> DB -> index", "full_path_2"),
 )
+STACKS = {"in_process_job": 0, "http_zip_embedded": "http", "full_path_1": 1, "full_path_2": 2}
 
 
-def measure(encoder, stacks: dict[int, FullPath], part: list[tuple[str, Path]]) -> dict:
-    """One round of the five set-ups of one configuration on the same photos, photos/s
-    each."""
-    return {
+def measure(encoder, stacks: dict, part: list[tuple[str, Path]]) -> dict[str, float]:
+    """One round of the set-ups of one configuration on the same photos, photos/s each."""
+    rates = {
         "standalone_one_by_one": standalone(encoder, part, 1),
         "standalone_batched_16": standalone(encoder, part, BATCH),
-        "in_process_job": stacks[0].rate(part),
-        "full_path_1": stacks[1].rate(part),
-        "full_path_2": stacks[2].rate(part),
     }
+    for key, stack in STACKS.items():
+        rates[key] = stacks[stack].rate(part)
+    return rates
 
 
-def summary(rates: dict[str, dict[str, list[float]]]) -> dict:
-    """Medians per configuration and set-up; the queue+DB overheads; each configuration's
-    speed-up over the first one, as the median of the rounds' ratios (both measured in the
-    same round)."""
+# Where the in-process job's time goes: functions that do not call one another, by stage.
+STAGES = {
+    "read": ("identify/gallery/enroller.py", "_read"),
+    "decode": ("embedder/faces.py", "decode_for"),
+    "detect": ("embedder/faces.py", "detect_photo"),
+    "align (finer decode included)": ("embedder/faces.py", "align_faces"),
+    "embed": ("identify/search/encode.py", "encode"),
+    "db: duplicates": ("identify/gallery/store.py", "known"),
+    "db: store faces": ("identify/gallery/store.py", "add_images"),
+    "index: save": ("identify/search/live_index.py", "open"),
+}
+
+
+def stages(stack: FullPath, part: list[tuple[str, Path]]) -> dict[str, float]:
+    """CPU milliseconds per photo (this process's, all threads: on a machine whose cores other
+    jobs hold, waiting is not cost) of each stage of one in-process job under cProfile (its
+    overhead included), the rest being the job's own rows."""
+    from workers import enrolment
+
+    job_id = enrolment.create_job(stack.engine, part, source="bench", kind="files")
+    profiler = cProfile.Profile(time.process_time)
+    start = time.process_time()
+    profiler.enable()
+    stack._run_here(job_id)
+    profiler.disable()
+    seconds = time.process_time() - start
+    table = pstats.Stats(profiler, stream=io.StringIO()).stats  # type: ignore[attr-defined]
+    out = {
+        stage: sum(
+            row[3] for (path, _, name), row in table.items() if path.endswith(file) and name == fn
+        )
+        for stage, (file, fn) in STAGES.items()
+    }
+    out["job rows and the rest"] = seconds - sum(out.values())
+    out["total"] = seconds
+    return {stage: round(1000 * value / len(part), 1) for stage, value in out.items()}
+
+
+def summary(rates: dict) -> dict:
+    """Medians per configuration, photo size and set-up; the queue+DB overheads; each
+    configuration's speed-up over the first one at the same size, as the median of the
+    rounds' ratios (both measured in the same round)."""
 
     def ratio_median(a: list[float], b: list[float]) -> float:
         return round(statistics.median(x / y for x, y in zip(a, b, strict=True)), 3)
 
     figures: dict[str, dict] = {}
     first = next(iter(rates))
-    for name, series in rates.items():
-        standalone = series["standalone_batched_16"]
-        figures[name] = {
-            "photos_per_s": {key: round(statistics.median(v), 2) for key, v in series.items()},
-            "spread": {key: [round(min(v), 2), round(max(v), 2)] for key, v in series.items()},
-            "overhead_in_process_median": ratio_median(standalone, series["in_process_job"]) - 1,
-            "overhead_1_worker_median": ratio_median(standalone, series["full_path_1"]) - 1,
-        }
-        if name != first:
-            figures[name][f"over_{first}"] = {
-                key: ratio_median(v, rates[first][key]) for key, v in series.items()
+    for name, by_size in rates.items():
+        figures[name] = {}
+        for size, series in by_size.items():
+            standalone = series["standalone_batched_16"]
+            mine = figures[name][size] = {
+                "photos_per_s": {k: round(statistics.median(v), 2) for k, v in series.items()},
+                "spread": {k: [round(min(v), 2), round(max(v), 2)] for k, v in series.items()},
+                "overhead_in_process_median": ratio_median(standalone, series["in_process_job"])
+                - 1,
+                "overhead_1_worker_median": ratio_median(standalone, series["full_path_1"]) - 1,
             }
+            if name != first:
+                mine[f"over_{first}"] = {
+                    key: ratio_median(v, rates[first][size][key]) for key, v in series.items()
+                }
     return figures
 
 
 def report(figures: dict, photos: int, rounds: int) -> None:
-    print(f"{photos} celeba photos in {rounds} interleaved rounds, median photos/s")
-    names = list(figures)
-    print(f"  {'':58s} " + " ".join(f"{name:>8s}" for name in names))
+    print(f"{photos} photos a size in {rounds} interleaved rounds, median photos/s")
+    columns = [(name, size) for name in figures for size in figures[name]]
+    print(f"  {'':62s} " + " ".join(f"{name + ' ' + size:>20s}" for name, size in columns))
     for label, key in SETUPS:
-        cells = " ".join(f"{figures[n]['photos_per_s'][key]:8.2f}" for n in names)
-        print(f"  {label:58s} {cells}")
-    for name in names:
-        mine = figures[name]
+        cells = " ".join(f"{figures[n][z]['photos_per_s'][key]:20.2f}" for n, z in columns)
+        print(f"  {label:62s} {cells}")
+    for name, size in columns:
+        mine = figures[name][size]
         print(
-            f"  {name}: queue + DB overhead (1 worker) {mine['overhead_1_worker_median']:+.1%},"
+            f"  {name} {size}: queue + DB overhead (1 worker)"
+            f" {mine['overhead_1_worker_median']:+.1%},"
             f" DB in process {mine['overhead_in_process_median']:+.1%}"
         )
-        for other, ratios in figures[name].items():
+        for other, ratios in mine.items():
             if other.startswith("over_"):
                 print(
-                    f"  {name} {other.replace('_', ' ')}: "
+                    f"  {name} {size} {other.replace('_', ' ')}: "
                     + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
                 )
 
 
+def at_size(items: list[tuple[str, Path]], size: str, folder: Path) -> list[tuple[str, Path]]:
+    """``items`` as they are (``celeba``), or each placed in a canvas of ``size``
+    (`large_photos.py`) and written as a JPEG."""
+    if size == "celeba":
+        return items
+    from embedder.imageio import load_image
+
+    placed = []
+    for subject, path in items:
+        target = folder / size / subject / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(jpeg(canvas(load_image(path), SIZES[size])[0]))
+        placed.append((subject, target))
+    return placed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=960)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--configs", nargs="+", default=[BEFORE, "default:"])
+    parser.add_argument("--photos", type=int, default=96, help="photos a size, all rounds")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--configs", nargs="+", help="default: MTCNN and SCRFD (if its file is)")
+    parser.add_argument(
+        "--sizes", nargs="+", default=["celeba", "1mp", "12mp"], choices=["celeba", *SIZES]
+    )
     parser.add_argument("--chunk", type=int, help="photos per task (default: the product's)")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-enrol.json")
     args = parser.parse_args()
@@ -326,50 +451,65 @@ def main() -> None:
 
     chunk = args.chunk or Settings.from_env().enrol_chunk
     os.environ["CQAFACE_MASKED_TEMPLATES"] = "0"
-    items = photos(args.photos)
+    part_size = args.photos // args.rounds
+    chosen = photos(part_size * (args.rounds + 1))  # the last part: the profiled job
+    folder = Path(tempfile.mkdtemp(prefix="bench-enrol-photos-"))
     warmup = [(f"warmup-{p.parent.name}", p) for p in sorted((DATA / "orl").glob("s[1-5]/*"))]
-    configs = parse_configs(args.configs)
+    configs = parse_configs(args.configs or default_configs())
     encoders, stacks = {}, {}
+    load_before = os.getloadavg()
     try:
+        sets = {size: at_size(chosen, size, folder) for size in args.sizes}
         for name, config in configs.items():
             with environment(config):
-                encoders[name] = load_encoder(items[0][1])
+                encoders[name] = load_encoder(chosen[0][1])
                 stacks[name] = {
                     0: FullPath(0, config, chunk, encoders[name]),
                     1: FullPath(1, config, chunk),
                     2: FullPath(2, config, chunk),
+                    "http": FullPath(0, config, chunk, http=True),
                 }
                 for stack in stacks[name].values():
                     stack.rate(warmup)  # each process loads the model (and exports it once)
-        rates = {name: {key: [] for _, key in SETUPS} for name in configs}
-        size = len(items) // args.rounds
+        rates = {n: {z: {k: [] for _, k in SETUPS} for z in sets} for n in configs}
         for r in range(args.rounds):  # interleaved: the machine's load drifts
-            part = items[r * size : (r + 1) * size]
-            for name, config in configs.items():
-                with environment(config):
-                    for key, rate in measure(encoders[name], stacks[name], part).items():
-                        rates[name][key].append(rate)
-            print(
-                f"round {r + 1}: "
-                + "; ".join(
-                    f"{name} " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates[name].items())
-                    for name in configs
-                ),
-                flush=True,
-            )
+            for size, items in sets.items():
+                part = items[r * part_size : (r + 1) * part_size]
+                for name, config in configs.items():
+                    with environment(config):
+                        for key, rate in measure(encoders[name], stacks[name], part).items():
+                            rates[name][size][key].append(rate)
+                    print(
+                        f"round {r + 1} {size} {name}: "
+                        + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rates[name][size].items()),
+                        flush=True,
+                    )
+        profiled = {
+            name: {
+                size: stages(stacks[name][0], items[-part_size:]) for size, items in sets.items()
+            }
+            for name in configs
+        }
     finally:
         for config_stacks in stacks.values():
             for stack in config_stacks.values():
                 stack.close()
+        shutil.rmtree(folder, ignore_errors=True)
     figures = summary(rates)
-    report(figures, size * args.rounds, args.rounds)
+    report(figures, part_size * args.rounds, args.rounds)
+    print("CPU ms a photo by stage (one in-process job under cProfile):")
+    print(json.dumps(profiled, indent=1))
     result = {
-        "photos": size * args.rounds,
+        "photos_per_size": part_size * args.rounds,
         "rounds": args.rounds,
+        "sizes": {size: list(SIZES.get(size, ())) or "as is" for size in args.sizes},
         "chunk": chunk,
         "batch": BATCH,
-        "configs": {name: args.configs[i] for i, name in enumerate(configs)},
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "configs": {name: {k: v for k, v in c.items() if v} for name, c in configs.items()},
         "figures": figures,
+        "stages_clock": "CPU time of the measuring process (all threads)",
+        "stages_ms_per_photo": profiled,
         "per_round": rates,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

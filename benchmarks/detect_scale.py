@@ -8,9 +8,11 @@
    detection at the working size, alignment from a decode large enough for the crop) against
    MTCNN on the original photo: faces lost, and how far the landmarks move, in the original
    photo's pixels and in inter-ocular distances.
-3. Cost: `cqaface detect` on 8 photos of 1 MP and 8 of 12 MP, start-up included, wall time and
-   peak memory (max RSS), at the working size and with it off (CQAFACE_DETECT_PIXELS=10^9:
-   full decode, detection on every pixel, the old path), interleaved, ``--repeats`` times.
+3. Cost: `cqaface detect` and `cqaface identify` (``--commands``; identify against a gallery
+   of the 8 original photos, embedded SQLite) on 8 photos of 1 MP and 8 of 12 MP, start-up
+   included, wall time, CPU time and peak memory (max RSS), at the working size and with it off
+   (CQAFACE_DETECT_PIXELS=10^9: full decode, detection on every pixel, the old path;
+   ``--modes``), interleaved, ``--repeats`` times, with the load average before and after.
 
     .venv/bin/python benchmarks/detect_scale.py --out var/detect-scale.json
 """
@@ -94,9 +96,10 @@ def at_phone_size(paths: list[Path]) -> dict:
     }
 
 
-def cost(paths: list[Path], repeats: int) -> dict:
-    """Part 3: `cqaface detect` in a fresh process per run, interleaved."""
-    results: dict[str, list[tuple[float, float]]] = {}
+def cost(paths: list[Path], repeats: int, commands: list[str], modes: list[str]) -> dict:
+    """Part 3: each command in a fresh process per run, interleaved."""
+    results: dict[str, list[tuple[float, float, float]]] = {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
         sets = {}
         for size in ("1mp", "12mp"):
@@ -106,38 +109,76 @@ def cost(paths: list[Path], repeats: int) -> dict:
                 target.write_bytes(jpeg(canvas(load_image(path), SIZES[size])[0]))
                 files.append(str(target))
             sets[size] = files
+        env = _gallery(Path(folder), paths[:8]) if "identify" in commands else {}
         for _ in range(repeats):
-            for mode, pixels in (("working", None), ("off", OFF)):
-                for size, files in sets.items():
-                    results.setdefault(f"{mode}-{size}", []).append(_run(files, pixels))
-    summary = {}
+            for command in commands:
+                for mode in modes:
+                    for size, files in sets.items():
+                        run = _run(command, files, OFF if mode == "off" else None, env)
+                        results.setdefault(f"{command}-{mode}-{size}", []).append(run)
+    summary: dict = {"load_average_before": load_before, "load_average_after": os.getloadavg()}
     for key, runs in results.items():
         summary[key] = {
             "seconds_median": statistics.median(r[0] for r in runs),
-            "peak_mb_median": statistics.median(r[1] for r in runs),
+            "cpu_seconds_median": statistics.median(r[1] for r in runs),
+            "peak_mb_median": statistics.median(r[2] for r in runs),
         }
-    for mode in ("working", "off"):
-        small, big = summary[f"{mode}-1mp"], summary[f"{mode}-12mp"]
-        summary[f"{mode}-ratio"] = {
-            "seconds": big["seconds_median"] / small["seconds_median"],
-            "peak_mb": big["peak_mb_median"] / small["peak_mb_median"],
-        }
+    for command in commands:
+        for mode in modes:
+            small, big = summary[f"{command}-{mode}-1mp"], summary[f"{command}-{mode}-12mp"]
+            summary[f"{command}-{mode}-ratio"] = {
+                key: big[f"{key}_median"] / small[f"{key}_median"]
+                for key in ("seconds", "cpu_seconds", "peak_mb")
+            }
     return summary
 
 
-def _run(files: list[str], pixels: str | None) -> tuple[float, float]:
-    """Seconds and peak resident MB of one `cqaface detect` over ``files``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _gallery(folder: Path, paths: list[Path]) -> dict[str, str]:
+    """An embedded gallery (SQLite, no broker) of ``paths``, one subject each: the
+    environment that points `cqaface identify` at it."""
+    env = {
+        "CQAFACE_DATA_DIR": str(folder / "data"),
+        "CQAFACE_DATABASE_URL": "",
+        "CQAFACE_BROKER_URL": "",
+        "CQAFACE_INDEX_DIR": "",
+        "CQAFACE_MASKED_TEMPLATES": "0",
+    }
+    for path in paths:
+        (folder / "gallery" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (folder / "gallery" / path.parent.name / path.name).write_bytes(path.read_bytes())
+    for arguments in (["db", "upgrade"], ["enrol", str(folder / "gallery")]):
+        subprocess.run(
+            [sys.executable, "-m", "identify.cli", *arguments],
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    return env
+
+
+def _run(
+    command: str, files: list[str], pixels: str | None, extra: dict[str, str]
+) -> tuple[float, float, float]:
+    """Seconds, CPU seconds (user and system: what a busy machine's waiting does not
+    inflate) and peak resident MB of one `cqaface <command>` over ``files``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
     if pixels:
         env["CQAFACE_DETECT_PIXELS"] = pixels
-    command = [sys.executable, "-m", "identify.cli", "detect", *files]
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "identify.cli", command, *files],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     if status != 0:
-        raise RuntimeError(f"cqaface detect failed with status {status}")
-    return seconds, usage.ru_maxrss / 1024  # Linux: kilobytes
+        raise RuntimeError(f"cqaface {command} failed with status {status}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, cpu, usage.ru_maxrss / 1024  # Linux: kilobytes
 
 
 def main() -> None:
@@ -146,6 +187,8 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=10, help="every n-th photo at 12 MP")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parts", default="1,2,3")
+    parser.add_argument("--commands", default="detect,identify", help="part 3's commands")
+    parser.add_argument("--modes", default="working,off", help="part 3: working size, off")
     args = parser.parse_args()
     paths, parts, report = photos(), args.parts.split(","), {}
     if "1" in parts:
@@ -155,7 +198,8 @@ def main() -> None:
         report["celeba_12mp"] = at_phone_size(paths[:: args.step])
         print("celeba at 12 MP:", report["celeba_12mp"], flush=True)
     if "3" in parts:
-        report["cost"] = cost(paths[:: len(paths) // 8], args.repeats)
+        commands, modes = args.commands.split(","), args.modes.split(",")
+        report["cost"] = cost(paths[:: len(paths) // 8], args.repeats, commands, modes)
         print("cost:", json.dumps(report["cost"], indent=1), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -18,6 +18,13 @@ minimum, which shifts every level); for photos that keep their face,
 whether the aligned crop is byte-identical, and the cosine between the old path's embedding
 and the new one's.
 
+By size: the serving path (`FaceEncoder.read`: the decode the working size allows, detection
+at the working size, alignment from a decode large enough for the crop; then the embedding)
+on every ``--size-step``-th photo as it is and placed in 1 MP and 12 MP canvases
+(`large_photos.py`, JPEG q90), for each detector (MTCNN; SCRFD where its file is), interleaved
+photo by photo: CPU milliseconds per photo of each stage (all threads), photos per CPU second,
+and the resident memory of a fresh process per size and detector serving those photos.
+
     .venv/bin/python benchmarks/profile_detect.py --out var/profile-detect.json
 """
 
@@ -29,7 +36,9 @@ import functools
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -41,10 +50,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.large_photos import SIZES, canvas, jpeg  # noqa: E402
 from embedder import checkpoint as ckpt  # noqa: E402
 from embedder import mtcnn, settings  # noqa: E402
 from embedder.errors import FaceInputError  # noqa: E402
-from embedder.faces import select_faces  # noqa: E402
+from embedder.faces import (  # noqa: E402
+    align_faces,
+    choose_faces,
+    decode_for,
+    detect_photo,
+    select_faces,
+)
 from embedder.imageio import load_image  # noqa: E402
 from embedder.inference import Embedder  # noqa: E402
 from embedder.mtcnn import MTCNN, Networks, torch_networks  # noqa: E402
@@ -60,18 +76,19 @@ SIZE_BINS = (0, 20, 30, 40, 50, 60, 80, 100, 120, 150, 10_000)
 class Clock:
     """Seconds accumulated per key, and the stage the detector is in."""
 
-    def __init__(self) -> None:
+    def __init__(self, timer: Callable[[], float] = time.perf_counter) -> None:
+        self.timer = timer
         self.seconds: dict[str, float] = defaultdict(float)
         self.stage = "table"
         self.level = 0
 
     def timed(self, key: Callable[[], str], call: Callable) -> Callable:
         def run(*args, **kwargs):
-            start = time.perf_counter()
+            start = self.timer()
             try:
                 return call(*args, **kwargs)
             finally:
-                self.seconds[key()] += time.perf_counter() - start
+                self.seconds[key()] += self.timer() - start
 
         return run
 
@@ -305,6 +322,85 @@ def outcomes(paths: list[Path], runtimes: dict, embedders: dict, minimums: list[
     }
 
 
+def by_size(paths: list[Path], sizes: list[str]) -> dict:
+    """The serving path per photo size and detector, interleaved photo by photo; then the
+    peak memory of each in a fresh process (a process keeps what one photo mapped for the
+    next, so one process cannot tell the sizes apart)."""
+    detectors = ["mtcnn"]
+    if settings.scrfd_model().is_file():
+        detectors.append("scrfd")
+    else:
+        print(f"no SCRFD: {settings.scrfd_model()} is absent", flush=True)
+    encoders = {name: _serving(name) for name in detectors}
+    # CPU time (all threads): on a machine whose cores other jobs hold, waiting is not cost
+    clocks = {(name, size): Clock(time.process_time) for name in encoders for size in sizes}
+    with tempfile.TemporaryDirectory() as folder:
+        files: dict[str, list[str]] = defaultdict(list)
+        for path in paths:
+            original = load_image(path)
+            for size in sizes:
+                if size == "celeba":
+                    data = path.read_bytes()
+                else:
+                    data = jpeg(canvas(original, SIZES[size])[0])
+                files[size].append(str(Path(folder) / f"{size}-{len(files[size])}.jpg"))
+                Path(files[size][-1]).write_bytes(data)
+                for name, encoder in encoders.items():
+                    serve(encoder, data, clocks[name, size].timed)
+        peaks = {(name, size): _peak_mb(name, files[size]) for size in sizes for name in detectors}
+    result: dict = {"photos": len(paths), "sizes": {z: SIZES.get(z, "as is") for z in sizes}}
+    for (name, size), clock in clocks.items():
+        result.setdefault(name, {})[size] = {
+            "ms_per_photo": {k: round(1000 * v / len(paths), 1) for k, v in clock.seconds.items()},
+            "photos_per_cpu_s": round(len(paths) / sum(clock.seconds.values()), 2),
+            **peaks[name, size],
+        }
+    return result
+
+
+def _serving(detector: str) -> FaceEncoder:
+    """The serving encoder with ``detector``, its detector made now, under that setting."""
+    os.environ["CQAFACE_DETECTOR"] = detector
+    try:
+        encoder = FaceEncoder.load(None)
+        assert encoder.detector_name == detector
+    finally:
+        os.environ.pop("CQAFACE_DETECTOR")
+    return encoder
+
+
+def serve(encoder: FaceEncoder, data: bytes, timed: Callable = lambda _, call: call) -> None:
+    """One photo through the serving path, each stage through ``timed`` (a Clock's)."""
+    with contextlib.suppress(FaceInputError):  # counted, as enrolment counts it
+        photo = timed(lambda: "decode", decode_for)(encoder.detector, data)
+        found = timed(lambda: "detect", detect_photo)(encoder.detector, photo)
+        chosen = choose_faces(found, photo.size, policy="largest")
+        faces = timed(lambda: "align (finer decode included)", align_faces)(photo, chosen, data)
+        timed(lambda: "embed", encoder.encode)(faces, "no")
+
+
+def _peak_mb(detector: str, files: list[str]) -> dict[str, float]:
+    """Resident MB of a fresh process that serves ``files`` with ``detector``: its peak (the
+    model's loading included), once loaded and warm, and its peak while serving them."""
+    command = [sys.executable, __file__, "--serve", detector, *files]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    out = process.stdout.read() if process.stdout else b""
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{command[:4]} failed with status {status}")
+    figures = {k: round(v, 1) for k, v in json.loads(out).items()}
+    return {"process_peak_mb": round(usage.ru_maxrss / 1024, 1), **figures}  # Linux: KiB
+
+
+def _memory_mb(field: str) -> float:
+    """This process's VmRSS or VmHWM, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(field)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "profile-detect.json")
@@ -313,9 +409,25 @@ def main() -> None:
     parser.add_argument("--data", default="celeba-photos", help="a folder of shared/data")
     parser.add_argument("--min-faces", type=int, nargs="+", default=[20, 30, 40])
     parser.add_argument("--profile-min-faces", type=int, nargs="+", default=[20, 40])
-    parser.add_argument("--skip", nargs="*", default=[], choices=["profile", "sizes", "outcomes"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["profile", "sizes", "outcomes", "by_size"]
+    )
+    parser.add_argument("--size-step", type=int, default=100, help="by size: every n-th photo")
+    parser.add_argument(
+        "--by-sizes", nargs="+", default=["celeba", "1mp", "12mp"], choices=["celeba", *SIZES]
+    )
+    parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)  # DETECTOR FILE...: a child
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.serve:  # by size's child: the serving path over the files, for its peak memory
+        encoder = _serving(args.serve[0])
+        serve(encoder, Path(args.serve[1]).read_bytes())  # warm: the runtimes' first buffers
+        loaded = _memory_mb("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here: the photos' own
+        for path in args.serve[1:]:
+            serve(encoder, Path(path).read_bytes())
+        print(json.dumps({"loaded_mb": loaded, "serving_peak_mb": _memory_mb("VmHWM")}))
+        return
     paths = sorted(path for path in (DATA / args.data).glob("*/*") if path.is_file())
     if args.photos:
         paths = paths[:: max(1, len(paths) // args.photos)][: args.photos]
@@ -337,6 +449,9 @@ def main() -> None:
     if "outcomes" not in args.skip:
         result["outcomes"] = outcomes(paths, runtimes, embedders, args.min_faces)
         print("outcomes:", json.dumps(result["outcomes"], indent=1), flush=True)
+    if "by_size" not in args.skip:
+        result["by_size"] = by_size(paths[:: args.size_step], args.by_sizes)
+        print("by size:", json.dumps(result["by_size"], indent=1), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}")

@@ -34,6 +34,7 @@ class Benchmark:
     command: str
     table: Callable[[dict[str, Any]], Rows]  # header row first
     plot: Callable[[Figure, dict[str, Any]], None]
+    extras: Callable[[dict[str, Any]], list[Rows]] | None = None  # more tables, under the plot
 
 
 # ----- one table and one plot per benchmark ---------------------------------------------------
@@ -126,6 +127,26 @@ def profile_table(d: dict[str, Any]) -> Rows:
     return rows
 
 
+def profile_extras(d: dict[str, Any]) -> list[Rows]:
+    """The serving path by photo size and detector (its `by_size` part), where it ran."""
+    if "by_size" not in d:
+        return []
+    part = d["by_size"]
+    detectors = [name for name in part if name not in ("photos", "sizes", "run")]
+    columns = {f"{n}, {z}": part[n][z] for z in part["sizes"] for n in detectors}
+    rows: Rows = [[f"serving path, {part['photos']} photos", *columns]]
+    for stage in next(iter(columns.values()))["ms_per_photo"]:
+        rows.append([f"{stage}, CPU ms", *[f["ms_per_photo"][stage] for f in columns.values()]])
+    for label, key in (
+        ("photos per CPU second", "photos_per_cpu_s"),
+        ("fresh process: peak MB", "process_peak_mb"),
+        ("fresh process: MB once loaded", "loaded_mb"),
+        ("fresh process: peak MB serving", "serving_peak_mb"),
+    ):
+        rows.append([label, *[f[key] for f in columns.values()]])
+    return [rows]
+
+
 def profile_plot(fig: Figure, d: dict[str, Any]) -> None:
     ax = fig.subplots()
     columns = _profile_columns(d)
@@ -216,29 +237,45 @@ ENROL_SETUPS = {
     "standalone, one photo at a time": "standalone_one_by_one",
     "standalone, embedding batched by 16": "standalone_batched_16",
     "job in the same process -> DB": "in_process_job",
+    "HTTP API: a zip -> serve (embedded) -> DB": "http_zip_embedded",
     "queue -> 1 worker process -> DB -> index": "full_path_1",
     "queue -> 2 worker processes -> DB -> index": "full_path_2",
 }
 
 
+def _enrol_columns(d: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """'config, size' -> its figures, configurations side by side at each size."""
+    sizes = list(next(iter(d["figures"].values())))
+    return {f"{c}, {z}": d["figures"][c][z] for z in sizes for c in d["figures"]}
+
+
 def enrol_table(d: dict[str, Any]) -> Rows:
-    """Photos/s per set-up and configuration, and each configuration's median ratio to the
-    first (the bench's `over_FIRST`)."""
-    configs = list(d["figures"])
-    over = f"over_{configs[0]}"
-    compared = [c for c in configs if over in d["figures"][c]]
-    rows: Rows = [
-        ["photos/s (median of rounds)", *configs, *[f"{c} / {configs[0]}" for c in compared]]
-    ]
+    """Photos/s per set-up, photo size and configuration (medians of the rounds)."""
+    columns = _enrol_columns(d)
+    rows: Rows = [["photos/s (median of rounds)", *columns]]
     for label, key in ENROL_SETUPS.items():
-        rates = [d["figures"][c]["photos_per_s"][key] for c in configs]
-        rows.append([label, *rates, *[d["figures"][c][over][key] for c in compared]])
+        rows.append([label, *[f["photos_per_s"][key] for f in columns.values()]])
     return rows
+
+
+def enrol_extras(d: dict[str, Any]) -> list[Rows]:
+    """Milliseconds per photo by stage of the profiled in-process job."""
+    staged = {
+        f"{c}, {z}": d["stages_ms_per_photo"][c][z]
+        for z in next(iter(d["stages_ms_per_photo"].values()))
+        for c in d["stages_ms_per_photo"]
+    }
+    clock = d.get("stages_clock", "wall time")
+    stages: Rows = [[f"ms per photo by stage, one in-process job ({clock})", *staged]]
+    for stage in next(iter(staged.values())):
+        stages.append([stage, *[figures[stage] for figures in staged.values()]])
+    return [stages]
 
 
 def enrol_plot(fig: Figure, d: dict[str, Any]) -> None:
     series = {
-        c: [f["photos_per_s"][k] for k in ENROL_SETUPS.values()] for c, f in d["figures"].items()
+        name: [f["photos_per_s"][k] for k in ENROL_SETUPS.values()]
+        for name, f in _enrol_columns(d).items()
     }
     _bars(fig, list(ENROL_SETUPS), series, "photos/s")
 
@@ -320,6 +357,7 @@ BENCHMARKS = (
         "make profile-detect",
         profile_table,
         profile_plot,
+        profile_extras,
     ),
     Benchmark(
         "bench-train",
@@ -341,6 +379,7 @@ BENCHMARKS = (
         "make bench-enrol",
         enrol_table,
         enrol_plot,
+        enrol_extras,
     ),
     Benchmark(
         "bench-load",
@@ -422,6 +461,8 @@ def section(
         "",
         f"![{bench.title}]({os.path.relpath(plots, out.parent)}/{bench.name}.png)",
     ]
+    for rows in bench.extras(figures) if bench.extras else []:
+        parts += ["", markdown_table(rows)]
     reading = results / f"{bench.name}.md"
     if reading.is_file():
         parts += ["", reading.read_text().strip()]

@@ -16,7 +16,7 @@ import numpy as np
 
 from embedder.align import align
 from embedder.errors import FaceTooSmall, NoFace, SeveralFaces
-from embedder.imageio import Photo, load_photo
+from embedder.imageio import MAX_BYTES, Photo, load_photo
 from embedder.mtcnn import Detection, default_detector
 from embedder.scaled import Detector
 
@@ -69,12 +69,44 @@ def faces_from_file(
     it is at least as large as the crop: a 12 MP photo is never decoded in full only to be
     shrunk. Boxes and landmarks are in the photo's own pixels whatever the decode."""
     detector = detector or default_detector()
-    photo = load_photo(source, keep_pixels=getattr(detector, "working_pixels", None))
-    sx, sy = photo.scale
-    found = [face.scaled(1 / sx, 1 / sy) for face in detector.detect(photo.pixels)]
+    photo = decode_for(detector, source)
+    found = detect_photo(detector, photo)
     chosen = choose_faces(found, photo.size, policy=policy, min_face_size=min_face_size)
-    photo = _decode_for(source, photo, chosen)
-    return [_aligned(photo, detection) for detection in chosen]
+    return align_faces(photo, chosen, source)
+
+
+def decode_for(
+    detector: Detector, source: bytes | str | os.PathLike[str], *, max_bytes: int | None = MAX_BYTES
+) -> Photo:
+    """``source`` decoded as small as ``detector``'s working size allows (a full decode for a
+    detector without one); sizes are checked before any pixel is decoded."""
+    keep = getattr(detector, "working_pixels", None)
+    return load_photo(source, keep_pixels=keep, max_bytes=max_bytes)
+
+
+def detect_photo(
+    detector: Detector, photo: Photo, *, min_face_size: float | None = None
+) -> list[Detection]:
+    """``detector``'s faces in a decode, boxes and landmarks in the photo's own pixels;
+    ``min_face_size`` is in the photo's pixels too."""
+    sx, sy = photo.scale
+    minimum = None if min_face_size is None else min_face_size * min(sx, sy)
+    found = detector.detect(photo.pixels, min_face_size=minimum)
+    return [face.scaled(1 / sx, 1 / sy) for face in found]
+
+
+def align_faces(
+    photo: Photo,
+    detections: Sequence[Detection],
+    source: bytes | str | os.PathLike[str] | None = None,
+    *,
+    max_bytes: int | None = MAX_BYTES,
+) -> list[Face]:
+    """Each detection aligned from ``photo``, or from a finer decode of ``source`` where
+    the smallest face is below the crop's size in ``photo`` (at most the full photo)."""
+    if source is not None and detections:
+        photo = _decode_for(source, photo, detections, max_bytes)
+    return [_aligned(photo, detection) for detection in detections]
 
 
 def select_faces(
@@ -88,8 +120,7 @@ def select_faces(
     (e.g. by ``MTCNN.detect_batch`` over many photos)."""
     size = (image.shape[1], image.shape[0])
     chosen = choose_faces(detections, size, policy=policy, min_face_size=min_face_size)
-    photo = Photo(image, size)
-    return [_aligned(photo, detection) for detection in chosen]
+    return align_faces(Photo(image, size), chosen)
 
 
 def choose_faces(
@@ -126,7 +157,10 @@ def _off_centre(detection: Detection, size: tuple[int, int]) -> float:
 
 
 def _decode_for(
-    source: bytes | str | os.PathLike[str], photo: Photo, faces: Sequence[Detection]
+    source: bytes | str | os.PathLike[str],
+    photo: Photo,
+    faces: Sequence[Detection],
+    max_bytes: int | None,
 ) -> Photo:
     """``photo``, or a larger decode of it where its smallest face would be below the crop's
     size (at most the full photo)."""
@@ -134,7 +168,8 @@ def _decode_for(
     if min(photo.scale) >= needed:
         return photo
     width, height = photo.size
-    return load_photo(source, keep_pixels=math.ceil(needed * needed * width * height))
+    keep = math.ceil(needed * needed * width * height)
+    return load_photo(source, keep_pixels=keep, max_bytes=max_bytes)
 
 
 def _aligned(photo: Photo, detection: Detection) -> Face:

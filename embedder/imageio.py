@@ -28,6 +28,8 @@ _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _UINT16_MAX = 65535
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the photo a quarter
 _DCT_REDUCTIONS = (8, 4, 2)  # what libjpeg can decode at directly
+MAX_PIXELS = 40_000_000
+MAX_BYTES = 50 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,8 +48,8 @@ class Photo:
 def load_image(
     source: bytes | str | os.PathLike[str],
     *,
-    max_pixels: int = 40_000_000,
-    max_bytes: int | None = 50 * 2**20,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int | None = MAX_BYTES,
 ) -> np.ndarray:
     """Decode ``source`` (raw bytes or a file path) to a contiguous HxWx3 uint8 RGB array.
 
@@ -62,8 +64,8 @@ def load_photo(
     source: bytes | str | os.PathLike[str],
     *,
     keep_pixels: int | None = None,
-    max_pixels: int = 40_000_000,
-    max_bytes: int | None = 50 * 2**20,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int | None = MAX_BYTES,
 ) -> Photo:
     """:func:`load_image`, but a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size.
 

@@ -91,5 +91,5 @@ def test_a_kept_crop_reads_back_as_the_very_rgb_pixels_that_were_embedded() -> N
 
     crop = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
     crop[..., 0] = 255  # a red face: a swap of the channels would turn it blue
-    read = _crop(None, Face(crop_png=png_bytes(crop)))  # type: ignore[arg-type]
+    read = _crop(None, Face(crop_png=png_bytes(crop)), None)  # type: ignore[arg-type]
     assert read.dtype == np.uint8 and np.array_equal(read, crop)

@@ -10,14 +10,22 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
+from embedder import faces as faces_module
 from embedder import runtime
 from embedder.align import similarity_transform, template
 from embedder.errors import ImageTooLarge, NoFace
 from embedder.faces import faces_from_file
-from embedder.imageio import load_image, load_photo
-from embedder.mtcnn import MTCNN, default_detector
+from embedder.imageio import Photo, load_image, load_photo
+from embedder.mtcnn import MTCNN, Detection, default_detector
 from embedder.scaled import ScaledDetector
+from identify.gallery.db import make_engine
+from identify.gallery.enroller import Enroller
+from identify.gallery.store import GalleryStore
+from identify.gallery.tables import Image as GalleryImage
+from identify.gallery.tables import ItemStatus
+from identify.search.encode import FaceEncoder
 
 # MTCNN's landmarks of one face seen at two scales differ by its own precision, not by an
 # exact amount; 0.1 of the inter-ocular distance is the normalised mean error above which
@@ -193,3 +201,69 @@ def test_the_serving_detector_works_at_the_setting(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("CQAFACE_DETECT_PIXELS", bad)
         with pytest.raises(ValueError, match=f"CQAFACE_DETECT_PIXELS='{bad}': expected a number"):
             runtime.load_detector()
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The shape of every decode the face pipeline makes (the real decoder, recorded)."""
+    shapes: list[tuple[int, ...]] = []
+
+    def recording(*args: object, **kwargs: object) -> Photo:
+        photo = load_photo(*args, **kwargs)
+        shapes.append(photo.pixels.shape)
+        return photo
+
+    monkeypatch.setattr(faces_module, "load_photo", recording)
+    return shapes
+
+
+def test_the_serving_encoder_finds_a_12_mp_jpegs_face_in_a_half_size_decode(
+    photo: np.ndarray, detector: ScaledDetector, decodes: list[tuple[int, ...]]
+) -> None:
+    data = _jpeg(_canvas(photo, 4032, 3024)[0])
+    encoder = FaceEncoder(None, detector=detector)
+    [full] = encoder.faces(load_image(data), "largest")  # the photo decoded in full
+    decoded, [face] = encoder.read(data, "largest")
+    # 1,000,000 working pixels: 1/2 is the largest DCT reduction that keeps them (1/4 leaves
+    # 762,048), and the face, about 900 px there, needs no finer decode for a 112 px crop.
+    assert decodes == [(1512, 2016, 3)]
+    assert decoded.size == (4032, 3024) and decoded.scale == (0.5, 0.5)
+    # The same face: no landmark further from the full decode's than one pixel of the
+    # aligned crop, the finest step the model sees (the template's eye distance spans that
+    # many crop pixels).
+    crop_pixel = np.linalg.norm(full.landmarks[1] - full.landmarks[0]) / np.linalg.norm(
+        template()[1] - template()[0]
+    )
+    assert np.linalg.norm(face.landmarks - full.landmarks, axis=1).max() <= crop_pixel
+
+
+def test_an_enrolled_12_mp_jpeg_records_its_own_size_not_its_decodes(
+    photo: np.ndarray,
+    detector: ScaledDetector,
+    decodes: list[tuple[int, ...]],
+    database_url: str,
+    encoder: FaceEncoder,
+) -> None:
+    encoder = FaceEncoder(encoder.embedder, detector=detector)
+    dim = int(encoder.embedder.config.embedding_size)
+    store = GalleryStore(make_engine(database_url), model_version=encoder.model_version, dim=dim)
+    enroller = Enroller(store, encoder, keep="none", masked_templates=False)
+    [result] = enroller.enrol_many([("a", _jpeg(_canvas(photo, 4032, 3024)[0]), "big.jpg")])
+    assert result.status == ItemStatus.ENROLLED
+    assert decodes == [(1512, 2016, 3)]
+    with store.sessions() as session:
+        assert session.execute(select(GalleryImage.width, GalleryImage.height)).one() == (
+            4032,
+            3024,
+        )
+
+
+def test_a_kept_12_mp_photo_is_realigned_from_the_decode_it_was_enrolled_from(
+    photo: np.ndarray, detector: ScaledDetector, decodes: list[tuple[int, ...]]
+) -> None:
+    data = _jpeg(_canvas(photo, 4032, 3024)[0])
+    encoder = FaceEncoder(None, detector=detector)
+    _, [face] = encoder.read(data, "largest")
+    again = encoder.realign(data, Detection(face.box, face.score, face.landmarks))
+    assert decodes == [(1512, 2016, 3), (1512, 2016, 3)]
+    assert np.array_equal(again.crop, face.crop)

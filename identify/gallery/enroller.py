@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 
 from embedder.errors import FaceInputError
-from embedder.imageio import load_image
 from identify.gallery.store import EnrolResult, FaceRecord, GalleryStore, PhotoRecord, duplicate
 from identify.gallery.tables import ItemStatus
 from identify.settings import KeepPolicy, Settings
@@ -39,7 +38,7 @@ class _Prepared:
     name: str
     data: bytes
     sha: str
-    image: np.ndarray = field(default_factory=lambda: np.empty((0, 0, 3), np.uint8))
+    size: tuple[int, int] = (0, 0)  # the photo's own width and height, upright
     faces: list[Any] = field(default_factory=list)
 
 
@@ -162,8 +161,8 @@ class Enroller:
                     size_bytes=len(item.data),
                     faces=faces_of_item,
                     source=item.name,
-                    width=int(item.image.shape[1]),
-                    height=int(item.image.shape[0]),
+                    width=item.size[0],
+                    height=item.size[1],
                     content=item.data if self.keep == "images" else None,
                 )
             )
@@ -192,8 +191,13 @@ class Enroller:
     def _detect(self, item: _Prepared) -> _Prepared | EnrolResult:
         """Decode and detect a read photo: its faces to embed, or why not."""
         try:
-            item.image = load_image(item.data, max_bytes=self.settings.max_photo_bytes)
-            item.faces = self.encoder.faces(item.image, self.settings.enrol_policy, gallery=True)
+            photo, item.faces = self.encoder.read(
+                item.data,
+                self.settings.enrol_policy,
+                gallery=True,
+                max_bytes=self.settings.max_photo_bytes,
+            )
+            item.size = photo.size
         except FaceInputError as error:
             return EnrolResult(item.name, ItemStatus.of_code(error.code), str(error))
         return item

@@ -21,8 +21,7 @@ from PIL import Image as PILImage
 from sqlalchemy import Engine, exists, select
 from sqlalchemy.orm import Session, undefer
 
-from embedder.align import align
-from embedder.imageio import load_image
+from embedder.mtcnn import Detection
 from identify.gallery import subject_templates
 from identify.gallery import vectors as vec
 from identify.gallery.db import session_factory
@@ -118,7 +117,7 @@ def _embed_batch(
 ) -> int:
     crops, faces, seeds = [], [], []
     for face, sha in batch:
-        crop = _crop(session, face)
+        crop = _crop(session, face, encoder)
         if crop is None:
             skipped.append(face.id)
             continue
@@ -140,12 +139,14 @@ def _embed_batch(
     return len(faces)
 
 
-def _crop(session: Session, face: Face) -> np.ndarray | None:
-    """The face's aligned crop: kept PNG, else re-aligned from the kept photo."""
+def _crop(session: Session, face: Face, encoder: FaceEncoder) -> np.ndarray | None:
+    """The face's aligned crop: kept PNG, else re-aligned from the kept photo, decoded as
+    enrolment decoded it."""
     if face.crop_png:
         return np.asarray(PILImage.open(io.BytesIO(face.crop_png)).convert("RGB"))
     content = session.scalars(select(Image.content).where(Image.id == face.image_id)).one_or_none()
     if not content:
         return None
-    landmarks = np.asarray(face.landmarks, np.float32)
-    return align(load_image(content), landmarks).crop
+    box = (face.box[0], face.box[1], face.box[2], face.box[3])
+    found = Detection(box, face.detection_score, np.asarray(face.landmarks, np.float32))
+    return encoder.realign(content, found).crop

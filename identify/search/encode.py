@@ -4,6 +4,7 @@ same way: detection, alignment, embedding, mask flag and part qualities."""
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -11,8 +12,10 @@ from typing import Any, Literal
 import numpy as np
 
 from embedder.errors import FaceTooSmall
-from embedder.faces import Face, Policy, select_faces
+from embedder.faces import Face, Policy, align_faces, choose_faces, decode_for, detect_photo
+from embedder.imageio import MAX_BYTES, Photo
 from embedder.masks import apply_mask
+from embedder.mtcnn import Detection
 from identify.settings import Settings
 
 MaskMode = Literal["auto", "yes", "no"]
@@ -77,24 +80,58 @@ class FaceEncoder:
             self.detector = runtime.load_detector(self.min_face_size)
         return self.detector
 
+    def read(
+        self,
+        source: bytes | str | os.PathLike[str],
+        policy: Policy,
+        *,
+        gallery: bool = False,
+        max_bytes: int | None = MAX_BYTES,
+    ) -> tuple[Photo, list[Face]]:
+        """Decode a photo file or its bytes and find its faces as :meth:`faces` does. The
+        decode is as small as detection at the working size allows (a 12 MP JPEG is decoded
+        at 1/2, 1/4 or 1/8 of its sides), each face aligned from one in which it is at least
+        the crop's size: a large photo is never decoded in full only to be shrunk. Returns
+        the detection's decode (``Photo.scale`` maps the faces' photo pixels onto it) and the
+        faces; sizes are checked before any pixel is decoded."""
+        photo = decode_for(self._detector(), source, max_bytes=max_bytes)
+        return photo, self._faces(photo, policy, gallery, source, max_bytes)
+
+    def realign(self, source: bytes | str | os.PathLike[str], detection: Detection) -> Face:
+        """A stored face aligned anew from its kept photo (re-embedding), from the decode
+        :meth:`read` aligned it from when it was found (same working size: the same crop)."""
+        photo = decode_for(self._detector(), source, max_bytes=None)  # it was checked then
+        return align_faces(photo, [detection], source, max_bytes=None)[0]
+
     def faces(self, image: np.ndarray, policy: Policy, *, gallery: bool = False) -> list[Face]:
         """Faces of an RGB photo per ``policy``; raises typed FaceInputErrors. A ``gallery``
         photo's faces must reach CQAFACE_ENROL_MIN_FACE_SIZE, a probe's CQAFACE_MIN_FACE_SIZE;
         a refusal for size names the setting."""
+        return self._faces(Photo(image, (image.shape[1], image.shape[0])), policy, gallery)
+
+    def _faces(
+        self,
+        photo: Photo,
+        policy: Policy,
+        gallery: bool,
+        source: bytes | str | os.PathLike[str] | None = None,
+        max_bytes: int | None = MAX_BYTES,
+    ) -> list[Face]:
         detector = self._detector()
         setting, minimum = "CQAFACE_MIN_FACE_SIZE", self.min_face_size
         detections = None
         if gallery and self.enrol_min_face_size > minimum:
             setting, minimum = "CQAFACE_ENROL_MIN_FACE_SIZE", self.enrol_min_face_size
-            detections = detector.detect(image, min_face_size=minimum)
+            detections = detect_photo(detector, photo, min_face_size=minimum)
             if not any(d.size >= minimum for d in detections):
                 detections = None  # look for smaller faces too: "too small", not "no face"
         if detections is None:
-            detections = detector.detect(image)
+            detections = detect_photo(detector, photo)
         try:
-            return select_faces(image, detections, policy=policy, min_face_size=minimum)
+            chosen = choose_faces(detections, photo.size, policy=policy, min_face_size=minimum)
         except FaceTooSmall as error:
             raise FaceTooSmall(f"{error} ({setting})") from None
+        return align_faces(photo, chosen, source, max_bytes=max_bytes)
 
     def encode(self, faces: list[Face], mask: MaskMode = "auto") -> list[EncodedFace]:
         """Embed ``faces``; the mask flag comes from the model's classifier (``auto``; no

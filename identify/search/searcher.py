@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder.imageio import load_image
+from embedder.imageio import Photo
 from identify.gallery.store import GalleryStore
 from identify.gallery.tables import TemplateKind
 from identify.search.encode import EncodedFace, FaceEncoder, MaskMode
@@ -98,9 +98,10 @@ class FaceAnswer:
 
 @dataclass(frozen=True)
 class Probe:
-    """A searched probe photo: the decoded image, its encoded faces, one answer per face."""
+    """A searched probe photo: its decode (possibly reduced: ``photo.scale`` maps the faces'
+    photo pixels onto it), its encoded faces, one answer per face."""
 
-    image: np.ndarray
+    photo: Photo
     faces: list[EncodedFace]
     answers: list[FaceAnswer]
 
@@ -178,10 +179,10 @@ class Searcher:
         that cannot give a face (checked before the model runs), OSError for an unreadable
         path."""
         encoder = self._encoder()
-        image = load_image(source, max_bytes=self.settings.max_photo_bytes)
+        photo, found = encoder.read(source, "all", max_bytes=self.settings.max_photo_bytes)
         self.index.catch_up()
-        faces = encoder.encode(encoder.faces(image, "all"), mask)
-        return Probe(image, faces, self.identify_encoded(faces, k, threshold=threshold))
+        faces = encoder.encode(found, mask)
+        return Probe(photo, faces, self.identify_encoded(faces, k, threshold=threshold))
 
     def verify(
         self,
@@ -194,8 +195,8 @@ class Searcher:
         """The largest face of a probe photo against one subject (LookupError if it has no
         template), decided as :meth:`search` decides."""
         encoder = self._encoder()
-        image = load_image(source, max_bytes=self.settings.max_photo_bytes)
-        face = encoder.encode(encoder.faces(image, "largest"), mask)[0]
+        _, found = encoder.read(source, "largest", max_bytes=self.settings.max_photo_bytes)
+        face = encoder.encode(found, mask)[0]
         return self.verify_vector(face.vector, subject_id, face.masked, threshold=threshold)
 
     def _encoder(self) -> FaceEncoder:

@@ -202,7 +202,7 @@ def search() -> str:
         result=result,
         probe_sha256=sha256,
         faces=faces,
-        picture=overlay.photo_overlay(result.image, result.faces),
+        picture=overlay.photo_overlay(result.photo, result.faces),
         model_version=services().model_version,
         mask=mask,
         k=k,

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from embedder.align import warp_to_photo
+from embedder.imageio import Photo
 from identify.search.encode import EncodedFace
 
 MAX_SIDE = 720
@@ -36,17 +37,22 @@ def _normalised(maps: np.ndarray) -> np.ndarray:
     return maps / peak if peak > 0 else maps
 
 
-def photo_overlay(image: np.ndarray, faces: list[EncodedFace]) -> str:
-    """The photo with every face's attention (max over branches) and its box drawn over it."""
+def photo_overlay(photo: Photo, faces: list[EncodedFace]) -> str:
+    """The photo with every face's attention (max over branches) and its box drawn over it,
+    on its decode (which may be reduced: the faces are in the photo's own pixels)."""
+    image = photo.pixels
+    sx, sy = photo.scale
     heat = np.zeros(image.shape[:2], np.float32)
     for face in faces:
         if face.attention is None:
             continue
         combined = _normalised(face.attention.max(axis=0))
-        heat = np.maximum(heat, warp_to_photo(combined, face.face.matrix, image.shape))
+        matrix = face.face.matrix * np.array([1 / sx, 1 / sy, 1.0])  # decode -> crop
+        heat = np.maximum(heat, warp_to_photo(combined, matrix, image.shape))
     picture = _heat(image, heat)
     for number, face in enumerate(faces, 1):
-        x1, y1, x2, y2 = (int(np.rint(v)) for v in face.face.box)
+        box = np.rint(np.asarray(face.face.box) * [sx, sy, sx, sy]).astype(int)
+        x1, y1, x2, y2 = (int(v) for v in box)
         colour = (255, 160, 0) if face.masked else (40, 220, 40)
         thickness = max(2, image.shape[1] // 300)
         cv2.rectangle(picture, (x1, y1), (x2, y2), colour, thickness)
