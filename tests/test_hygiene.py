@@ -410,3 +410,129 @@ def test_two_merges_of_one_pair_at_once_one_wins_the_other_is_refused_whole(
             session.scalar(select(func.count()).where(Image.subject_id == survivor)) == 9
         )  # P2's 8 photos and its blurred copy
     assert list(templates(store)).count(p2 if survivor == b else p2 + ALIAS_SUFFIX) == 1
+
+
+# ----- the JSON API and the command line ------------------------------------------------------
+
+
+def test_the_api_runs_a_report_and_its_actions_and_refuses_bad_input(root, names, tmp_path):
+    from web_helpers import add_key, bearer, make_app
+
+    from identify.web import hygiene as web_hygiene
+
+    p0, p1, p2 = names[:3]
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = build(url, layout(root, foreign=p0, alias=True))
+    app = make_app(url, tmp_path)
+    key = add_key(app, "curator@x.org", "operator", "identify,enrol")
+    client, auth = app.test_client(), bearer(key)
+
+    started = client.post("/api/v1/hygiene/reports", headers=auth)
+    assert started.status_code == 202
+    report_id = started.get_json()["id"]
+    web_hygiene.wait(report_id)
+    report = client.get(f"/api/v1/hygiene/reports/{report_id}", headers=auth).get_json()
+    assert (report["status"], report["counts"]) == ("done", {"outliers": 16, "same_person": 2})
+
+    source, target = _subject(store, p2 + ALIAS_SUFFIX), _subject(store, p2)
+
+    def post(path: str, body: dict | None = None):
+        response = client.post(f"/api/v1/hygiene/{path}", json=body or {}, headers=auth)
+        return response.status_code, response.get_json()
+
+    status, body = post("merges", {"source_id": source, "target_id": source})
+    assert (status, body["error"]["code"]) == (422, "invalid")
+    status, body = post("merges", {"source_id": source, "target_id": 10**6})
+    assert (status, body["error"]["message"]) == (404, f"no subject {10**6}")
+    status, body = post("merges", {"source_id": source})
+    assert (status, body["error"]["details"]) == (400, {"field": "target_id"})
+    assert (
+        client.post(
+            "/api/v1/hygiene/merges",
+            data="[1]",
+            headers={**auth, "Content-Type": "application/json"},
+        ).status_code
+        == 400
+    )
+
+    status, merged = post("merges", {"source_id": source, "target_id": target})
+    assert (status, merged["images_moved"]) == (201, 4)
+    status, body = post("merges", {"source_id": source, "target_id": target})
+    assert (status, body["error"]["code"]) == (409, "conflict")
+    assert body["error"]["details"] == {"subject_id": source, "merged_into": target}
+    [face] = _faces_of(store, p0, {f"{p0}/{embedded(root)[(p0, 1, False)].path.name}"})
+    status, body = post(f"faces/{face}/move", {"subject_id": source})
+    assert (status, body["error"]["code"]) == (409, "conflict")  # moved to a merged subject
+    after = client.get(f"/api/v1/hygiene/reports/{report_id}", headers=auth).get_json()
+    assert after["counts"]["same_person"] == 1  # the merged pair is settled
+
+    status, body = post(f"merges/{merged['merge_id']}/undo")
+    assert (status, body["action"]) == (200, "undo_merge")
+    assert post(f"merges/{merged['merge_id']}/undo")[0] == 409
+    assert post("merges/999999/undo")[0] == 404
+    a, b = _subject(store, p0), _subject(store, p1)
+    assert post("dismissals", {"subject_a": a, "subject_b": b})[0] == 201
+    assert post("dismissals", {"subject_a": b, "subject_b": a}) == (
+        200,
+        {"action": "dismiss", "subjects": [a, b], "subject_a": a, "subject_b": b, "already": True},
+    )
+    status, moved = post(f"faces/{face}/move", {"subject_id": b})
+    assert (status, moved["from"], moved["to"]) == (200, a, b)
+    assert post(f"faces/{face}/remove")[0] == 200
+    assert post(f"faces/{face}/remove")[0] == 404
+
+    with store.sessions() as session:
+        audited = session.execute(
+            select(AuditEntry.action, AuditEntry.user_id)
+            .where(AuditEntry.action.like("hygiene_%"))
+            .order_by(AuditEntry.id)
+        ).all()
+    user = audited[0].user_id
+    assert user is not None
+    assert audited == [
+        (action, user)
+        for action in (
+            "hygiene_report",
+            "hygiene_merge",
+            "hygiene_undo_merge",
+            "hygiene_dismiss",
+            "hygiene_move_face",
+            "hygiene_remove_face",
+        )
+    ]
+
+
+def test_the_cli_merges_undoes_and_refuses_in_one_line(root, names, tmp_path, monkeypatch, capsys):
+    import json
+
+    from identify.cli.main import main
+
+    p2 = names[2]
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = build(url, layout(root, alias=True))
+    monkeypatch.setenv("CQAFACE_DATABASE_URL", url)
+    monkeypatch.setenv("CQAFACE_INDEX_DIR", str(tmp_path / "index"))
+    monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
+    for name in ("CQAFACE_MODEL", "CQAFACE_THRESHOLD", "CQAFACE_FAR"):
+        monkeypatch.delenv(name, raising=False)
+    source, target = _subject(store, p2 + ALIAS_SUFFIX), _subject(store, p2)
+
+    assert main(["gallery", "hygiene", "merge", str(source), str(source)]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        "",
+        f"cqaface gallery hygiene: error: cannot merge subject {source} into itself\n",
+    )
+    assert main(["gallery", "hygiene", "report"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["counts"] == {"outliers": 7 + 4, "same_person": 1}
+    [pair] = [x for x in lines if x.get("kind") == "same_person"]
+    assert (pair["subject_a"]["subject_id"], pair["subject_b"]["subject_id"]) == (target, source)
+    assert main(["gallery", "hygiene", "merge", str(source), str(target)]) == 0
+    [merged] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert main(["gallery", "hygiene", "merge", str(source), str(target)]) == 1
+    assert capsys.readouterr().err == (
+        f"cqaface gallery hygiene: error: subject {source} was merged into subject {target}\n"
+    )
+    assert main(["gallery", "hygiene", "undo", str(merged["merge_id"])]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "undo_merge"
