@@ -358,7 +358,7 @@ def report_json(store: GalleryStore, report_id: int) -> dict[str, Any]:
         if report is None:
             raise NotFound(f"no hygiene report {report_id}")
         outliers = session.execute(
-            select(HygieneFinding, Image.id)
+            select(HygieneFinding, Image.id, Image.source, Face.crop_png.is_not(None))
             .join(Face, Face.id == HygieneFinding.face_id)
             .join(
                 Image, (Image.id == Face.image_id) & (Image.subject_id == HygieneFinding.subject_id)
@@ -379,10 +379,10 @@ def report_json(store: GalleryStore, report_id: int) -> dict[str, Any]:
         dismissed = set(
             session.execute(select(HygieneDismissal.subject_a, HygieneDismissal.subject_b)).all()
         )
-        named = {f.subject_id for f, _ in outliers} | {
+        named = {f.subject_id for f, *_ in outliers} | {
             s for f in pairs for s in (f.subject_id, f.other_subject_id)
         }
-        named |= {f.other_subject_id for f, _ in outliers if f.other_subject_id is not None}
+        named |= {f.other_subject_id for f, *_ in outliers if f.other_subject_id is not None}
         names = dict(
             session.execute(select(Subject.id, Subject.name).where(Subject.id.in_(named))).all()
         )
@@ -410,6 +410,8 @@ def report_json(store: GalleryStore, report_id: int) -> dict[str, Any]:
                 {
                     "face_id": f.face_id,
                     "image_id": image_id,
+                    "source": source,
+                    "has_crop": bool(has_crop),
                     "subject_id": f.subject_id,
                     "subject_name": names.get(f.subject_id, ""),
                     "score": round(f.score, 5),
@@ -423,7 +425,7 @@ def report_json(store: GalleryStore, report_id: int) -> dict[str, Any]:
                         "score": round(f.other_score or 0.0, 5),
                     },
                 }
-                for f, image_id in outliers[:FINDINGS_SHOWN]
+                for f, image_id, source, has_crop in outliers[:FINDINGS_SHOWN]
             ],
             "same_person": [
                 {
@@ -521,3 +523,29 @@ def dismissed_pairs(store: GalleryStore) -> set[tuple[int, int]]:
     with store.sessions() as session:
         rows = session.execute(select(HygieneDismissal.subject_a, HygieneDismissal.subject_b))
         return {(int(a), int(b)) for a, b in rows}
+
+
+def recent_merges(store: GalleryStore, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest merges, newest first, with whether each is undone."""
+    with store.sessions() as session:
+        rows = session.scalars(
+            select(HygieneMerge).order_by(HygieneMerge.id.desc()).limit(limit)
+        ).all()
+        names = dict(
+            session.execute(
+                select(Subject.id, Subject.name).where(Subject.id.in_({r.target_id for r in rows}))
+            ).all()
+        )
+    return [
+        {
+            "merge_id": r.id,
+            "source_id": r.source_id,
+            "source_name": r.source_name,
+            "target_id": r.target_id,
+            "target_name": names.get(r.target_id),
+            "images_moved": len(r.image_ids),
+            "created_at": _when(r.created_at),
+            "undone_at": _when(r.undone_at),
+        }
+        for r in rows
+    ]
