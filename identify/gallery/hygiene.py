@@ -91,6 +91,7 @@ def move_face(
         if source == subject_id:
             raise Invalid(f"face {face_id} is already subject {subject_id}'s", field="subject_id")
         _claim(session, [source, subject_id])
+        _still(session, face_id, source)
         if session.scalar(select(func.count()).where(Face.image_id == image_id)) != 1:
             raise Conflict(f"face {face_id}'s photo holds several faces: move the photo instead")
         session.execute(update(Image).where(Image.id == image_id).values(subject_id=subject_id))
@@ -107,6 +108,7 @@ def remove_face(store: GalleryStore, face_id: int, *, actor: int | None = None) 
     with store.sessions() as session, session.begin():
         image_id, subject_id = _face_home(session, face_id)
         _claim(session, [subject_id])
+        _still(session, face_id, subject_id)
         alone = session.scalar(select(func.count()).where(Face.image_id == image_id)) == 1
         if alone:
             session.execute(delete(Image).where(Image.id == image_id))
@@ -260,6 +262,13 @@ def _face_home(session: Session, face_id: int) -> tuple[int, int]:
     if row is None:
         raise NotFound(f"no face {face_id}", field="face_id")
     return int(row.image_id), int(row.subject_id)
+
+
+def _still(session: Session, face_id: int, subject_id: int) -> None:
+    """The face is still ``subject_id``'s now that its subject is claimed: a merge or a move
+    that committed in between took it elsewhere (Conflict), or removed it (NotFound)."""
+    if _face_home(session, face_id)[1] != subject_id:
+        raise Conflict(f"face {face_id} left subject {subject_id} meanwhile: reload and retry")
 
 
 def _claim(session: Session, subject_ids: list[int]) -> None:
