@@ -3,8 +3,9 @@ of 25K, 50K and 100K subjects, to show its cost grows like n log n, not n^2.
 
 Each size runs in a fresh process: it builds a SQLite gallery through GalleryStore (subjects,
 images, faces, embeddings, templates, as enrolment stores them), the index the serving process
-would hold (identify.search.index.TemplateIndex with the process's settings: exact up to
-CQAFACE_INDEX_EXACT_MAX, then CQAFACE_INDEX_APPROX), then times the report alone.
+would hold (identify.search.index.TemplateIndex with the process's settings, but exact only up
+to --exact-max, 10,000 by default, so that every size is searched approximately,
+by HNSW unless --approximate pq), then times the report alone.
 
 The gallery: each subject a random unit centre in 512-d; --faces unit embeddings per subject,
 centre + Gaussian noise of norm --noise (cosine about 0.71 to the centre at 1.0). Planted:
@@ -88,7 +89,9 @@ def _gallery(n: int, faces: int, noise: float, seed: int) -> tuple[list[Any], se
     return photos, pairs, outliers
 
 
-def one_size(n: int, faces: int, noise: float, seed: int, folder: Path) -> dict[str, Any]:
+def one_size(
+    n: int, faces: int, noise: float, seed: int, exact_max: int, approximate: str, folder: Path
+) -> dict[str, Any]:
     """Build a gallery of ``n`` subjects and time its report (run in a child process)."""
     from sqlalchemy import select
 
@@ -116,7 +119,8 @@ def one_size(n: int, faces: int, noise: float, seed: int, folder: Path) -> dict[
     vectors = np.stack([vec.from_bytes(r.vector, DIM) for r in rows])
     del rows
     started = time.perf_counter()
-    options = Settings.from_env().index_options()
+    options = {**Settings.from_env().index_options(), "exact_max": exact_max}
+    options["approximate"] = approximate
     index = TemplateIndex.build(ids, vectors, **options)
     index_s = time.perf_counter() - started
     del vectors
@@ -179,18 +183,45 @@ def main() -> int:
     parser.add_argument("--faces", type=int, default=2, help="faces per subject (default 2)")
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--approximate",
+        choices=["hnsw", "pq"],
+        default="hnsw",
+        help="the approximate index (default hnsw, whose search is sublinear; pq scans every "
+        "code, a linear search with a small constant)",
+    )
+    parser.add_argument(
+        "--exact-max",
+        type=int,
+        default=10_000,
+        help="the index is approximate above this many templates (default 10,000: every size "
+        "is searched the way a large gallery is)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hygiene-report.json"))
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child's size
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one_size(args.one, args.faces, args.noise, args.seed, args.folder)))
+        print(
+            json.dumps(
+                one_size(
+                    args.one,
+                    args.faces,
+                    args.noise,
+                    args.seed,
+                    args.exact_max,
+                    args.approximate,
+                    args.folder,
+                )
+            )
+        )
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="hygiene-bench-") as folder:
         for n in args.sizes:
             child = [sys.executable, __file__, "--one", str(n), "--folder", folder]
             child += ["--faces", str(args.faces), "--noise", str(args.noise)]
+            child += ["--exact-max", str(args.exact_max), "--approximate", args.approximate]
             done = subprocess.run(
                 [*child, "--seed", str(args.seed)], capture_output=True, text=True
             )
@@ -231,7 +262,8 @@ def main() -> int:
         "threads": os.cpu_count(),
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": platform.machine(),
-        "index_approximate": os.environ.get("CQAFACE_INDEX_APPROX", "pq"),
+        "index_approximate": args.approximate,
+        "exact_max": args.exact_max,
         "faces_per_subject": args.faces,
         "noise": args.noise,
         "results": results,

@@ -8,8 +8,10 @@ subjects (identify.gallery.hygiene keeps the report's rows, its cursor and what 
   the masked template and are left out.
 - Likely same person: each subject's template is searched in the index for its nearest
   neighbours; a neighbour at or above the threshold makes a pair. The cost is one k-NN search
-  per subject and per face, never all pairs of subjects: with the approximate index above
-  CQAFACE_INDEX_EXACT_MAX, it grows like n log n (benchmarks/hygiene_report.py).
+  per subject and per face, never all pairs of subjects, so the report costs n searches of
+  the live index: n log n with HNSW (CQAFACE_INDEX_APPROX=hnsw); the exact index up to
+  CQAFACE_INDEX_EXACT_MAX and the PQ fast scan read every template (or code) per search, which
+  keeps a quadratic term with a small constant (benchmarks/hygiene_report.py).
 """
 
 from __future__ import annotations
