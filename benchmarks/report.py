@@ -336,6 +336,53 @@ def fusion_plot(fig: Figure, d: dict[str, Any]) -> None:
     right.legend(fontsize="small", loc="upper left")
 
 
+def hygiene_table(d: dict[str, Any]) -> Rows:
+    rows: Rows = [
+        [
+            "subjects",
+            "index",
+            "report s",
+            "time x",
+            "n log n x",
+            "n² x",
+            "heap peak MiB",
+            "RSS peak MiB",
+            "planted found",
+            "other findings",
+        ]
+    ]
+    for r in d["results"]:
+        planted = f"{r['pairs_found']}/{r['planted_pairs']} pairs, "
+        planted += f"{r['outliers_found']}/{r['planted_outliers']} outliers"
+        other = f"{r['other_pairs']} pairs, {r['outliers_with_pair']} with a pair, "
+        other += f"{r['other_outliers']} outliers"
+        rows.append(
+            [
+                r["subjects"],
+                r["index"],
+                r["report_s"],
+                r["time_vs_smallest"],
+                r["n_log_n_vs_smallest"],
+                r["n_squared_vs_smallest"],
+                r["heap_peak_mib"],
+                r["rss_peak_mib"],
+                planted,
+                other,
+            ]
+        )
+    return rows
+
+
+def hygiene_plot(fig: Figure, d: dict[str, Any]) -> None:
+    ax = fig.subplots()
+    sizes = [r["subjects"] for r in d["results"]]
+    ax.plot(sizes, [r["time_vs_smallest"] for r in d["results"]], "o-", label="report time")
+    ax.plot(sizes, [r["n_log_n_vs_smallest"] for r in d["results"]], "--", label="n log n")
+    ax.plot(sizes, [r["n_squared_vs_smallest"] for r in d["results"]], ":", label="n²")
+    ax.set(xlabel="subjects", ylabel="relative to the smallest gallery")
+    ax.legend()
+
+
 BENCHMARKS = (
     Benchmark(
         "bench-embedder",
@@ -394,6 +441,13 @@ BENCHMARKS = (
         "make bench-mask-fusion",
         fusion_table,
         fusion_plot,
+    ),
+    Benchmark(
+        "bench-hygiene",
+        "Gallery hygiene report: 25K to 100K subjects",
+        "make bench-hygiene",
+        hygiene_table,
+        hygiene_plot,
     ),
 )
 

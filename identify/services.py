@@ -137,6 +137,26 @@ class Services:
                 )
             return self._searcher
 
+    def hygiene_threshold(self) -> float:
+        """The hygiene report's same-person threshold: the served model's at FAR 1e-3 (or the
+        operator's CQAFACE_THRESHOLD override)."""
+        from identify.search.hygiene_report import FAR
+        from identify.search.thresholds import threshold
+
+        metadata = dict(self.encoder.embedder.metadata or {})
+        return threshold(metadata, masked=False, far=FAR, settings=self.settings)
+
+    def run_hygiene_report(self, report_id: int) -> bool:
+        """Compute (or resume) a hygiene report over this process's live index, brought up to
+        the database first."""
+        from identify.gallery.tables import TemplateKind
+        from identify.search.hygiene_report import run_report
+
+        live = self.index
+        live.open()
+        live.refresh()
+        return run_report(self.store, live.index(TemplateKind.NORMAL), report_id)
+
     def submit(self, job_id: int) -> None:
         """Start an enrolment job made in the database."""
         if self._submit is None:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 from identify.integers import argument, id_argument
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add the core's commands; returns `gallery`'s actions, which identify.cli.hygiene extends."""
     db = commands.add_parser("db", help="migrate the gallery database (Alembic)")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     p = db_commands.add_parser("upgrade", help="migrate up to REV (default: head)")
@@ -107,6 +108,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", choices=["auto", "yes", "no"], default="auto")
     p.add_argument("--model", type=Path, help="checkpoint (default: CQAFACE_MODEL or shipped)")
     p.set_defaults(handler=identify)
+    return gallery_commands
 
 
 def _emit(record: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, NoReturn
 
 from embedder import cli as embedder_cli
-from identify.cli import core, web
+from identify.cli import core, hygiene, web
 from identify.settings import Settings
 from trainer import cli as trainer_cli
 from workers import cli as workers_cli
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     embedder_cli.register(commands)
     trainer_cli.register(commands)
     trainer_cli.register_eval(commands)
-    core.register(commands)
+    hygiene.register(core.register(commands))
     web.register(commands)
     workers_cli.register(commands)
     trainer_cli.register_mask(commands)

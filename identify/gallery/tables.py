@@ -399,3 +399,94 @@ class AuditEntry(Base):
     target_type: Mapped[str | None] = mapped_column(String(64))
     target_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class FindingKind(enum.StrEnum):
+    OUTLIER = "outlier"  # a face far from its own subject, or nearer another one
+    SAME_PERSON = "same_person"  # two subjects whose templates are closer than the threshold
+
+
+class HygieneReport(Base):
+    """A hygiene report of one model version's gallery, computed as a job: ``cursor`` is the
+    last subject id scanned, committed with that chunk's findings, so a run cut short resumes
+    where it stopped."""
+
+    __tablename__ = "hygiene_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[JobStatus] = mapped_column(
+        _enum(JobStatus, "hygiene_report_status"), default=JobStatus.QUEUED, index=True
+    )
+    threshold: Mapped[float] = mapped_column(Float)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    findings: Mapped[list[HygieneFinding]] = relationship(
+        back_populates="report", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class HygieneFinding(Base):
+    """One finding of a report. Subject and face ids are plain numbers, not foreign keys: a
+    finding outlives the rows it names (a merge deletes a subject), and is shown only while
+    they still stand as found."""
+
+    __tablename__ = "hygiene_findings"
+    __table_args__ = (Index("ix_hygiene_findings_report_kind", "report_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[int] = mapped_column(ForeignKey("hygiene_reports.id", ondelete="CASCADE"))
+    kind: Mapped[FindingKind] = mapped_column(_enum(FindingKind, "finding_kind", length=16))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    other_subject_id: Mapped[int | None] = mapped_column(Integer)
+    face_id: Mapped[int | None] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)  # outlier: to its own subject; pair: templates
+    other_score: Mapped[float | None] = mapped_column(Float)  # outlier: to the other subject
+
+    report: Mapped[HygieneReport] = relationship(back_populates="findings")
+
+
+class HygieneDismissal(Base):
+    """A pair of subjects an operator said are two people: never listed as one again."""
+
+    __tablename__ = "hygiene_dismissals"
+    __table_args__ = (
+        UniqueConstraint("subject_a", "subject_b", name="uq_hygiene_dismissals_pair"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_a: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"))
+    subject_b: Mapped[int] = mapped_column(
+        ForeignKey("subjects.id", ondelete="CASCADE"), index=True
+    )
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class HygieneMerge(Base):
+    """A merge of subject ``source_id`` into ``target_id``: what undoing it needs (the source's
+    row and the images moved) and ``target_state``, a digest of the target's faces right
+    after the merge, which must still hold for the undo to be allowed."""
+
+    __tablename__ = "hygiene_merges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(Integer, index=True)
+    target_id: Mapped[int] = mapped_column(Integer, index=True)
+    source_name: Mapped[str] = mapped_column(String(255))
+    source_external_id: Mapped[str | None] = mapped_column(String(255))
+    source_details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    image_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    target_state: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    undone_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -286,6 +286,86 @@ def face_crop(face_id: int) -> Response:
     return response
 
 
+# ----- gallery hygiene ----------------------------------------------------------------------
+
+
+@admin.get("/hygiene")
+@login_required(*MANAGERS)
+def hygiene_page() -> str:
+    from identify.gallery.hygiene import recent_merges
+    from identify.web import hygiene
+
+    return render_template(
+        "hygiene.html", report=hygiene.latest(), merges=recent_merges(services().store)
+    )
+
+
+@admin.post("/hygiene/run")
+@login_required(*MANAGERS)
+def hygiene_run() -> BaseResponse:
+    from identify.web import hygiene
+
+    report_id = hygiene.start_report(g.user.id)
+    flash(f"Hygiene report {report_id} is running.")
+    return redirect(url_for("admin.hygiene_page"))
+
+
+def _hygiene_action(action: str, *ids: int, done: str) -> BaseResponse:
+    """Do an action and come back to the report, saying what happened or why not."""
+    from identify.web import hygiene
+
+    try:
+        hygiene.act(action, *ids, actor=g.user.id)
+    except ApiError as error:
+        if error.status >= 500:
+            raise
+        flash(f"Refused: {error.message}")
+    else:
+        flash(done)
+    return redirect(url_for("admin.hygiene_page"))
+
+
+def _form_id(field: str) -> int:
+    from identify.web.params import id_param
+
+    return id_param(request.form.get(field), field)
+
+
+@admin.post("/hygiene/faces/<int:face_id>/move")
+@login_required(*MANAGERS)
+def hygiene_move(face_id: int) -> BaseResponse:
+    target = _form_id("subject_id")
+    return _hygiene_action("move_face", face_id, target, done=f"Face {face_id} moved.")
+
+
+@admin.post("/hygiene/faces/<int:face_id>/remove")
+@login_required(*MANAGERS)
+def hygiene_remove(face_id: int) -> BaseResponse:
+    return _hygiene_action("remove_face", face_id, done=f"Face {face_id} removed.")
+
+
+@admin.post("/hygiene/merge")
+@login_required(*MANAGERS)
+def hygiene_merge() -> BaseResponse:
+    source, target = _form_id("source_id"), _form_id("target_id")
+    done = f"Subject {source} merged into subject {target}."
+    return _hygiene_action("merge", source, target, done=done)
+
+
+@admin.post("/hygiene/merges/<int:merge_id>/undo")
+@login_required(*MANAGERS)
+def hygiene_undo(merge_id: int) -> BaseResponse:
+    return _hygiene_action("undo_merge", merge_id, done=f"Merge {merge_id} undone.")
+
+
+@admin.post("/hygiene/dismiss")
+@login_required(*MANAGERS)
+def hygiene_dismiss() -> BaseResponse:
+    first, second = _form_id("subject_a"), _form_id("subject_b")
+    done = f"Subjects {first} and {second} are two people: not listed again."
+    return _hygiene_action("dismiss", first, second, done=done)
+
+
 # ----- enrolment ----------------------------------------------------------------------------
 
 

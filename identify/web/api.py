@@ -384,6 +384,74 @@ def cancel_job(job_id: int) -> Response:
     return jsonify(enrolment_jobs.progress(job_id))
 
 
+# ----- gallery hygiene ----------------------------------------------------------------------
+
+
+@api.post("/hygiene/reports")
+@requires("enrol")
+def create_hygiene_report() -> tuple[Response, int]:
+    from identify.web import hygiene
+
+    report_id = hygiene.start_report(_user_id())
+    return jsonify(id=report_id, url=f"/api/v1/hygiene/reports/{report_id}"), 202
+
+
+@api.get("/hygiene/reports/<int:report_id>")
+@requires("enrol")
+def get_hygiene_report(report_id: int) -> Response:
+    from identify.web import hygiene
+
+    return jsonify(hygiene.report(report_id))
+
+
+@api.post("/hygiene/faces/<int:face_id>/move")
+@requires("enrol")
+def move_face(face_id: int) -> Response:
+    from identify.web import hygiene
+
+    subject_id = id_param(_params().get("subject_id"), "subject_id")
+    return jsonify(hygiene.act("move_face", face_id, subject_id, actor=_user_id()))
+
+
+@api.post("/hygiene/faces/<int:face_id>/remove")
+@requires("enrol")
+def remove_face(face_id: int) -> Response:
+    from identify.web import hygiene
+
+    return jsonify(hygiene.act("remove_face", face_id, actor=_user_id()))
+
+
+@api.post("/hygiene/merges")
+@requires("enrol")
+def merge_subjects() -> tuple[Response, int]:
+    from identify.web import hygiene
+
+    params = _params()
+    source = id_param(params.get("source_id"), "source_id")
+    target = id_param(params.get("target_id"), "target_id")
+    return jsonify(hygiene.act("merge", source, target, actor=_user_id())), 201
+
+
+@api.post("/hygiene/merges/<int:merge_id>/undo")
+@requires("enrol")
+def undo_merge(merge_id: int) -> Response:
+    from identify.web import hygiene
+
+    return jsonify(hygiene.act("undo_merge", merge_id, actor=_user_id()))
+
+
+@api.post("/hygiene/dismissals")
+@requires("enrol")
+def dismiss_pair() -> tuple[Response, int]:
+    from identify.web import hygiene
+
+    params = _params()
+    first = id_param(params.get("subject_a"), "subject_a")
+    second = id_param(params.get("subject_b"), "subject_b")
+    outcome = hygiene.act("dismiss", first, second, actor=_user_id())
+    return jsonify(outcome), 200 if outcome["already"] else 201
+
+
 # ----- operations ---------------------------------------------------------------------------
 
 
