@@ -59,6 +59,13 @@ class FaceSet:
     def real(self) -> np.ndarray:
         return self.origin == np.arange(len(self.origin))
 
+    def real_faces(self) -> FaceSet:
+        """The real faces only (no degraded copies)."""
+        keep = self.real
+        return FaceSet(
+            self.identity[keep], self.vectors[keep], self.features[keep], np.arange(keep.sum())
+        )
+
 
 def validation_people() -> tuple[list[str], list[str], list[str]]:
     """(fit people, other validation people, celeba-photos people) of celeba-112."""
