@@ -149,7 +149,16 @@ def test_verify_and_remove_and_list_subjects(env, capsys, photos, monkeypatch):
     name, paths = next(iter(photos.items()))
     code, [line] = run(capsys, "verify", str(paths[1]), str(ids[name]), "--mask", "no")
     assert code == 0
-    assert set(line) == {"path", "subject_id", "score", "threshold", "masked", "same"}
+    assert set(line) == {
+        "path",
+        "subject_id",
+        "score",
+        "threshold",
+        "masked",
+        "same",
+        "face_quality",
+    }
+    assert 0 <= line["face_quality"] <= 1
     assert line["same"] is True and line["threshold"] == -1.0
     code, listed = run(capsys, "gallery", "subjects")
     assert [(x["name"], x["images"]) for x in listed] == [(n, 1) for n in photos]
