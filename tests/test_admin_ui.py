@@ -243,3 +243,18 @@ def test_sign_in_attempts_are_limited_and_failures_audited(database_url, tmp_pat
     with app.app_context(), db() as session:
         failed = session.query(AuditEntry).filter_by(action="login_failed").all()
     assert len(failed) == 3 and failed[0].details == {"email": "admin@x.org"}
+
+
+def test_the_enrol_forms_take_a_jobs_minimum_quality_and_refuse_a_bad_one(app):
+    client, token = sign_in(app, "ops@x.org")
+    page = client.get("/enrol").get_data(as_text=True)
+    assert page.count('name="min_quality"') == 2  # the zip form and the folder form
+    assert 'placeholder="0.2"' in page  # the setting's default, shown
+    archive = (io.BytesIO(zip_of({"a/1.png": b"x"})), "a.zip")
+    response = client.post(
+        "/enrol", data={"csrf_token": token, "archive": archive, "min_quality": "1.5"}
+    )
+    assert response.status_code == 400
+    assert "min_quality=&#39;1.5&#39; must be a number from 0 to 1" in response.get_data(
+        as_text=True
+    )

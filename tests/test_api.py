@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
+import numpy as np
 import pytest
 from web_helpers import add_key, bearer, make_app
 
@@ -61,6 +63,7 @@ def test_identify_answers_every_face_with_top_k_and_a_decision(served, orl_dir):
     (face,) = body["faces"]
     assert len(face["box"]) == 4 and face["masked"] is False
     assert len(face["part_qualities"]) >= 1
+    assert isinstance(face["face_quality"], float) and 0 <= face["face_quality"] <= 1
     scores = [m["score"] for m in face["matches"]]
     assert 1 <= len(scores) <= 3 and scores == sorted(scores, reverse=True)
     assert {m["name"] for m in face["matches"]} <= set(SUBJECTS)
@@ -116,7 +119,9 @@ def test_verify_scores_the_same_person_above_another(served, orl_dir):
     same = [scores[p, p] for p in people]
     other = [scores[p, s] for p in people for s in people if p != s]
     assert sum(same) / len(same) > sum(other) / len(other), scores
-    assert set(verify("s1", "s1")) >= {"subject_id", "score", "threshold", "same", "masked"}
+    answer = verify("s1", "s1")
+    assert set(answer) >= {"subject_id", "score", "threshold", "same", "masked", "face_quality"}
+    assert 0 <= answer["face_quality"] <= 1
     missing = client.post(
         "/api/v1/verify",
         data={"image": _probe(orl_dir, "s3", 9), "subject_id": "99999"},
@@ -135,6 +140,7 @@ def test_subjects_list_search_get_rename_and_audit(served):
     detail = client.get(f"/api/v1/subjects/{ids['s4']}", headers=bearer(key)).get_json()
     assert detail["image_count"] == len(detail["images"]) >= 2
     assert all(len(image["faces"]) == 1 for image in detail["images"])
+    assert all(0 <= image["faces"][0]["face_quality"] <= 1 for image in detail["images"])
     assert {t["kind"] for t in detail["templates"]} >= {"normal"}
     renamed = client.patch(
         f"/api/v1/subjects/{ids['s4']}", json={"name": "Subject Four"}, headers=bearer(key)
@@ -291,6 +297,7 @@ def test_the_ui_search_shows_rank_1_candidates_overlay_and_is_audited(served, or
     text = page.get_data(as_text=True)
     assert page.status_code == 200
     assert 'id="attention-overlay" src="data:image/png;base64,' in text
+    assert re.search(r'id="face-quality-1"><span>face</span><meter min="0" max="1" value="', text)
     assert 'id="rank1-1"' in text and 'id="masked-1"' in text  # the caller said: masked
     assert text.count('class="branch"') >= 2 and "Top 3 candidates" in text
     assert "/faces/" in text  # candidates' gallery photos
@@ -299,3 +306,86 @@ def test_the_ui_search_shows_rank_1_candidates_overlay_and_is_audited(served, or
     assert photo.status_code == 200 and photo.data[:4] == b"\x89PNG"
     log = client.get("/api/v1/audit?action=identify", headers=bearer(key)).get_json()
     assert log["items"][0]["user"] == email and log["items"][0]["details"]["via"] == "ui"
+
+
+def test_a_blurred_photo_is_refused_low_quality_with_422_and_a_probe_is_answered(served, orl_dir):
+    import cv2
+    from PIL import Image as PILImage
+
+    app, key, ids = served
+    client = app.test_client()
+    grey = np.asarray(PILImage.open(orl_dir / "s5" / "4.pgm").convert("RGB"))
+    buffer = io.BytesIO()
+    PILImage.fromarray(cv2.GaussianBlur(grey, (0, 0), 4.0)).save(buffer, format="PNG")
+    blurred = buffer.getvalue()
+    refused = client.post(
+        f"/api/v1/subjects/{ids['s5']}/images",
+        data={"image": (io.BytesIO(blurred), "blurred.png")},
+        headers=bearer(key),
+    )
+    assert refused.status_code == 422, refused.get_json()
+    error = refused.get_json()["error"]
+    assert error["code"] == "low_quality"
+    assert re.fullmatch(
+        r"face quality 0\.\d{4} is under the minimum 0\.\d+ to enrol", error["message"]
+    )
+    # The same photo as a probe is answered, with its quality for the caller to judge.
+    probe = client.post(
+        "/api/v1/identify", data={"image": (io.BytesIO(blurred), "b.png")}, headers=bearer(key)
+    )
+    assert probe.status_code == 200
+    assert probe.get_json()["faces"][0]["face_quality"] == pytest.approx(
+        float(re.search(r"quality (0\.\d{4})", error["message"])[1]), abs=1e-4
+    )
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-0.1", "high", "nan", ""])
+def test_a_bad_job_minimum_quality_is_a_400_naming_the_field(served, bad):
+    from web_helpers import zip_of
+
+    app, key, _ = served
+    client = app.test_client()
+    archive = (io.BytesIO(zip_of({"s1/1.png": b"x"})), "a.zip")
+    response = client.post(
+        "/api/v1/enrolments",
+        data={"archive": archive, "min_quality": bad},
+        headers=bearer(key),
+    )
+    if bad == "":  # an empty field is no override
+        assert response.status_code == 202
+        return
+    assert response.status_code == 400, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_parameter" and error["details"] == {"field": "min_quality"}
+    assert error["message"].startswith("min_quality=")
+    json_body = client.post(
+        "/api/v1/enrolments", json={"folder": "/x", "min_quality": True}, headers=bearer(key)
+    )
+    assert (
+        json_body.status_code == 400 and "min_quality" in json_body.get_json()["error"]["message"]
+    )
+
+
+def test_a_jobs_own_minimum_quality_applies_to_its_photos(served, orl_dir):
+    import time
+
+    from web_helpers import zip_of
+
+    app, key, _ = served
+    client = app.test_client()
+    members = {f"s21/{i}.pgm": (orl_dir / "s21" / f"{i}.pgm").read_bytes() for i in (1, 2)}
+    response = client.post(
+        "/api/v1/enrolments",
+        data={"archive": (io.BytesIO(zip_of(members)), "strict.zip"), "min_quality": "1"},
+        headers=bearer(key),
+    )
+    assert response.status_code == 202, response.get_json()
+    job_id = response.get_json()["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).get_json()
+        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert job["status"] == "done" and job["counts"] == {"low_quality": 2}
+    assert all(item["reason"].endswith("under the minimum 1 to enrol") for item in job["failed"])

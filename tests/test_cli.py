@@ -72,6 +72,7 @@ def test_embed_prints_one_json_line_per_face_with_a_unit_embedding(
         assert vector.shape == (512,) and abs(np.linalg.norm(vector) - 1) < 1e-3
         assert len(record["box"]) == 4 and len(record["landmarks"]) == 5
         assert len(record["quality"]) == 4
+        assert isinstance(record["face_quality"], float) and 0 <= record["face_quality"] <= 1
         assert record["model_version"].startswith("cqaface-mobilefacenet-cqa-")
 
 

@@ -53,6 +53,14 @@ def test_cli_enrol_runs_in_process_and_prints_the_summary(embedded, photos, caps
     assert json.loads(capsys.readouterr().out)["counts"] == {"duplicate": 4, "unreadable": 1}
 
 
+def test_cli_enrol_takes_the_jobs_own_minimum_quality(embedded, photos, capsys):
+    assert main(["enrol", "--min-quality", "1", str(photos)]) == 0  # the job ran to its end
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["counts"] == {"low_quality": 4, "unreadable": 1}
+    refused = [f for f in report["failed"] if f["status"] == "low_quality"]
+    assert all(f["reason"].endswith("is under the minimum 1 to enrol") for f in refused)
+
+
 def test_cli_enrol_cannot_detach_without_a_broker(embedded, photos, capsys):
     assert main(["enrol", "--detach", str(photos)]) == 2
     assert "needs a broker" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def test_identify_prints_one_json_line_per_face_with_matches_and_a_decision(
     monkeypatch.setenv("CQAFACE_THRESHOLD", "-1")  # everything is above: a subject is answered
     code, [line] = run(capsys, "identify", str(probe), "--k", "2", "--mask", "no")
     assert code == 0
-    assert {"path", "box", "masked", "matches", "decision"} <= set(line)
+    assert {"path", "box", "masked", "matches", "decision", "face_quality"} <= set(line)
     assert line["path"] == str(probe) and len(line["box"]) == 4 and line["masked"] is False
     assert {m["subject_id"] for m in line["matches"]} == set(ids.values())
     assert [m["name"] for m in line["matches"]] == [
@@ -149,7 +149,16 @@ def test_verify_and_remove_and_list_subjects(env, capsys, photos, monkeypatch):
     name, paths = next(iter(photos.items()))
     code, [line] = run(capsys, "verify", str(paths[1]), str(ids[name]), "--mask", "no")
     assert code == 0
-    assert set(line) == {"path", "subject_id", "score", "threshold", "masked", "same"}
+    assert set(line) == {
+        "path",
+        "subject_id",
+        "score",
+        "threshold",
+        "masked",
+        "same",
+        "face_quality",
+    }
+    assert 0 <= line["face_quality"] <= 1
     assert line["same"] is True and line["threshold"] == -1.0
     code, listed = run(capsys, "gallery", "subjects")
     assert [(x["name"], x["images"]) for x in listed] == [(n, 1) for n in photos]

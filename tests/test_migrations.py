@@ -147,3 +147,39 @@ def test_blob_revision_stores_compressed_bytes_uncompressed_on_postgres(postgres
             assert connection.execute(storage).all() == [("faces", "x"), ("images", "x")]
     finally:
         engine.dispose()
+
+
+def test_quality_revision_adds_face_quality_and_low_quality_and_takes_them_back(empty_url):
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    migrate.upgrade(empty_url, "0007_face_quality")
+    engine = create_engine(empty_url)
+    try:
+        assert "quality" in {c["name"] for c in inspect(engine).get_columns("faces")}
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO enrolment_jobs (id, source, kind, status, total_items, "
+                    "created_at, updated_at) VALUES (1, 'x', 'folder', 'done', 1, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO job_items (job_id, path, subject_name, status, reason, "
+                    "attempts, updated_at) VALUES (1, 'a.jpg', 'a', 'low_quality', "
+                    "'face quality 0.1000 is under the minimum 0.2 to enrol', 1, "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+        migrate.downgrade("0006_face_detector", empty_url)
+        assert "quality" not in {c["name"] for c in inspect(engine).get_columns("faces")}
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT status, reason FROM job_items")).all()
+        assert rows == [("failed", "face quality 0.1000 is under the minimum 0.2 to enrol")]
+        with pytest.raises(IntegrityError), engine.begin() as connection:
+            connection.execute(text("UPDATE job_items SET status = 'low_quality'"))
+        migrate.upgrade(empty_url)
+    finally:
+        engine.dispose()

@@ -107,6 +107,7 @@ def test_the_api_the_admin_ui_and_the_cli_give_the_same_decision(
     assert api["decision"] == cli["decision"]
     assert api["matches"] == cli["matches"]
     assert api["part_qualities"] == cli["quality"] and api["box"] == cli["box"]
+    assert api["face_quality"] == cli["face_quality"] and 0 <= cli["face_quality"] <= 1
     # The admin UI shows the same decision: known or not, whom, at which score and threshold.
     decision = api["decision"]
     kind, name, score, threshold = _shown(ui)

@@ -188,6 +188,8 @@ def _one_line_status_2(capsys, argv: list[str]) -> str:
         ["job", "show", HUGE],
         ["job", "cancel", "١٢"],
         ["job", "list", "--limit", "0"],
+        ["enrol", "photos", "--min-quality", "2"],
+        ["enrol", "photos", "--min-quality", "nan"],
         ["reembed", "--batch-size", HUGE],
     ],
 )

@@ -93,3 +93,20 @@ def test_a_kept_crop_reads_back_as_the_very_rgb_pixels_that_were_embedded() -> N
     crop[..., 0] = 255  # a red face: a swap of the channels would turn it blue
     read = _crop(None, Face(crop_png=png_bytes(crop)), None)  # type: ignore[arg-type]
     assert read.dtype == np.uint8 and np.array_equal(read, crop)
+
+
+def test_reembed_scores_faces_stored_before_faces_had_a_quality(tmp_path, encoders, orl_dir):
+    from sqlalchemy import update
+
+    from identify.gallery.tables import Face
+
+    old, new = encoders
+    gallery = enrolled(tmp_path, old, orl_dir, "crops")
+    with gallery.store.sessions() as session, session.begin():
+        kept = dict(session.execute(select(Face.id, Face.quality)).all())
+        session.execute(update(Face).where(Face.id == min(kept)).values(quality=None))
+    reembed(gallery.store.engine, new)
+    with gallery.store.sessions() as session:
+        after = dict(session.execute(select(Face.id, Face.quality)).all())
+    assert 0 <= after[min(kept)] <= 1  # scored now
+    assert after[max(kept)] == kept[max(kept)]  # a face with a quality keeps it

@@ -37,6 +37,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="a folder SUBJECT/PHOTO, a .zip of the same, or a .csv/.jsonl of subject,path",
     )
     p.add_argument("--detach", action="store_true", help="print the job id and return")
+    p.add_argument(
+        "--min-quality",
+        type=_min_quality,
+        help="this job's minimum face quality, 0 to 1 (default: CQAFACE_ENROL_MIN_QUALITY)",
+    )
     p.set_defaults(handler=enrol)
 
     job = commands.add_parser("job", help="enrolment jobs")
@@ -50,6 +55,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = job_commands.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job_id", type=id_argument("job_id"))
     p.set_defaults(handler=job_cancel)
+
+
+def _min_quality(text: str) -> float:
+    from identify.settings import min_quality
+
+    try:
+        return min_quality(float(text), "--min-quality")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1") from None
 
 
 def _app(settings: Settings) -> Any:
@@ -137,6 +151,7 @@ def enrol(args: argparse.Namespace) -> int:
             settings=held.settings,
             restricted=False,
             name=str(args.source.resolve()),
+            min_quality=args.min_quality,
         )
     except SourceError as error:
         print(f"cqaface enrol: {error.code}: {error.message}", file=sys.stderr)

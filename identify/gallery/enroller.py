@@ -23,7 +23,7 @@ from identify.gallery.tables import ItemStatus
 from identify.settings import KeepPolicy, Settings
 
 if TYPE_CHECKING:
-    from identify.search.encode import FaceEncoder
+    from identify.search.encode import EncodedFace, FaceEncoder
 
 PHOTO_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -63,8 +63,9 @@ def png_bytes(crop: np.ndarray) -> bytes:
 
 class Enroller:
     """Photos in, stored faces out: read -> detect -> encode -> store, in batches, as
-    ``settings`` say (what to keep, masked templates, face policy, photo size, job batches);
-    ``keep`` and ``masked_templates`` override theirs."""
+    ``settings`` say (what to keep, masked templates, face policy, photo size, minimum face
+    quality, job batches); ``keep`` and ``masked_templates`` override theirs, and a call's
+    ``min_quality`` (an enrolment job's own) the minimum quality."""
 
     def __init__(
         self,
@@ -87,6 +88,7 @@ class Enroller:
         self.masked_templates = (
             self.settings.masked_templates if masked_templates is None else masked_templates
         )
+        self.min_quality = self.settings.enrol_min_quality
 
     def enrol(
         self,
@@ -94,16 +96,20 @@ class Enroller:
         source: bytes | str | os.PathLike[str],
         *,
         source_name: str | None = None,
+        min_quality: float | None = None,
     ) -> EnrolResult:
         """Enrol the face of one photo (the largest, or refuse several: CQAFACE_ENROL_FACES).
 
         Idempotent: a photo whose content was enrolled before adds nothing and reports
         ``duplicate``. Bad input never raises: the result's status says why it was refused.
         """
-        return self.enrol_many([(subject, source, source_name)])[0]
+        return self.enrol_many([(subject, source, source_name)], min_quality=min_quality)[0]
 
     def enrol_many(
-        self, photos: list[tuple[int | str, bytes | str | os.PathLike[str], str | None]]
+        self,
+        photos: list[tuple[int | str, bytes | str | os.PathLike[str], str | None]],
+        *,
+        min_quality: float | None = None,
     ) -> list[EnrolResult]:
         """:meth:`enrol` for several (subject, source, source name) photos: one query finds
         the duplicates, their faces are embedded in one batch, and one transaction stores them
@@ -119,27 +125,49 @@ class Enroller:
             for item in read
         ]
         ready = [item for item in prepared if isinstance(item, _Prepared)]
-        stored = iter(self.store.add_images(self._records(ready)) if ready else [])
-        return [next(stored) if isinstance(item, _Prepared) else item for item in prepared]
+        minimum = self.min_quality if min_quality is None else min_quality
+        outcomes = self._records(ready, minimum) if ready else []
+        records = [o for o in outcomes if isinstance(o, PhotoRecord)]
+        stored = iter(self.store.add_images(records) if records else [])
+        answers = iter([next(stored) if isinstance(o, PhotoRecord) else o for o in outcomes])
+        return [next(answers) if isinstance(item, _Prepared) else item for item in prepared]
 
-    def _records(self, ready: list[_Prepared]) -> list[PhotoRecord]:
-        """Embed the faces of ``ready`` photos in one batch, as records to store."""
+    def _records(
+        self, ready: list[_Prepared], min_quality: float
+    ) -> list[PhotoRecord | EnrolResult]:
+        """Embed the faces of ``ready`` photos in one batch: a record to store per photo, or
+        its refusal for a face under ``min_quality``."""
         faces = [face for p in ready for face in p.faces]
         encoded = self.encoder.encode(faces, self.settings.enrol_mask) if faces else []
-        masked_vectors = (
+        per_item, position = [], 0
+        for item in ready:
+            per_item.append(encoded[position : position + len(item.faces)])
+            position += len(item.faces)
+        refusals = [
+            _refusal(item.name, mine, min_quality)
+            for item, mine in zip(ready, per_item, strict=True)
+        ]
+        kept = [
+            (item, mine)
+            for item, mine, refusal in zip(ready, per_item, refusals, strict=True)
+            if refusal is None
+        ]
+        kept_faces = [e for _, mine in kept for e in mine]
+        masked_vectors = iter(
             list(
                 self.encoder.masked_copies(
-                    [e.face.crop for e in encoded], [p.sha for p in ready for _ in p.faces]
+                    [e.face.crop for e in kept_faces], [p.sha for p, mine in kept for _ in mine]
                 )
             )
-            if self.masked_templates and encoded
-            else [None] * len(encoded)
+            if self.masked_templates and kept_faces
+            else [None] * len(kept_faces)
         )
         detector = self.encoder.detector_name
-        records, position = [], 0
-        for item in ready:
-            mine = slice(position, position + len(item.faces))
-            position = mine.stop
+        records: list[PhotoRecord | EnrolResult] = []
+        for item, mine, refusal in zip(ready, per_item, refusals, strict=True):
+            if refusal is not None:
+                records.append(refusal)
+                continue
             faces_of_item = [
                 FaceRecord(
                     box=e.face.box,
@@ -151,8 +179,9 @@ class Enroller:
                     masked_vector=m,
                     crop_png=png_bytes(e.face.crop) if self.keep == "crops" else None,
                     detector=detector,
+                    face_quality=e.face_quality,
                 )
-                for e, m in zip(encoded[mine], masked_vectors[mine], strict=True)
+                for e, m in zip(mine, [next(masked_vectors) for _ in mine], strict=True)
             ]
             records.append(
                 PhotoRecord(
@@ -201,6 +230,18 @@ class Enroller:
         except FaceInputError as error:
             return EnrolResult(item.name, ItemStatus.of_code(error.code), str(error))
         return item
+
+
+def _refusal(name: str, encoded: list[EncodedFace], minimum: float) -> EnrolResult | None:
+    """``low_quality`` when a face of the photo is under the minimum quality to enrol."""
+    scored = [e.face_quality for e in encoded if e.face_quality is not None]
+    if not scored or min(scored) >= minimum:
+        return None
+    return EnrolResult(
+        name,
+        ItemStatus.LOW_QUALITY,
+        f"face quality {min(scored):.4f} is under the minimum {minimum:g} to enrol",
+    )
 
 
 def photos_by_subject(root: str | os.PathLike[str]) -> Iterator[tuple[str, Path]]:

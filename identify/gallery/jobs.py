@@ -279,7 +279,8 @@ def process_items(
         try:
             work_dir = (job.options or {}).get("work_dir")
             results = enroller.enrol_many(
-                [(i.subject_name, _stored(work_dir, i.path), i.path) for i in group]
+                [(i.subject_name, _stored(work_dir, i.path), i.path) for i in group],
+                min_quality=(job.options or {}).get("min_quality"),
             )
         except TRANSIENT_ERRORS:
             raise

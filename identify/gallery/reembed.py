@@ -4,7 +4,8 @@ own until the new ones are complete.
 
 Faces are re-embedded from their kept aligned crop (CQAFACE_KEEP=crops) or re-aligned from the
 kept original photo with the stored landmarks (CQAFACE_KEEP=images); faces with neither are
-counted as skipped. Work is committed per batch and resumes where it stopped.
+counted as skipped. Work is committed per batch and resumes where it stopped. A face stored
+before faces had a quality (migration 0007) gets its quality here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import Engine, exists, select
 from sqlalchemy.orm import Session, undefer
 
 from embedder.mtcnn import Detection
+from embedder.quality import box_size, face_quality
 from identify.gallery import subject_templates
 from identify.gallery import vectors as vec
 from identify.gallery.db import session_factory
@@ -126,9 +128,14 @@ def _embed_batch(
         seeds.append(sha)
     if not crops:
         return 0
-    normal = encoder.embedder.embed(crops).vectors
+    result = encoder.embedder.embed(crops)
     masked_vectors = encoder.masked_copies(crops, seeds) if masked else [None] * len(crops)
-    for face, n, m in zip(faces, normal, masked_vectors, strict=True):
+    agreement = [None] * len(crops) if result.agreement is None else result.agreement
+    for face, crop, parts, flip in zip(faces, crops, result.quality, agreement, strict=True):
+        if face.quality is None:  # stored before faces had a quality
+            size = box_size(face.box)
+            face.quality = face_quality(parts, flip, face.detection_score, size, crop)
+    for face, n, m in zip(faces, result.vectors, masked_vectors, strict=True):
         for kind, vector in ((TemplateKind.NORMAL, n), (TemplateKind.MASKED, m)):
             if vector is None:
                 continue

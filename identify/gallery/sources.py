@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from identify.gallery import jobs
 from identify.gallery.enroller import PHOTO_SUFFIXES
@@ -51,14 +51,17 @@ def make_job(
     user_id: int | None = None,
     restricted: bool = True,
     name: str | None = None,
+    min_quality: float | None = None,
 ) -> NewJob:
     """A queued job made of ``source``: an uploaded archive (a stream), a
     folder of subject folders, or (not ``restricted``: the CLI's own files) a .zip or a CSV/JSON
     list on this machine. ``restricted``: a folder must lie under the settings' import roots
     (CQAFACE_IMPORT_ROOTS); an archive is unpacked under their DATA_DIR/uploads. The web
     and the CLI both make their jobs here; raises SourceError for a source refused as a whole,
-    and leaves nothing behind then."""
-    options, kind = None, "zip"
+    and leaves nothing behind then. ``min_quality`` is the job's own minimum face quality (None:
+    CQAFACE_ENROL_MIN_QUALITY's when it runs)."""
+    options: dict[str, Any] = {} if min_quality is None else {"min_quality": min_quality}
+    kind = "zip"
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if restricted or path.is_dir():
@@ -68,9 +71,14 @@ def make_job(
             kind, items = "files", list_items(path, restricted=False)
     if kind == "zip":
         items, work_dir = unpacked_zip(source, settings)
-        options = {"work_dir": str(work_dir)}
+        options["work_dir"] = str(work_dir)
     job_id = jobs.create_job(
-        target, items, source=name or str(source), kind=kind, user_id=user_id, options=options
+        target,
+        items,
+        source=name or str(source),
+        kind=kind,
+        user_id=user_id,
+        options=options or None,
     )
     return NewJob(job_id, kind, len(items))
 

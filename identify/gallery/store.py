@@ -51,6 +51,7 @@ class FaceRecord:
     masked_vector: np.ndarray | None = None  # of a synthetic-masked copy
     crop_png: bytes | None = None
     detector: str | None = None  # the detector's name (CQAFACE_DETECTOR)
+    face_quality: float | None = None  # embedder.quality's score in [0, 1]
 
 
 @dataclass
@@ -112,6 +113,7 @@ def _face_row(image_id: int, record: FaceRecord) -> dict[str, Any]:
         "part_qualities": [float(q) for q in np.asarray(record.quality).reshape(-1)],
         "crop_png": record.crop_png,
         "detector": record.detector,
+        "quality": None if record.face_quality is None else float(record.face_quality),
     }
 
 

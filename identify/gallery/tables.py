@@ -94,6 +94,7 @@ class ItemStatus(enum.StrEnum):
     ENROLLED = "enrolled"
     DUPLICATE = "duplicate"
     NO_FACE = "no_face"
+    LOW_QUALITY = "low_quality"  # a face under the minimum quality to enrol
     SEVERAL_FACES = "several_faces"
     UNREADABLE = "unreadable"
     TOO_LARGE = "too_large"
@@ -127,6 +128,7 @@ _STATUS_OF_CODE = {
 _HTTP_OF_STATUS = {
     ItemStatus.DUPLICATE: (409, "duplicate"),
     ItemStatus.NO_FACE: (422, "no_face"),
+    ItemStatus.LOW_QUALITY: (422, "low_quality"),
     ItemStatus.SEVERAL_FACES: (422, "several_faces"),
     ItemStatus.UNREADABLE: (415, "not_an_image"),
     ItemStatus.TOO_LARGE: (413, "image_too_large"),
@@ -206,6 +208,9 @@ class Face(Base):
     detector: Mapped[str | None] = mapped_column(String(16))
     masked: Mapped[bool] = mapped_column(Boolean, default=False)
     part_qualities: Mapped[list[float]] = mapped_column(JSON, default=list)
+    # The face's quality in [0, 1] (embedder.quality); NULL for faces stored before it existed
+    # until a re-embed scores them.
+    quality: Mapped[float | None] = mapped_column(Float)
     # The aligned 112x112 crop as PNG, kept under CQAFACE_KEEP=crops (for re-embedding).
     crop_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

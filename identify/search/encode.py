@@ -16,6 +16,7 @@ from embedder.faces import Face, Policy, align_faces, choose_faces, decode_for, 
 from embedder.imageio import MAX_BYTES, Photo
 from embedder.masks import apply_mask
 from embedder.mtcnn import Detection
+from embedder.quality import box_size, face_quality
 from identify.settings import Settings
 
 MaskMode = Literal["auto", "yes", "no"]
@@ -30,6 +31,8 @@ class EncodedFace:
     masked: bool
     mask_probability: float | None  # None: the model has no mask classifier, or the caller said
     attention: np.ndarray | None = None  # (b, h, w) maps in [0, 1] over the aligned crop
+    # The face's quality in [0, 1] (embedder.quality): parts, detection, size and sharpness.
+    face_quality: float | None = None
 
 
 class FaceEncoder:
@@ -134,8 +137,9 @@ class FaceEncoder:
         return align_faces(photo, chosen, source, max_bytes=max_bytes)
 
     def encode(self, faces: list[Face], mask: MaskMode = "auto") -> list[EncodedFace]:
-        """Embed ``faces``; the mask flag comes from the model's classifier (``auto``; no
-        classifier means "not masked") or from the caller (``yes`` / ``no``)."""
+        """Embed ``faces`` and score their quality (embedder.quality); the mask flag comes
+        from the model's classifier (``auto``; no classifier means "not masked") or from the
+        caller (``yes`` / ``no``)."""
         if mask not in MASK_MODES:
             raise ValueError(f"mask must be one of {MASK_MODES}, got {mask!r}")
         if not faces:
@@ -155,6 +159,13 @@ class FaceEncoder:
                 masked=bool(flags[i]),
                 mask_probability=None if probability is None else float(probability[i]),
                 attention=_attention(result, i),
+                face_quality=face_quality(
+                    result.quality[i],
+                    _agreement(result, i),
+                    face.score,
+                    box_size(face.box),
+                    face.crop,
+                ),
             )
             for i, face in enumerate(faces)
         ]
@@ -167,6 +178,11 @@ class FaceEncoder:
             for crop, seed in zip(crops, seeds, strict=True)
         ]
         return np.asarray(self.embedder.embed(masked).vectors, np.float32)
+
+
+def _agreement(embeddings: Any, i: int) -> float | None:
+    agreement = getattr(embeddings, "agreement", None)
+    return None if agreement is None or len(agreement) <= i else float(agreement[i])
 
 
 def _attention(embeddings: Any, i: int) -> np.ndarray | None:

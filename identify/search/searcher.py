@@ -12,7 +12,7 @@ fusion policy (CQAFACE_MASK_FUSION), also scored against the subjects' masked te
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,7 @@ class FaceAnswer:
     quality: list[float]
     matches: list[Match]
     decision: Decision
+    face_quality: float | None = None  # embedder.quality: never a reason to refuse a probe
 
     def to_json(self, path: str | None = None) -> dict[str, Any]:
         record: dict[str, Any] = {} if path is None else {"path": path}
@@ -82,6 +83,7 @@ class FaceAnswer:
                 None if self.mask_probability is None else round(self.mask_probability, 4)
             ),
             quality=[round(q, 4) for q in self.quality],
+            face_quality=self.face_quality,
             matches=[m.to_json() for m in self.matches],
             decision=self.decision.to_json(),
         )
@@ -113,6 +115,7 @@ class Verification:
     threshold: float
     masked: bool
     same: bool
+    face_quality: float | None = None  # the probe face's (embedder.quality), for the caller
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +124,7 @@ class Verification:
             "threshold": round(self.threshold, 5),
             "masked": self.masked,
             "same": self.same,
+            "face_quality": self.face_quality,
         }
 
 
@@ -197,7 +201,8 @@ class Searcher:
         encoder = self._encoder()
         _, found = encoder.read(source, "largest", max_bytes=self.settings.max_photo_bytes)
         face = encoder.encode(found, mask)[0]
-        return self.verify_vector(face.vector, subject_id, face.masked, threshold=threshold)
+        answer = self.verify_vector(face.vector, subject_id, face.masked, threshold=threshold)
+        return replace(answer, face_quality=face.face_quality)
 
     def _encoder(self) -> FaceEncoder:
         if self.encoder is None:
@@ -273,6 +278,7 @@ class Searcher:
                     quality=[float(q) for q in face.quality],
                     matches=matches,
                     decision=Decision.of(matches, self._limit(face.masked, threshold)),
+                    face_quality=face.face_quality,
                 )
             )
         return answers

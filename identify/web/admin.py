@@ -41,7 +41,7 @@ from identify.web.common import (
     subject_page,
 )
 from identify.web.http_errors import ApiError, face_input_error
-from identify.web.params import name_param, page_param
+from identify.web.params import name_param, page_param, quality_param
 from identify.web.state import web_state
 
 admin = Blueprint(
@@ -377,15 +377,17 @@ def enrol() -> str | BaseResponse:
     if request.method == "POST":
         archive = request.files.get("archive")
         folder = request.form.get("folder", "").strip()
+        minimum = quality_param(request.form.get("min_quality"))
         if archive is not None and archive.filename:
-            job_id = enrolment_jobs.start_zip(archive, archive.filename, g.user.id)
+            job_id = enrolment_jobs.start_zip(archive, archive.filename, g.user.id, minimum)
         elif folder:
-            job_id = enrolment_jobs.start_folder(folder, g.user.id)
+            job_id = enrolment_jobs.start_folder(folder, g.user.id, minimum)
         else:
             raise ApiError(400, "missing_source", "choose a zip file or name a server folder")
         return redirect(url_for("admin.job", job_id=job_id))
     jobs, _ = enrolment_jobs.recent(page=1, per_page=20)
-    return render_template("enrol.html", jobs=jobs)
+    minimum = services().settings.enrol_min_quality
+    return render_template("enrol.html", jobs=jobs, min_quality=minimum)
 
 
 @admin.get("/jobs/<int:job_id>")

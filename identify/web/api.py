@@ -36,7 +36,7 @@ from identify.web.common import (
     subject_page,
 )
 from identify.web.http_errors import ApiError, face_input_error
-from identify.web.params import id_param, int_param, name_param, page_param
+from identify.web.params import id_param, int_param, name_param, page_param, quality_param
 from identify.web.state import web_state
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -345,15 +345,18 @@ def create_enrolment() -> tuple[Response, int]:
     from identify.web import enrolment_jobs
 
     archive = request.files.get("archive")
+    fields = _json_body() or dict(request.form.items())
+    minimum = quality_param(fields.get("min_quality"))
     if archive is not None:
-        job_id = enrolment_jobs.start_zip(archive, archive.filename or "upload.zip", _user_id())
+        name = archive.filename or "upload.zip"
+        job_id = enrolment_jobs.start_zip(archive, name, _user_id(), minimum)
     else:
-        folder = (_json_body() or dict(request.form.items())).get("folder")
+        folder = fields.get("folder")
         if not isinstance(folder, str) or not folder:
             raise ApiError(
                 400, "missing_source", "send a zip as multipart 'archive', or a JSON 'folder'"
             )
-        job_id = enrolment_jobs.start_folder(folder, _user_id())
+        job_id = enrolment_jobs.start_folder(folder, _user_id(), minimum)
     return jsonify(id=job_id, url=f"/api/v1/jobs/{job_id}"), 202
 
 

@@ -212,6 +212,7 @@ def subject_detail(session: Session, subject_id: int) -> dict[str, Any] | None:
                     "masked": face.masked,
                     "detection_score": round(float(face.detection_score), 4),
                     "part_qualities": [round(float(q), 4) for q in face.part_qualities],
+                    "face_quality": face.quality,
                 }
                 for face in image.faces
             ],

@@ -35,22 +35,32 @@ def _source_error(error: Exception) -> ApiError:
     return ApiError(SOURCE_STATUS.get(code, 400), code, str(error))
 
 
-def start_zip(stream: IO[bytes], filename: str, user_id: int | None) -> int:
-    """Extract an uploaded archive (safely) and start a job enrolling it."""
+def start_zip(
+    stream: IO[bytes], filename: str, user_id: int | None, min_quality: float | None = None
+) -> int:
+    """Extract an uploaded archive (safely) and start a job enrolling it; ``min_quality`` is
+    the job's own minimum face quality (None: CQAFACE_ENROL_MIN_QUALITY)."""
     # the sender's name for it, shown on the job's page
-    return _start(stream, printable(filename), user_id)
+    return _start(stream, printable(filename), user_id, min_quality)
 
 
-def start_folder(folder: str, user_id: int | None) -> int:
+def start_folder(folder: str, user_id: int | None, min_quality: float | None = None) -> int:
     """Start a job enrolling a server folder, which must lie under CQAFACE_IMPORT_ROOTS."""
-    return _start(folder, folder, user_id)
+    return _start(folder, folder, user_id, min_quality)
 
 
-def _start(source: IO[bytes] | str, name: str, user_id: int | None) -> int:
+def _start(
+    source: IO[bytes] | str, name: str, user_id: int | None, min_quality: float | None
+) -> int:
     held = services()
     try:
         job = sources.make_job(
-            held.engine, source, settings=held.settings, user_id=user_id, name=name
+            held.engine,
+            source,
+            settings=held.settings,
+            user_id=user_id,
+            name=name,
+            min_quality=min_quality,
         )
     except sources.SourceError as error:
         raise _source_error(error) from None
@@ -64,6 +74,7 @@ def _start(source: IO[bytes] | str, name: str, user_id: int | None) -> int:
             kind=job.kind,
             source=name,
             items=job.items,
+            min_quality=min_quality,
         )
     services().submit(job.id)
     return job.id

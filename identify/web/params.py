@@ -10,6 +10,7 @@ from typing import Any
 from werkzeug.routing import IntegerConverter
 
 from identify.integers import DB_MAX, DB_MIN, ID_MAX, IntegerError, parse_int
+from identify.settings import min_quality
 from identify.subject_names import SubjectNameError, subject_name
 from identify.web.http_errors import ApiError
 
@@ -39,6 +40,23 @@ def id_param(value: Any, field: str) -> int:
 def page_param(value: Any, per_page: int) -> int:
     """A page number (from 1), bounded so that its first row's offset stays a 64-bit integer."""
     return int_param(value, "page", default=1, minimum=1, maximum=DB_MAX // per_page)
+
+
+def quality_param(value: Any, field: str = "min_quality") -> float | None:
+    """A minimum face quality from 0 to 1 (a number, or its text in a form); None when absent
+    or empty (the setting's applies), a 400 naming the field otherwise."""
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value.strip()) if isinstance(value, str) else value
+        return min_quality(number, field)
+    except ValueError:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"{field}={value!r} must be a number from 0 to 1",
+            {"field": field},
+        ) from None
 
 
 def name_param(value: Any, field: str = "name") -> str:

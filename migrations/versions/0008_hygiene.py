@@ -2,7 +2,7 @@
 likely same-person pairs), the pairs an operator dismissed, and the merges that can be undone.
 
 Revision ID: 0008_hygiene
-Revises: 0006_face_detector
+Revises: 0007_face_quality
 Create Date: 2026-12-05
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0008_hygiene"
-down_revision: str | Sequence[str] | None = "0006_face_detector"
+down_revision: str | Sequence[str] | None = "0007_face_quality"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
