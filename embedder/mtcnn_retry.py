@@ -24,7 +24,8 @@ import numpy as np
 
 from embedder.mtcnn import MTCNN, Detection, Networks
 
-BORDER = 0.25  # black border on each side, a fraction of the photo's longer side
+BORDER = 0.25  # black border on each side, a fraction of the photo's longer side, at most
+# its shorter side: a 20,000 x 100 banner gets 100 px, not 5,000 (a 300 MP canvas)
 CONTEXT_FACE = 0.4  # the context pass looks for faces of at least this share of the short side
 INSIDE = 0.9  # a box with less of its area inside the photo was cut by the photo's edge
 AGREE = 0.25  # eye distances: points further apart than this are on different features
@@ -70,7 +71,7 @@ class RetryMTCNN:
 
 def _bordered(mtcnn: MTCNN, image: np.ndarray, min_face_size: float | None) -> list[Detection]:
     """Faces found in the photo with a black border, in the photo's pixels."""
-    border = round(BORDER * max(image.shape[:2]))
+    border = round(min(BORDER * max(image.shape[:2]), min(image.shape[:2])))
     framed = cv2.copyMakeBorder(image, *[border] * 4, cv2.BORDER_CONSTANT, value=0)
     return [_moved(face, -border) for face in mtcnn.detect(framed, min_face_size=min_face_size)]
 
