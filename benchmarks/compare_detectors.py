@@ -1,7 +1,10 @@
 """MTCNN, SCRFD-500MF and YuNet side by side on the same photos, in one run (issue #32).
 
 Data (read in place from ../shared/data):
-- rwmfd-photos: real masked faces, no labels: photos where a face is found, faces per photo;
+- rwmfd-photos: real masked faces, no labels: photos where a face is found, faces per photo,
+  and photos where a face is found that SCRFD also finds (at a score of 0.3 or more, boxes
+  overlapping by IoU 0.3: "confirmed", since a face found anywhere may be a false one);
+  `--half test` keeps the held-out half of a split by file (seed 0) that tuning never saw;
 - celeba-photos bare, with a synthetic mask drawn on the photo before detection (placed by the
   reference landmarks of celeba-112/landmarks.csv, seeded per photo), and cut to ID-style
   tight crops: recall (a detection whose points lie within a quarter of the eye distance of the
@@ -15,6 +18,7 @@ Data (read in place from ../shared/data):
   the rest; a probe without a face is a miss.
 
     .venv/bin/python benchmarks/compare_detectors.py --out var/compare-detectors.json [--step 2]
+        [--half test] [--detectors mtcnn,mtcnn-retry]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import sys
 import time
 from collections import defaultdict
@@ -40,11 +45,13 @@ from embedder.imageio import load_image  # noqa: E402
 from embedder.masks import apply_mask  # noqa: E402
 from embedder.mtcnn import Detection  # noqa: E402
 from embedder.mtcnn_onnx import onnx_mtcnn  # noqa: E402
+from embedder.mtcnn_retry import RetryMTCNN  # noqa: E402
 from embedder.scrfd import SCRFD  # noqa: E402
 
 DATA = Path(os.environ.get("CQAFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FOUND_BOUND = 0.25  # eye distances: the point is on the right feature (as in tests/test_scrfd)
 POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+CONFIRM_SCORE, CONFIRM_IOU = 0.3, 0.3  # an rwmfd face that SCRFD also sees
 
 
 class YuNet:
@@ -70,13 +77,39 @@ class YuNet:
         ]
 
 
-def detectors() -> dict:
-    found = {"mtcnn": onnx_mtcnn(), "scrfd": SCRFD(settings.scrfd_model())}
-    try:
-        found["yunet"] = YuNet()
-    except ImportError:
-        print("yuface is not installed: YuNet left out", file=sys.stderr)
+def detectors(names: list[str]) -> dict:
+    mtcnn = onnx_mtcnn()
+    makers = {
+        "mtcnn": lambda: mtcnn,
+        "mtcnn-retry": lambda: RetryMTCNN(mtcnn),
+        "scrfd": lambda: SCRFD(settings.scrfd_model()),
+        "yunet": YuNet,
+    }
+    found = {}
+    for name in names:
+        try:
+            found[name] = makers[name]()
+        except ImportError:
+            print("yuface is not installed: YuNet left out", file=sys.stderr)
     return found
+
+
+def rwmfd_photos(half: str) -> list[Path]:
+    """rwmfd's photos, or one half of a split by file with a fixed seed (train: for tuning;
+    test: held out)."""
+    paths = sorted(p for p in (DATA / "rwmfd-photos").glob("*/*") if p.is_file())
+    if half == "all":
+        return paths
+    order = list(range(len(paths)))
+    random.Random(0).shuffle(order)
+    chosen = order[: len(paths) // 2] if half == "train" else order[len(paths) // 2 :]
+    return [paths[i] for i in sorted(chosen)]
+
+
+def iou(one: Detection, other: Detection) -> float:
+    a, b = np.array(one.box), np.array(other.box)
+    inter = float(np.prod(np.maximum(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0)))
+    return inter / (one.area + other.area - inter)
 
 
 def references() -> dict[tuple[str, str], np.ndarray]:
@@ -132,6 +165,9 @@ class Tally:
             }
             if "faces" in c:
                 row["faces"] = int(c["faces"])
+            if "confirmed" in c:
+                row["confirmed_recall"] = c["confirmed"] / c["photos"]
+                row["unconfirmed_faces"] = int(c["unconfirmed_faces"])
             errors = self.errors.get((detector, data))
             if errors:
                 row["landmark_nme_median"] = float(np.median(errors))
@@ -181,15 +217,20 @@ def _crop(image: np.ndarray, found: list[Detection]) -> np.ndarray | None:
         return None
 
 
-def unlabelled(nets: dict, tally: Tally, data: str, paths: list[Path]) -> None:
-    """rwmfd (faces found, no truth) and ORL (one face per photo)."""
+def unlabelled(nets: dict, tally: Tally, data: str, paths: list[Path], referee=None) -> None:
+    """rwmfd (faces found, no truth; confirmed by ``referee``) and ORL (one face per photo)."""
     for path in paths:
         image = load_image(path)
+        seen = [] if referee is None else referee.detect(image)
         for name, net in nets.items():
             found, seconds = timed(net, image)
             tally.add((name, data), photos=1, found=bool(found), seconds=seconds)
             tally.add((name, data), faces=len(found))
             tally.add((name, data), false=max(0, len(found) - 1) if data == "orl" else 0)
+            if referee is not None:
+                confirmed = [f for f in found if any(iou(f, s) > CONFIRM_IOU for s in seen)]
+                tally.add((name, data), confirmed=bool(confirmed))
+                tally.add((name, data), unconfirmed_faces=len(found) - len(confirmed))
 
 
 def identification(crops: dict) -> dict:
@@ -226,13 +267,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--step", type=int, default=1, help="every n-th photo of each set")
+    parser.add_argument("--half", choices=("all", "train", "test"), default="all", help="of rwmfd")
+    parser.add_argument("--detectors", default="mtcnn,mtcnn-retry,scrfd,yunet")
     args = parser.parse_args()
-    nets, tally = detectors(), Tally()
-    rwmfd = sorted(p for p in (DATA / "rwmfd-photos").glob("*/*") if p.is_file())[:: args.step]
-    unlabelled(nets, tally, "rwmfd", rwmfd)
+    nets, tally = detectors(args.detectors.split(",")), Tally()
+    referee = SCRFD(settings.scrfd_model(), threshold=CONFIRM_SCORE)
+    unlabelled(nets, tally, "rwmfd", rwmfd_photos(args.half)[:: args.step], referee)
     unlabelled(nets, tally, "orl", sorted((DATA / "orl").glob("s*/*.pgm"))[:: args.step])
     crops = celeba(nets, args.step, tally)
-    report = {"step": args.step, "sets": tally.summary(), "identification": identification(crops)}
+    report = {
+        "step": args.step,
+        "rwmfd_half": args.half,
+        "sets": tally.summary(),
+        "identification": identification(crops),
+    }
     print(json.dumps(report, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -383,6 +383,27 @@ def hygiene_plot(fig: Figure, d: dict[str, Any]) -> None:
     ax.legend()
 
 
+def compare_table(d: dict[str, Any]) -> Rows:
+    rows: Rows = [["set", "detector", "photos", "recall", "confirmed", "false / unconfirmed"]]
+    for data, by_detector in d["sets"].items():
+        for name, f in by_detector.items():
+            false = f.get("unconfirmed_faces", f["false_detections"])
+            rows.append([data, name, f["photos"], round(f["recall"], 4),
+                         round(f["confirmed_recall"], 4) if "confirmed_recall" in f else "-",
+                         false])  # fmt: skip
+    for name, f in d["identification"].items():
+        rows.append([f"Rank-1 / M2N ({f['rank1_probes']} probes)", name, "-",
+                     f"{f['rank1']:.4f} / {f['m2n']:.4f}", "-", "-"])  # fmt: skip
+    return rows
+
+
+def compare_plot(fig: Figure, d: dict[str, Any]) -> None:
+    sets = list(d["sets"])
+    names = list(next(iter(d["sets"].values())))
+    series = {n: [100 * d["sets"][s].get(n, {}).get("recall", 0) for s in sets] for n in names}
+    _bars(fig, sets, series, "recall (%)")
+
+
 BENCHMARKS = (
     Benchmark(
         "bench-embedder",
@@ -434,6 +455,13 @@ BENCHMARKS = (
         "make bench-load",
         load_table,
         load_plot,
+    ),
+    Benchmark(
+        "compare-detectors",
+        "Face detectors side by side (rwmfd: the held-out half)",
+        "make compare-detectors BENCH_ARGS='--half test --step 2'",
+        compare_table,
+        compare_plot,
     ),
     Benchmark(
         "bench-mask-fusion",

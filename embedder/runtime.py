@@ -50,14 +50,22 @@ def load_detector(min_face_size: float = 20) -> ScaledDetector:
 
 
 def base_detector(min_face_size: float = 20) -> Detector:
-    """SCRFD (ONNX Runtime), or the MTCNN cascade with its nets on the chosen runtime
-    (PyTorch's on the CPU when PyTorch is chosen: its nets are too small to gain from a GPU)."""
-    if settings.detector() == "scrfd":
+    """SCRFD (ONNX Runtime), or the MTCNN cascade (with its retries, or alone) with its nets on
+    the chosen runtime (PyTorch's on the CPU when PyTorch is chosen: its nets are too small to
+    gain from a GPU)."""
+    chosen = settings.detector()
+    if chosen == "scrfd":
         from embedder.scrfd import SCRFD
 
         return SCRFD(settings.scrfd_model(), min_face_size=min_face_size)
     if choose() == "onnx":
         from embedder.mtcnn_onnx import onnx_mtcnn
 
-        return onnx_mtcnn(min_face_size)
-    return MTCNN(min_face_size=min_face_size)
+        mtcnn = onnx_mtcnn(min_face_size)
+    else:
+        mtcnn = MTCNN(min_face_size=min_face_size)
+    if chosen == "mtcnn-retry":
+        from embedder.mtcnn_retry import RetryMTCNN
+
+        return RetryMTCNN(mtcnn)
+    return mtcnn

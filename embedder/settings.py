@@ -71,13 +71,15 @@ def detect_pixels() -> int:
     return int(text)
 
 
-DETECTORS = ("mtcnn", "scrfd")
+DETECTORS = ("mtcnn", "mtcnn-retry", "scrfd")
 
 
 def detector() -> str:
-    """CQAFACE_DETECTOR: `mtcnn` (the reference alignment of the training crops) or `scrfd`
-    (insightface's SCRFD-500MF, read from CQAFACE_SCRFD_MODEL)."""
-    value = os.environ.get("CQAFACE_DETECTOR") or "mtcnn"
+    """CQAFACE_DETECTOR: `mtcnn-retry` (the default: MTCNN, then a second look at tight crops
+    and at photos where it found nothing, with MTCNN's own weights; `embedder.mtcnn_retry`),
+    `mtcnn` (the cascade alone, the reference alignment of the training crops) or `scrfd`
+    (insightface's SCRFD-500MF, read from CQAFACE_SCRFD_MODEL; research-only weights)."""
+    value = os.environ.get("CQAFACE_DETECTOR") or "mtcnn-retry"
     if value not in DETECTORS:
         raise ValueError(f"CQAFACE_DETECTOR={value!r}: expected one of {', '.join(DETECTORS)}")
     return value
