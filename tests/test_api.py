@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import time
 
 import numpy as np
 import pytest
@@ -232,8 +233,6 @@ def test_health_and_metrics_describe_the_running_service(served):
 
 
 def test_a_zip_enrolment_job_runs_and_reports_its_failures(served, orl_dir):
-    import time
-
     from web_helpers import zip_of
 
     app, key, _ = served
@@ -251,12 +250,7 @@ def test_a_zip_enrolment_job_runs_and_reports_its_failures(served, orl_dir):
     )
     assert response.status_code == 202, response.get_json()
     job_id = response.get_json()["id"]
-    deadline = time.monotonic() + 120
-    while True:
-        job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).get_json()
-        if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    job = _finished_job(client, job_id, key)
     assert job["status"] == "done" and job["total"] == 5 and job["done"] == 5
     assert job["counts"].get("enrolled") == 4
     (failed,) = job["failed"]
@@ -367,8 +361,6 @@ def test_a_bad_job_minimum_quality_is_a_400_naming_the_field(served, bad):
 
 
 def test_a_jobs_own_minimum_quality_applies_to_its_photos(served, orl_dir):
-    import time
-
     from web_helpers import zip_of
 
     app, key, _ = served
@@ -380,12 +372,16 @@ def test_a_jobs_own_minimum_quality_applies_to_its_photos(served, orl_dir):
         headers=bearer(key),
     )
     assert response.status_code == 202, response.get_json()
-    job_id = response.get_json()["id"]
+    job = _finished_job(client, response.get_json()["id"], key)
+    assert job["status"] == "done" and job["counts"] == {"low_quality": 2}
+    assert all(item["reason"].endswith("under the minimum 1 to enrol") for item in job["failed"])
+
+
+def _finished_job(client, job_id: int, key: str) -> dict:
+    """The job's answer once it has left the queue (or after two minutes, as it stands)."""
     deadline = time.monotonic() + 120
     while True:
         job = client.get(f"/api/v1/jobs/{job_id}", headers=bearer(key)).get_json()
         if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
-            break
+            return job
         time.sleep(0.5)
-    assert job["status"] == "done" and job["counts"] == {"low_quality": 2}
-    assert all(item["reason"].endswith("under the minimum 1 to enrol") for item in job["failed"])

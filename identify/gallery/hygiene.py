@@ -25,9 +25,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from identify.gallery import subject_templates
-from identify.gallery.store import GalleryStore
+from identify.gallery.store import GalleryStore, audit
 from identify.gallery.tables import (
-    AuditEntry,
     Face,
     FindingKind,
     HygieneDismissal,
@@ -97,7 +96,7 @@ def move_face(
         session.execute(update(Image).where(Image.id == image_id).values(subject_id=subject_id))
         subject_templates.recompute(session, [source, subject_id])
         details = {"face_id": face_id, "image_id": image_id, "from": source, "to": subject_id}
-        _audit(session, actor, "hygiene_move_face", "face", face_id, details)
+        audit(session, actor, "hygiene_move_face", "face", face_id, **details)
     store._committed([source, subject_id])
     return Outcome("move_face", sorted([source, subject_id]), details)
 
@@ -121,7 +120,7 @@ def remove_face(store: GalleryStore, face_id: int, *, actor: int | None = None) 
             "subject_id": subject_id,
             "image_removed": alone,
         }
-        _audit(session, actor, "hygiene_remove_face", "face", face_id, details)
+        audit(session, actor, "hygiene_remove_face", "face", face_id, **details)
     store._committed([subject_id])
     return Outcome("remove_face", [subject_id], details)
 
@@ -168,7 +167,7 @@ def merge(
             "target_id": target_id,
             "images_moved": len(image_ids),
         }
-        _audit(session, actor, "hygiene_merge", "subject", target_id, details)
+        audit(session, actor, "hygiene_merge", "subject", target_id, **details)
     store._committed([source_id, target_id])
     return Outcome("merge", sorted([source_id, target_id]), details)
 
@@ -225,7 +224,7 @@ def undo_merge(store: GalleryStore, merge_id: int, *, actor: int | None = None) 
             "target_id": target_id,
             "images_moved": len(record.image_ids),
         }
-        _audit(session, actor, "hygiene_undo_merge", "subject", source_id, details)
+        audit(session, actor, "hygiene_undo_merge", "subject", source_id, **details)
     store._committed([source_id, target_id])
     return Outcome("undo_merge", sorted([source_id, target_id]), details)
 
@@ -248,7 +247,7 @@ def dismiss(
         details = {"subject_a": low, "subject_b": high, "already": known is not None}
         if known is None:
             session.add(HygieneDismissal(subject_a=low, subject_b=high, created_by=actor))
-            _audit(session, actor, "hygiene_dismiss", "subject", low, details)
+            audit(session, actor, "hygiene_dismiss", "subject", low, **details)
     return Outcome("dismiss", [low, high], details)
 
 
@@ -308,20 +307,6 @@ def _state(session: Session, subject_id: int) -> str:
     return hashlib.sha256(",".join(map(str, faces)).encode()).hexdigest()
 
 
-def _audit(
-    session: Session, actor: int | None, action: str, target: str, target_id: int, details: Any
-) -> None:
-    session.add(
-        AuditEntry(
-            user_id=actor,
-            action=action,
-            target_type=target,
-            target_id=str(target_id),
-            details=dict(details),
-        )
-    )
-
-
 # ----- reports ------------------------------------------------------------------------------
 
 
@@ -333,7 +318,7 @@ def create_report(store: GalleryStore, threshold: float, *, actor: int | None = 
         )
         session.add(report)
         session.flush()
-        _audit(session, actor, "hygiene_report", "hygiene_report", report.id, {})
+        audit(session, actor, "hygiene_report", "hygiene_report", report.id)
         return report.id
 
 

@@ -328,7 +328,7 @@ class GalleryStore:
             subject = session.get(Subject, subject_id)
             if subject is None:
                 return False
-            _audit(session, actor, "delete_subject", "subject", subject_id, name=subject.name)
+            audit(session, actor, "delete_subject", "subject", subject_id, name=subject.name)
             session.delete(subject)
         self._committed([subject_id])
         return True
@@ -356,7 +356,7 @@ class GalleryStore:
             if row is None:
                 return False
             subject_id = subject_of(row)
-            _audit(session, actor, f"delete_{target}", target, row_id, subject_id=subject_id)
+            audit(session, actor, f"delete_{target}", target, row_id, subject_id=subject_id)
             session.delete(row)
             session.flush()
             subject_templates.recompute(session, subject_id)
@@ -388,10 +388,17 @@ class GalleryStore:
         return vec.from_bytes(row.vector, row.dim)
 
 
-def _audit(
-    session: Session, actor: int | None, action: str, target: str, target_id: int, **details: Any
+def audit(
+    session: Session,
+    actor: int | None,
+    action: str,
+    target: str,
+    target_id: int,
+    /,
+    **details: Any,
 ) -> None:
-    """A row of the audit log, in the transaction of the change it records."""
+    """A row of the audit log, in the transaction of the change it records (positional
+    arguments only, so that any detail, `target_id` included, can be named)."""
     session.add(
         AuditEntry(
             user_id=actor,
