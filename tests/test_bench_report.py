@@ -94,10 +94,11 @@ def test_a_fresh_run_replaces_its_results_and_the_others_are_kept(tmp_path: Path
     assert text.endswith(
         "Not run for this report: `make bench-embedder`, `make bench-runtime`, "
         "`make profile-detect`, `make bench-search`, `make bench-enrol`, "
-        "`make compare-detectors BENCH_ARGS='--half test --step 2'`, `make bench-mask-fusion`.\n"
+        "`make compare-detectors BENCH_ARGS='--half test --step 2'`, `make bench-mask-fusion`, "
+        "`make bench-hygiene`.\n"
     )
     assert printed == (
-        f"wrote {out}: 1 measured, 1 kept, 7 missing\n"
+        f"wrote {out}: 1 measured, 1 kept, 8 missing\n"
         f"check the reading {results}/bench-load.md against the new figures\n"
     )
 
