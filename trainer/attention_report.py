@@ -18,7 +18,7 @@ import torch
 from embedder.inference import preprocess
 from embedder.model import CQAFace
 from trainer.crops import masked_face
-from trainer.occlusion import visible_share
+from trainer.occlusion import cell_cover, visible_share
 
 
 def soft_overlap(maps: torch.Tensor) -> torch.Tensor:
@@ -29,12 +29,6 @@ def soft_overlap(maps: torch.Tensor) -> torch.Tensor:
     return torch.stack(
         [lo(m[:, i], m[:, j]).sum(-1) / hi(m[:, i], m[:, j]).sum(-1) for i, j in pairs], 1
     )
-
-
-def _cell_cover(coverage: np.ndarray, size: int) -> np.ndarray:
-    """A 112x112 boolean cover -> the share of each cell of a size x size map."""
-    cells = coverage.astype(np.float32).reshape(size, 112 // size, size, 112 // size)
-    return cells.mean((1, 3))
 
 
 @torch.inference_mode()
@@ -49,7 +43,7 @@ def attention_report(model: CQAFace, crops: np.ndarray, keys: list[str]) -> dict
     bare = model(torch.from_numpy(preprocess(crops)))
     hidden = model(torch.from_numpy(preprocess(covered)))
     size = hidden.attention.shape[-1]
-    cover = torch.from_numpy(np.stack([_cell_cover(f.coverage, size) for f in faces]))
+    cover = torch.from_numpy(np.stack([cell_cover(f.coverage, size) for f in faces]))
     hidden_share = 1 - visible_share(hidden.attention, cover)
     drop = bare.quality - hidden.quality
 

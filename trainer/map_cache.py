@@ -31,6 +31,7 @@ from embedder.masks import apply_mask
 from embedder.model import CQAFace
 from trainer.distill import Teacher
 from trainer.folder_dataset import FolderDataset
+from trainer.occlusion import cell_cover
 
 VARIANTS = ("bare", "masked")
 SHARD = 1024
@@ -140,9 +141,10 @@ def build(
     for k in range(-(-len(faces) // SHARD)):
         maps_file, teacher_file = _shard_files(folder, k)
         rows = _rows(k, len(faces))
-        if not _cover_file(folder, k).is_file() or len(np.load(_cover_file(folder, k))) < len(rows):
+        cover_file = _cover_file(folder, k)
+        if not cover_file.is_file() or len(np.load(cover_file, mmap_mode="r")) < len(rows):
             size = model.stem.sizes[-1]
-            _save_atomically(_cover_file(folder, k), _mask_cover(rows, key.seed, size))
+            _save_atomically(cover_file, _mask_cover(rows, key.seed, size))
         if _covers(folder, k, rows):
             continue
         maps, vectors = _variants(model, faces, rows, key.seed)
@@ -189,8 +191,7 @@ def _mask_cover(rows: range, seed: int, size: int) -> np.ndarray:
     for i in rows:
         rng = np.random.default_rng([seed, i])
         coverage = apply_mask(blank, rng=rng).coverage
-        cover = _mirrored(coverage, rng.random() < 0.5).astype(np.float32)
-        covers.append(cover.reshape(size, 112 // size, size, 112 // size).mean((1, 3)))
+        covers.append(cell_cover(_mirrored(coverage, rng.random() < 0.5), size))
     return np.stack(covers).astype(np.float16)
 
 

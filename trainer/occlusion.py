@@ -13,8 +13,16 @@ and CosFace, not bent to make the target easy.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def cell_cover(coverage: np.ndarray, size: int) -> np.ndarray:
+    """A crop's boolean mask cover (H, W) -> the share of each cell of a size x size map."""
+    h, w = coverage.shape
+    cells = coverage.astype(np.float32).reshape(size, h // size, size, w // size)
+    return cells.mean((1, 3))
 
 
 def visible_share(maps: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
