@@ -61,7 +61,8 @@ def _rate(embedder: Embedder, crops: np.ndarray, seconds: float) -> float:
 # The architectures the project shipped, newest first; speed depends on the layers, not on the
 # weights, so the older ones are built untrained (their files live only in git history).
 SHIPPED = {
-    "y1_cqa_gdc (now)": variant("cqa_gdc", stem="mobilefacenet_y1"),
+    "w600k_cqa_head (now)": variant("cqa_head", stem="mobilefacenet_w600k"),
+    "y1_cqa_gdc (2026-12-04)": variant("cqa_gdc", stem="mobilefacenet_y1"),
     "y1_cqa_gap (2026-12-01)": variant("cqa", stem="mobilefacenet_y1"),
     "mobilefacenet_cqa (from scratch)": variant("cqa", stem="mobilefacenet"),
 }

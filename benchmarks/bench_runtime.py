@@ -8,6 +8,9 @@ Parity on real data, the bar ONNX Runtime must clear to serve: the minimum cosin
 two runtimes' embeddings of aligned celeba-112 crops (>= 0.9999), and the detections of both
 on the celeba photos (same faces per photo; largest box and landmark difference in pixels).
 
+`--beside OTHER.pt` also times the shipped model and another checkpoint, both served by ONNX
+Runtime, interleaved: what a change of model costs.
+
     .venv/bin/python benchmarks/bench_runtime.py --out var/bench-runtime.json
 """
 
@@ -43,8 +46,14 @@ DATA = Path(os.environ.get("CQAFACE_SHARED_DATA", ROOT.parent / "shared" / "data
 COSINE_BAR = 0.9999  # the issue's bar for "equal output"
 
 
-def rounds(calls: dict[str, Callable[[], object]], count: int, seconds: float) -> dict:
-    """Calls/s of each callable, interleaved round by round: median, min and max per name."""
+def rounds(
+    calls: dict[str, Callable[[], object]],
+    count: int,
+    seconds: float,
+    ratio: str = "onnx_over_torch",
+) -> dict:
+    """Calls/s of each of two callables, interleaved round by round: median, min and max per
+    name, and the second's median over the first's (named ``ratio``)."""
     for call in calls.values():
         call()  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in calls}
@@ -60,7 +69,7 @@ def rounds(calls: dict[str, Callable[[], object]], count: int, seconds: float) -
         for name, r in rates.items()
     }
     first, second = (statistics.median(r) for r in rates.values())
-    return {**out, "onnx_over_torch": second / first}
+    return {**out, ratio: second / first}
 
 
 def _scaled(figures: dict, factor: float, unit: str) -> dict:
@@ -75,16 +84,16 @@ def _scaled(figures: dict, factor: float, unit: str) -> dict:
     }
 
 
-def embedder_speed(torch_emb: Embedder, onnx_emb: OnnxEmbedder, crops: np.ndarray, args) -> dict:
+def embedder_speed(
+    embedders: dict[str, object], crops: np.ndarray, args, ratio: str = "onnx_over_torch"
+) -> dict:
+    """Faces/s of two embedders (flip test on, as served) at batch 1 and 16, interleaved."""
     result = {}
     for batch in (1, 16):
         part = crops[:batch]
-        calls = {
-            "torch": lambda p=part: torch_emb.embed(p),
-            "onnx": lambda p=part: onnx_emb.embed(p),
-        }
+        calls = {name: lambda e=e, p=part: e.embed(p) for name, e in embedders.items()}
         result[f"batch{batch}"] = _scaled(
-            rounds(calls, args.rounds, args.seconds), batch, "faces_per_s"
+            rounds(calls, args.rounds, args.seconds, ratio), batch, "faces_per_s"
         )
         print(f"embedder batch {batch}: {result[f'batch{batch}']}", flush=True)
     return result
@@ -182,6 +191,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="per measurement")
     parser.add_argument("--crops", type=int, default=256, help="celeba-112 crops for parity")
     parser.add_argument("--photos", type=int, default=0, help="celeba photos for parity (0: all)")
+    parser.add_argument(
+        "--beside", type=Path, help="another checkpoint: both served by ONNX Runtime, interleaved"
+    )
     args = parser.parse_args()
     threads = settings.threads() or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -198,13 +210,20 @@ def main() -> None:
         "onnxruntime": onnxruntime.__version__,
         "model": checkpoint.version,
         "command": "make bench-runtime",
-        "embedder": embedder_speed(torch_emb, onnx_emb, crops, args),
+        "embedder": embedder_speed({"torch": torch_emb, "onnx": onnx_emb}, crops, args),
         "mtcnn": mtcnn_speed(
             torch_nets, onnx_nets, [load_image(p) for p in photo_paths[::150][:16]], args
         ),
         "parity_embedding": embedding_parity(torch_emb, onnx_emb, crops),
     }
     print("embedding parity:", results["parity_embedding"], flush=True)
+    if args.beside:
+        other = ckpt.load(args.beside)
+        pair = {
+            checkpoint.version: onnx_emb,
+            other.version: OnnxEmbedder.from_checkpoint(other, threads=threads),
+        }
+        results["onnx_beside"] = embedder_speed(pair, crops, args, ratio="beside_over_shipped")
     chosen = photo_paths[: args.photos] if args.photos else photo_paths
     results["parity_detection"] = detection_parity(torch_nets, onnx_nets, chosen)
     print("detection parity:", results["parity_detection"], flush=True)
