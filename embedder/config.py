@@ -21,6 +21,7 @@ Stem = Literal[
 Head = Literal["cqa", "global"]
 Diversity = Literal["cal", "hpda", "dropout", "none"]
 PartPooling = Literal["mean", "gdc", "head"]
+AttentionMaps = Literal["sigmoid", "partition"]
 
 STEMS: tuple[str, ...] = get_args(Stem)
 
@@ -52,6 +53,11 @@ class ModelConfig:
     # or the stem's own head up to its flatten ("head", a stem whose head reduces channels by a
     # 1x1 conv and keeps positions, as WebFace600K's MBF: the parts start from that head).
     part_pooling: PartPooling = "mean"
+    # How a branch's scores become its map: each on its own through a sigmoid (the paper), or
+    # a softmax over the branches at every position ("partition"), so that the parts share the
+    # face out between them and cannot all look at the same place; a part then pools its map
+    # times b, so that an even split pools the map as it is.
+    attention_maps: AttentionMaps = "sigmoid"
     # Global head only: dropout before the flatten-FC, as insightface's IResNet has it.
     head_dropout: float = 0.0
 
@@ -71,6 +77,10 @@ class ModelConfig:
         if self.part_pooling not in ("mean", "gdc", "head"):
             raise ValueError(
                 f"part_pooling must be 'mean', 'gdc' or 'head', not {self.part_pooling!r}"
+            )
+        if self.attention_maps not in ("sigmoid", "partition"):
+            raise ValueError(
+                f"attention_maps must be 'sigmoid' or 'partition', not {self.attention_maps!r}"
             )
         if self.head == "cqa" and self.branches < 1:
             raise ValueError("a CQA head needs at least one branch")
@@ -104,6 +114,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "diversity": "cal",
         "cal_normalise": "positions",
         "part_pooling": "head",
+    },
+    # The same parts made to share the face out: a part that holds the mouth and nose can lose
+    # its quality under a mask while the eyes' part keeps it.
+    "cqa_partition": {
+        "head": "cqa",
+        "qan": True,
+        "diversity": "cal",
+        "cal_normalise": "positions",
+        "part_pooling": "head",
+        "attention_maps": "partition",
     },
     "dropout": {"head": "cqa", "qan": True, "diversity": "dropout"},
     "global": {"head": "global", "qan": False, "diversity": "none"},

@@ -29,6 +29,7 @@ class LANet(nn.Module):
         reduction: int,
         dropout: float = 0.0,
         pool: nn.Module | None = None,
+        partition: bool = False,
     ) -> None:
         super().__init__()
         hidden = max(channels // reduction, 1)
@@ -38,15 +39,22 @@ class LANet(nn.Module):
         # The paper's "dropout instead of CAL" ablation drops attention positions in training.
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.pool = pool
+        self.partition = partition
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """X (N,c,h,w) -> attention maps M (N,b,h,w) in [0,1], part features P (N,b,c).
 
         P_i = GAP(X * M_i), computed as one contraction rather than b masked copies of X; with a
-        pool, P_i = pool(X * M_i), the b masked copies pooled as one batch.
+        pool, P_i = pool(X * M_i), the b masked copies pooled as one batch. Partitioned maps sum
+        to 1 over the branches and pool as b * M_i.
         """
-        maps = torch.sigmoid(self.score(torch.relu(self.reduce(x))))
-        weights = self.dropout(maps)
+        scores = self.score(torch.relu(self.reduce(x)))
+        if self.partition:
+            maps = torch.softmax(scores, dim=1)
+            weights = self.dropout(maps * self.branches)
+        else:
+            maps = torch.sigmoid(scores)
+            weights = self.dropout(maps)
         n, c, h, w = x.shape
         if self.pool is None:
             return maps, torch.einsum("nchw,nbhw->nbc", x, weights) / (h * w)

@@ -44,7 +44,8 @@ class CQAFace(nn.Module):
             pool = gdc_pool(channels, self.stem.sizes[self.stage])
         elif config.part_pooling == "head":
             pool, part = self.stem.part_pool()
-        self.lanet = LANet(channels, config.branches, config.reduction, dropout, pool)
+        partition = config.attention_maps == "partition"
+        self.lanet = LANet(channels, config.branches, config.reduction, dropout, pool, partition)
         self.qan = QAN(part, config.branches, config.reduction) if config.qan else None
         self.fc = nn.Linear(config.branches * part, config.embedding_size, bias=False)
         self.bn = nn.BatchNorm1d(config.embedding_size)

@@ -29,7 +29,8 @@ def test_every_stem_gives_a_512d_embedding_and_4_maps_on_the_7x7_last_stage(stem
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_every_ablation_variant_runs_and_keeps_the_output_contract(name: str) -> None:
     # Parts pooled by the stem's own head need a head that reduces and flattens (WebFace600K's).
-    stem = "mobilefacenet_w600k" if name == "cqa_head" else "mobilefacenet"
+    pooled_by_head = VARIANTS[name].get("part_pooling") == "head"
+    stem = "mobilefacenet_w600k" if pooled_by_head else "mobilefacenet"
     out = _forward(variant(name, stem=stem), n=3, train=True)
     b = 0 if name == "global" else 4
     assert out.embedding.shape == (3, 512)
@@ -54,6 +55,24 @@ def test_attention_in_unit_range_and_qualities_strictly_inside() -> None:
     out = _forward(variant("cqa"), n=4)
     assert out.attention.min() >= 0 and out.attention.max() <= 1
     assert out.quality.min() > 0 and out.quality.max() < 1
+
+
+def test_partitioned_maps_share_every_position_out_between_the_parts() -> None:
+    out = _forward(variant("cqa", attention_maps="partition"), n=4)
+    assert torch.allclose(out.attention.sum(1), torch.ones(4, 7, 7))
+    assert out.attention.min() >= 0
+
+
+def test_an_even_partition_pools_each_part_over_the_whole_map() -> None:
+    """b * (1/b) = 1: an even split pools what a part without attention would."""
+    torch.manual_seed(0)
+    model = build_model(variant("cqa", attention_maps="partition")).eval()
+    torch.nn.init.zeros_(model.lanet.score.weight)
+    torch.nn.init.zeros_(model.lanet.score.bias)
+    x = torch.randn(2, 512, 7, 7)
+    maps, parts = model.lanet(x)
+    assert torch.allclose(maps, torch.full_like(maps, 0.25))
+    assert torch.allclose(parts, x.mean((2, 3)).unsqueeze(1).expand(-1, 4, -1), atol=1e-6)
 
 
 def test_without_qan_the_parts_are_not_weighted() -> None:
