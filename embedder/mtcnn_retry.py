@@ -1,4 +1,5 @@
-"""MTCNN with two second looks: the face in context, and a relaxed search where none was found.
+"""MTCNN with two second looks (the face in context, a relaxed search where none was found)
+and a masked face's points from an O-Net fine-tuned on masks.
 
 Why MTCNN misses faces (issue #32, traced stage by stage on rwmfd photos it finds nothing in,
 docs/detection.md):
@@ -7,9 +8,8 @@ docs/detection.md):
   part of the face. With a black border around the photo they see the whole face.
 - A masked face: R-Net and O-Net score it below their thresholds (0.7), or the face is below
   the 20 px minimum of the pyramid.
-
 - A masked face found with its eyes off: O-Net puts them up to half an eye distance off, at a
-  score of 1.0, whatever box it is given; it never saw a mask.
+  score of 1.0, even given the box MTCNN finds on the bare photo; it never saw a mask.
 
 So the first pass is MTCNN as it is (the same faces and points, the training crops'
 alignment). Where one of its boxes reaches outside the photo, the photo is searched again with
@@ -47,7 +47,7 @@ MASKED = 0.5  # the masked-face O-Net's mask probability from which its points a
 
 
 class RetryMTCNN:
-    """MTCNN, then the context and relaxed looks; load once per process."""
+    """MTCNN, the context and relaxed looks, the masked-face O-Net; load once per process."""
 
     name = "mtcnn-retry"  # what a gallery records as the detector of its faces
 
@@ -77,7 +77,8 @@ class RetryMTCNN:
         return _rechecked(faces, *masked_points(self.masked_onet, image, faces))
 
     def looks(self, image: np.ndarray, *, min_face_size: float | None = None) -> list[Detection]:
-        """The faces of MTCNN's three looks, before the masked-face O-Net's check."""
+        """MTCNN's faces after the look in context and the relaxed look, before the
+        masked-face O-Net's check."""
         faces = self.mtcnn.detect(image, min_face_size=min_face_size)
         height, width = image.shape[:2]
         if any(_inside(face, width, height) < INSIDE for face in faces):
@@ -100,8 +101,8 @@ def masked_points(
     net: Callable, image: np.ndarray, faces: list[Detection]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The masked-face O-Net on each face: its points (N, 5, 2) and the probability that the
-    face wears a mask (N,), from the square around the face's box (the box O-Net's own output
-    comes from), cropped and resampled as the cascade does."""
+    face wears a mask (N,), from the square around the face's box (close to the square O-Net
+    was given), cropped and resampled as the cascade does."""
     if not faces:
         return np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
     boxes = _square(np.array([face.box for face in faces], np.float32))
