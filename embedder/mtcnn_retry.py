@@ -1,4 +1,5 @@
-"""MTCNN with two second looks: the face in context, and a relaxed search where none was found.
+"""MTCNN with two second looks (the face in context, a relaxed search where none was found)
+and a masked face's points from an O-Net fine-tuned on masks.
 
 Why MTCNN misses faces (issue #32, traced stage by stage on rwmfd photos it finds nothing in,
 docs/detection.md):
@@ -7,6 +8,8 @@ docs/detection.md):
   part of the face. With a black border around the photo they see the whole face.
 - A masked face: R-Net and O-Net score it below their thresholds (0.7), or the face is below
   the 20 px minimum of the pyramid.
+- A masked face found with its eyes off: O-Net puts them up to half an eye distance off, at a
+  score of 1.0, even given the box MTCNN finds on the bare photo; it never saw a mask.
 
 So the first pass is MTCNN as it is (the same faces and points, the training crops'
 alignment). Where one of its boxes reaches outside the photo, the photo is searched again with
@@ -14,15 +17,23 @@ a border, for faces of at least ``CONTEXT_FACE`` of its shorter side; a face see
 points disagree with the first pass's replaces it. Where the first pass found nothing, the
 bordered photo is searched again with ``RELAXED`` thresholds down to ``RELAXED_MIN_SHARE`` of
 MTCNN's minimum face (12 px of its 20).
-Both looks use MTCNN's own weights: nothing new is shipped.
+Both looks use MTCNN's own weights. Last, every face found is shown to a copy of O-Net
+fine-tuned on masked faces (``MASKED_ONET``, `trainer.onet_masked`), which also says whether
+the face wears a mask: where it does, that copy's points replace O-Net's. A face it sees as
+bare keeps MTCNN's points, to the bit: the model was trained on crops aligned by them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
 import cv2
 import numpy as np
+import torch
 
-from embedder.mtcnn import MTCNN, Detection, Networks
+from embedder.mtcnn import MTCNN, Detection, Networks, ONet, TorchNet, _clip, _Integral, _square
 
 BORDER = 0.25  # black border on each side, a fraction of the photo's longer side, at most
 # its shorter side: a 20,000 x 100 banner gets 100 px, not 5,000 (a 300 MP canvas)
@@ -31,15 +42,19 @@ INSIDE = 0.9  # a box with less of its area inside the photo was cut by the phot
 AGREE = 0.25  # eye distances: points further apart than this are on different features
 RELAXED = (0.5, 0.3, 0.3)  # P-Net, R-Net, O-Net thresholds of the look where none was found
 RELAXED_MIN_SHARE = 0.6  # of MTCNN's minimum face: 12 px of 20, P-Net's window at full scale
+MASKED_ONET = Path(__file__).parent / "weights" / "onet_masked.pt"  # trainer/onet_masked.py
+MASKED = 0.5  # the masked-face O-Net's mask probability from which its points are taken
 
 
 class RetryMTCNN:
-    """MTCNN, then the context and relaxed looks; load once per process."""
+    """MTCNN, the context and relaxed looks, the masked-face O-Net; load once per process."""
 
     name = "mtcnn-retry"  # what a gallery records as the detector of its faces
 
-    def __init__(self, mtcnn: MTCNN) -> None:
+    def __init__(self, mtcnn: MTCNN, masked_onet: Callable | None = None) -> None:
+        """``masked_onet`` (default: ``MASKED_ONET`` on PyTorch) runs the masked-face O-Net."""
         self.mtcnn = mtcnn
+        self.masked_onet = masked_onet or masked_onet_net()
         self.relaxed = MTCNN(
             min_face_size=RELAXED_MIN_SHARE * mtcnn.min_face_size,
             thresholds=RELAXED,
@@ -58,6 +73,12 @@ class RetryMTCNN:
 
     def detect(self, image: np.ndarray, *, min_face_size: float | None = None) -> list[Detection]:
         """Faces in an HxWx3 uint8 RGB photo, most confident first."""
+        faces = self.looks(image, min_face_size=min_face_size)
+        return _rechecked(faces, *masked_points(self.masked_onet, image, faces))
+
+    def looks(self, image: np.ndarray, *, min_face_size: float | None = None) -> list[Detection]:
+        """MTCNN's faces after the look in context and the relaxed look, before the
+        masked-face O-Net's check."""
         faces = self.mtcnn.detect(image, min_face_size=min_face_size)
         height, width = image.shape[:2]
         if any(_inside(face, width, height) < INSIDE for face in faces):
@@ -67,6 +88,41 @@ class RetryMTCNN:
             faces = _bordered(self.relaxed, image, min_face_size)
             faces = [face for face in faces if face.size >= (min_face_size or 0)]
         return sorted(faces, key=lambda face: -face.score)
+
+
+def masked_onet_net() -> TorchNet:
+    """The O-Net fine-tuned on masked faces, on PyTorch (one 48x48 crop per face found)."""
+    net = ONet()
+    net.load_state_dict(torch.load(MASKED_ONET, map_location="cpu", weights_only=True))
+    return TorchNet(net.eval().requires_grad_(False), torch.device("cpu"))
+
+
+def masked_points(
+    net: Callable, image: np.ndarray, faces: list[Detection]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The masked-face O-Net on each face: its points (N, 5, 2) and the probability that the
+    face wears a mask (N,), from the square around the face's box (close to the square O-Net
+    was given), cropped and resampled as the cascade does."""
+    if not faces:
+        return np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
+    boxes = _square(np.array([face.box for face in faces], np.float32))
+    table = _Integral.of(image)
+    rect = _clip(boxes, table.width, table.height)
+    inside = (rect[:, 2] > rect[:, 0]) & (rect[:, 3] > rect[:, 1])
+    rect[~inside] = [0, 0, 1, 1]  # a box wholly off the photo: a dummy crop, seen as bare
+    masked, _, marks = net(table.resample(rect, 48, 48))
+    origin = boxes[:, None, :2] - 1
+    extent = boxes[:, None, 2:] - origin
+    points = marks.reshape(-1, 2, 5).transpose(0, 2, 1) * extent + origin
+    return points.astype(np.float32), np.where(inside, masked, 0.0)
+
+
+def _rechecked(faces: list[Detection], points: np.ndarray, masked: np.ndarray) -> list[Detection]:
+    """Each face, with the masked-face O-Net's points where it sees a mask."""
+    return [
+        replace(face, landmarks=seen) if chance >= MASKED else face
+        for face, seen, chance in zip(faces, points, masked, strict=True)
+    ]
 
 
 def _bordered(mtcnn: MTCNN, image: np.ndarray, min_face_size: float | None) -> list[Detection]:

@@ -76,7 +76,8 @@ DETECTORS = ("mtcnn", "mtcnn-retry", "scrfd")
 
 def detector() -> str:
     """CQAFACE_DETECTOR: `mtcnn-retry` (the default: MTCNN, then a second look at tight crops
-    and at photos where it found nothing, with MTCNN's own weights; `embedder.mtcnn_retry`),
+    and at photos where it found nothing, with MTCNN's own weights, and the points of an O-Net
+    fine-tuned on masked faces where it sees a mask; `embedder.mtcnn_retry`),
     `mtcnn` (the cascade alone, the reference alignment of the training crops) or `scrfd`
     (insightface's SCRFD-500MF, read from CQAFACE_SCRFD_MODEL; research-only weights)."""
     value = os.environ.get("CQAFACE_DETECTOR") or "mtcnn-retry"

@@ -41,36 +41,19 @@ def scrfd() -> SCRFD:
 # MTCNN, the paper's detector, misses both (issue #32): on an ID-style crop it returns boxes on
 # part of the face (points half an eye distance off), and it loses 7 of the 40 masked photos.
 _MTCNN_MISSES = pytest.mark.xfail(strict=True, reason="MTCNN misses tight and masked faces")
-# Its retry (embedder.mtcnn_retry) finds the tight crops, but on 5 of the 40 masked photos O-Net
-# still puts the eyes a quarter to half an eye distance off, at a score of 1.0: the points,
-# not the thresholds, fail there (docs/detection.md).
-_RETRY_MISSES = pytest.mark.xfail(strict=True, reason="O-Net's eye points on masked faces")
-
-
-def _detector(request: pytest.FixtureRequest):
-    """The detector a test is parametrised with; only SCRFD needs (and skips without) its file."""
-    if request.param == "scrfd":
-        return request.getfixturevalue("scrfd")
-    return default_detector() if request.param == "mtcnn" else RetryMTCNN(default_detector())
+# Its retry (embedder.mtcnn_retry) finds the tight crops in context, and takes a masked face's
+# points from an O-Net fine-tuned on masks (O-Net's own eyes are up to half an eye distance off
+# on 5 of the 40 masked photos).
 
 
 @pytest.fixture(
     scope="module", params=[pytest.param("mtcnn", marks=_MTCNN_MISSES), "mtcnn-retry", "scrfd"]
 )
 def detector(request: pytest.FixtureRequest):
-    return _detector(request)
-
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param("mtcnn", marks=_MTCNN_MISSES),
-        pytest.param("mtcnn-retry", marks=_RETRY_MISSES),
-        "scrfd",
-    ],
-)
-def masked_detector(request: pytest.FixtureRequest):
-    return _detector(request)
+    """The detector a test is parametrised with; only SCRFD needs (and skips without) its file."""
+    if request.param == "scrfd":
+        return request.getfixturevalue("scrfd")
+    return default_detector() if request.param == "mtcnn" else RetryMTCNN(default_detector())
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +103,14 @@ def test_a_face_that_fills_the_photo_is_found(
 
 
 def test_a_face_with_its_lower_half_covered_is_found(
-    masked_detector, references: list[tuple[Path, np.ndarray]]
+    detector, references: list[tuple[Path, np.ndarray]]
 ) -> None:
     """A synthetic mask drawn on the real photo, placed by the reference landmarks; the nose
     tip and mouth corners under the mask are guesses, so only the eyes are held to the bound."""
     for seed, (path, marks) in enumerate(references):
         masked = apply_mask(load_image(path), rng=seed, landmarks=marks.astype(np.float32))
         assert masked.coverage.sum() > 0
-        assert _matches(masked_detector.detect(masked.image), marks, points=2), path
+        assert _matches(detector.detect(masked.image), marks, points=2), path
 
 
 def test_scrfd_landmarks_align_onto_the_template(scrfd: SCRFD, references) -> None:
