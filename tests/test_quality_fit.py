@@ -178,3 +178,17 @@ def test_write_fits_the_given_model_and_caches_its_faces_per_model_version(
     saved = ckpt.load(path).metadata[METADATA_KEY]
     assert saved == expected
     assert QualityFit.from_metadata(ckpt.load(path).metadata) == QualityFit.from_dict(expected)
+
+
+def test_onnx_serves_metadata_written_after_its_graph_was_cached(
+    unfitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from embedder.onnx_export import OnnxEmbedder
+
+    monkeypatch.setenv("CQAFACE_ONNX_CACHE", str(tmp_path / "onnx"))
+    path = ckpt.save(unfitted, tmp_path / "m.pt")
+    assert OnnxEmbedder.from_checkpoint(ckpt.load(path)).quality_fit is None
+    quality_fit.main(["--model", str(path), "--write-fit", json.dumps(Y1_FIT.to_metadata())])
+    assert OnnxEmbedder.from_checkpoint(ckpt.load(path)).quality_fit == Y1_FIT
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # the same graph, not re-exported
