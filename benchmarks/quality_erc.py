@@ -67,11 +67,11 @@ def erc(quality_of: np.ndarray, pairs: tuple[np.ndarray, ...], threshold: float)
     return out
 
 
-def curves(faces: fit.FaceSet) -> dict[str, Any]:
+def curves(faces: fit.FaceSet, scoring: quality.QualityFit) -> dict[str, Any]:
     pairs = comparisons(faces)
     _, _, score, genuine = pairs
     threshold = float(np.quantile(score[~genuine], 1 - FAR))
-    measures = {"quality score": quality.score_features(faces.features)}
+    measures = {"quality score": quality.score_features(faces.features, scoring)}
     measures["face size"] = faces.features[:, quality.FEATURES.index("size")]
     for name in quality.FEATURES:
         if name != "size":
@@ -99,13 +99,13 @@ def curves(faces: fit.FaceSet) -> dict[str, Any]:
 GATES = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def gate(faces: fit.FaceSet, threshold: float) -> list[dict[str, Any]]:
+def gate(faces: fit.FaceSet, threshold: float, scoring: quality.QualityFit) -> list[dict[str, Any]]:
     """What a minimum quality to enrol would refuse, on real faces and their degraded copies:
     per minimum, the share refused of each, and how many of the refused and of the admitted
     copies still pass the FAR 1e-3 threshold against their own template (made from the
     person's other real faces): a good minimum refuses faces that would not have matched."""
     cosine = fit.own_template_cosine(faces)
-    scores = quality.score_features(faces.features)
+    scores = quality.score_features(faces.features, scoring)
     ok, real = ~np.isnan(cosine), faces.real
     rows = []
     for minimum in GATES:
@@ -182,19 +182,20 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     _, held_out, photo_people = fit.validation_people()
     embedder = runtime.load_embedder()
+    scoring = embedder.quality_fit
+    if scoring is None:
+        sys.exit(
+            f"{embedder.version} has no quality fit: run python -m trainer.quality_fit --write"
+        )
     with_copies = fit.crop_faces(held_out + photo_people, embedder, degraded=True)
     validation = with_copies.real_faces()
     photos, misses = photo_faces(photo_people, args.per_identity)
     results = {
         "command": "python benchmarks/quality_erc.py " + " ".join(argv or sys.argv[1:]),
         "model": embedder.version,
-        "quality_constants": {
-            "features": list(quality.FEATURES),
-            "coef": list(quality.COEF),
-            "intercept": quality.INTERCEPT,
-        },
-        "sets": {"validation": curves(validation), "photos": curves(photos)},
-        "gate": gate(with_copies, fit.same_person_threshold(embedder.metadata)),
+        "quality_fit": scoring.to_metadata(),
+        "sets": {"validation": curves(validation, scoring), "photos": curves(photos, scoring)},
+        "gate": gate(with_copies, fit.same_person_threshold(embedder.metadata), scoring),
         "photos_per_identity": args.per_identity,
         "photos_without_a_face": misses,
     }

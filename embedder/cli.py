@@ -144,7 +144,12 @@ def embed(args: argparse.Namespace) -> int:
             record = _face_record(path, i, face)
             record["quality"] = [round(float(q), 4) for q in result.quality[i]]
             record["face_quality"] = face_quality(
-                result.quality[i], agreement[i], face.score, box_size(face.box), face.crop
+                embedder.quality_fit,
+                result.quality[i],
+                agreement[i],
+                face.score,
+                box_size(face.box),
+                face.crop,
             )
             record["model_version"] = embedder.version
             if args.summary:

@@ -21,6 +21,7 @@ from embedder import settings
 from embedder.config import ModelConfig
 from embedder.mask_classifier import MaskClassifier, features
 from embedder.model import CQAFace
+from embedder.quality import QualityFit
 
 INPUT_SIZE = 112
 
@@ -91,6 +92,11 @@ class EmbedderBase:
     def mask_classifier(self) -> MaskClassifier | None:
         """Parsed once from the metadata, not on every probe."""
         return MaskClassifier.from_metadata(self.metadata)
+
+    @cached_property
+    def quality_fit(self) -> QualityFit | None:
+        """The checkpoint's face quality fit (embedder.quality); None for one never fitted."""
+        return QualityFit.from_metadata(self.metadata)
 
     def mask_probability(self, embeddings: Embeddings) -> np.ndarray | None:
         """P(masked) per face from the checkpoint's mask classifier; None if it has none."""

@@ -150,7 +150,12 @@ class OnnxEmbedder(EmbedderBase):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, **kwargs: Any) -> OnnxEmbedder:
-        return cls(cached_export(checkpoint), **kwargs)
+        """The checkpoint's graph with the checkpoint's own metadata: the cached graph is keyed
+        by the weights only, so metadata written since its export (`cqaface eval calibrate
+        --write`, `python -m trainer.quality_fit --write`) is read from the checkpoint."""
+        embedder = cls(cached_export(checkpoint), **kwargs)
+        embedder.metadata = dict(checkpoint.metadata)
+        return embedder
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         emb, att, qual = self.session.run(list(OUTPUTS), {self._input: np.ascontiguousarray(x)})

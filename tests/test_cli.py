@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fits import Y1_FIT
 from PIL import Image
 
 from embedder import checkpoint as ckpt
 from embedder.config import variant
 from embedder.model import build_model
+from embedder.quality import METADATA_KEY
 
 CLI = [sys.executable, "-m", "identify.cli"]
 
@@ -30,9 +32,11 @@ def _lines(stdout: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random model with y1's quality fit, so that `embed` reports a face quality."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "m.pt"
-    return ckpt.save(ckpt.from_model(build_model(variant("cqa")).eval()), path)
+    metadata = {METADATA_KEY: Y1_FIT.to_metadata()}
+    return ckpt.save(ckpt.from_model(build_model(variant("cqa")).eval(), metadata), path)
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from fits import Y1_FIT
 
 from embedder import checkpoint as ckpt
 from embedder.config import ModelConfig
 from embedder.model import build_model
+from embedder.quality import METADATA_KEY
 from identify.cli.main import main
 
 
 def _random_checkpoint(path: Path, seed: int) -> Path:
+    """A random model with y1's quality fit, so that its answers carry a face quality."""
     torch.manual_seed(seed)
-    return ckpt.save(ckpt.from_model(build_model(ModelConfig()).eval()), path)
+    metadata = {METADATA_KEY: Y1_FIT.to_metadata()}
+    return ckpt.save(ckpt.from_model(build_model(ModelConfig()).eval(), metadata), path)
 
 
 @pytest.fixture(scope="module")

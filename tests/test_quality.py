@@ -31,7 +31,7 @@ REASON = re.compile(r"face quality (0\.\d{4}) is under the minimum (0\.5) to enr
 
 @pytest.fixture(scope="module")
 def shipped() -> FaceEncoder:
-    """The shipped model: the quality score's constants were fitted for its outputs."""
+    """The shipped model: its checkpoint carries the quality fit made for its outputs."""
     return FaceEncoder.load()
 
 
@@ -65,15 +65,11 @@ def test_a_blurred_copy_of_a_real_photo_scores_lower_than_the_photo(
         assert 0 <= face_quality_of(shipped, blurred(photo, 4.0)) < original <= 1, path
 
 
-def test_the_score_lies_in_zero_to_one_for_real_faces_and_extreme_features(
-    shipped: FaceEncoder, orl_dir: Path
-) -> None:
+def test_the_score_lies_in_zero_to_one_for_real_faces(shipped: FaceEncoder, orl_dir: Path) -> None:
     photos = [load_image(orl_dir / f"s{n}" / "1.pgm") for n in range(1, 11)]
     faces = [shipped.faces(p, "largest")[0] for p in photos]
     scores = [e.face_quality for e in shipped.encode(faces, "no")]
     assert all(isinstance(s, float) and 0 <= s <= 1 for s in scores)
-    extremes = np.array([[0, -1, -20, 0, 0], [1, 1, 20, 10, 20]], float)
-    assert ((quality.score_features(extremes) >= 0) & (quality.score_features(extremes) <= 1)).all()
 
 
 def test_the_minimum_is_a_setting_and_a_bad_value_names_it() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fits import Y1_FIT
 from sqlalchemy import func, select
 from synthetic import Live, live
 
@@ -14,6 +15,7 @@ from embedder.config import ModelConfig
 from embedder.imageio import load_image
 from embedder.inference import Embedder
 from embedder.model import build_model
+from embedder.quality import METADATA_KEY
 from identify.gallery import migrate
 from identify.gallery.db import make_engine
 from identify.gallery.enroller import Enroller
@@ -23,9 +25,11 @@ from identify.search.encode import FaceEncoder
 
 
 def random_encoder(seed: int) -> FaceEncoder:
+    """A random model with y1's quality fit, so that its faces get a quality."""
     torch.manual_seed(seed)
     model = build_model(ModelConfig()).eval()
-    return FaceEncoder(Embedder(model, version=f"random-{seed}", device="cpu"))
+    metadata = {METADATA_KEY: Y1_FIT.to_metadata()}
+    return FaceEncoder(Embedder(model, version=f"random-{seed}", metadata=metadata, device="cpu"))
 
 
 @pytest.fixture(scope="module")

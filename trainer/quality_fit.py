@@ -1,6 +1,10 @@
 """Fit the face quality score (embedder/quality.py) on validation people, never trained on.
 
-    python -m trainer.quality_fit [--write]      # prints the fit; --write stores its constants
+    python -m trainer.quality_fit [--model PATH] [--write]
+        # prints the fit for the checkpoint (default: the served model); --write stores it in
+        # the checkpoint's metadata (embedder.quality.METADATA_KEY)
+    python -m trainer.quality_fit --model PATH --write-fit '{"mean": [...], ...}'
+        # stores a fit made before (JSON of QualityFit.to_metadata) without fitting
 
 Faces: the 400 validation identities of celeba-112 (trainer/split.py, seed 0), as the aligned
 crops the model was validated on; their detection score and box come from celeba-112's
@@ -20,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from embedder import quality
+from embedder import checkpoint, quality, settings
 from trainer.config import PROJECT_ROOT, shared_data
 from trainer.pairs import list_identities, list_images
 from trainer.split import make_split
@@ -166,6 +169,8 @@ def same_person_threshold(metadata: dict) -> float:
 
 
 def cached(name: str, build: object) -> FaceSet:
+    """``build()``'s faces, kept in var/quality/<name>.npz; ``name`` must carry the model
+    version, since the features (part qualities, flip agreement) are the model's outputs."""
     path = CACHE / f"{name}.npz"
     if path.exists():
         return FaceSet.load(path)
@@ -175,7 +180,7 @@ def cached(name: str, build: object) -> FaceSet:
 
 
 def fit(faces: FaceSet, threshold: float) -> dict:
-    """The constants of embedder/quality.py fitted on ``faces``."""
+    """The quality fit (QualityFit.to_metadata's fields) on ``faces``, with what it saw."""
     cosine = own_template_cosine(faces)
     usable = ~np.isnan(cosine)
     x, y = faces.features[usable], (cosine[usable] >= threshold).astype(np.float64)
@@ -196,33 +201,45 @@ def fit(faces: FaceSet, threshold: float) -> dict:
     }
 
 
-def write_constants(result: dict) -> None:
-    """Store the fit as the plain constants of embedder/quality.py."""
-    path = Path(quality.__file__)
-    text = path.read_text()
-    for name, value in (
-        ("MEAN", tuple(result["mean"])),
-        ("STD", tuple(result["std"])),
-        ("COEF", tuple(result["coef"])),
-        ("INTERCEPT", result["intercept"]),
-    ):
-        text = re.sub(rf"^{name} = .*$", f"{name} = {value!r}", text, count=1, flags=re.M)
-    path.write_text(text)
+def write_fit(scoring: quality.QualityFit, path: Path, **report: object) -> None:
+    """Store ``scoring`` in the metadata of the checkpoint at ``path`` (the way
+    `cqaface eval calibrate --write` stores thresholds), replacing any fit it had."""
+    saved = checkpoint.load(path)
+    saved.metadata[quality.METADATA_KEY] = scoring.to_metadata(**report)
+    checkpoint.save(saved, path)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="store the constants")
+    parser.add_argument("--model", type=Path, help="checkpoint (default: the served model)")
+    parser.add_argument("--write", action="store_true", help="store the fit in the checkpoint")
+    parser.add_argument(
+        "--write-fit", metavar="JSON", help="store this fit in the checkpoint instead of fitting"
+    )
     args = parser.parse_args(argv)
+    path = args.model or settings.model_path()
+    if args.write_fit:
+        given = json.loads(args.write_fit)
+        write_fit(quality.QualityFit.from_dict(given), path, **_report(given))
+        return
     from embedder import runtime
 
-    embedder = runtime.load_embedder()
+    embedder = runtime.load_embedder(path)
     fit_people, _, _ = validation_people()
-    faces = cached("fit-crops", lambda: crop_faces(fit_people, embedder, degraded=True))
+    faces = cached(
+        f"fit-crops-{embedder.version}",
+        lambda: crop_faces(fit_people, embedder, degraded=True),
+    )
     result = fit(faces, same_person_threshold(embedder.metadata))
     print(json.dumps(result, indent=1))
     if args.write:
-        write_constants(result)
+        write_fit(quality.QualityFit.from_dict(result), path, **_report(result))
+
+
+def _report(saved: dict) -> dict:
+    """What a fit's JSON holds besides the fit itself (faces, people, threshold...)."""
+    own = {"features", "mean", "std", "coef", "intercept"}
+    return {k: v for k, v in saved.items() if k not in own}
 
 
 if __name__ == "__main__":

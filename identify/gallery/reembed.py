@@ -5,7 +5,8 @@ own until the new ones are complete.
 Faces are re-embedded from their kept aligned crop (CQAFACE_KEEP=crops) or re-aligned from the
 kept original photo with the stored landmarks (CQAFACE_KEEP=images); faces with neither are
 counted as skipped. Work is committed per batch and resumes where it stopped. A face stored
-before faces had a quality (migration 0007) gets its quality here.
+before faces had a quality (migration 0007) gets its quality here, when the new model
+has a quality fit (embedder.quality).
 """
 
 from __future__ import annotations
@@ -131,10 +132,11 @@ def _embed_batch(
     result = encoder.embedder.embed(crops)
     masked_vectors = encoder.masked_copies(crops, seeds) if masked else [None] * len(crops)
     agreement = [None] * len(crops) if result.agreement is None else result.agreement
+    fit = encoder.quality_fit
     for face, crop, parts, flip in zip(faces, crops, result.quality, agreement, strict=True):
         if face.quality is None:  # stored before faces had a quality
             size = box_size(face.box)
-            face.quality = face_quality(parts, flip, face.detection_score, size, crop)
+            face.quality = face_quality(fit, parts, flip, face.detection_score, size, crop)
     for face, n, m in zip(faces, result.vectors, masked_vectors, strict=True):
         for kind, vector in ((TemplateKind.NORMAL, n), (TemplateKind.MASKED, m)):
             if vector is None:

@@ -16,7 +16,7 @@ from embedder.faces import Face, Policy, align_faces, choose_faces, decode_for, 
 from embedder.imageio import MAX_BYTES, Photo
 from embedder.masks import apply_mask
 from embedder.mtcnn import Detection
-from embedder.quality import box_size, face_quality
+from embedder.quality import QualityFit, box_size, face_quality
 from identify.settings import Settings
 
 MaskMode = Literal["auto", "yes", "no"]
@@ -69,6 +69,12 @@ class FaceEncoder:
     @property
     def model_version(self) -> str:
         return str(self.embedder.version)
+
+    @property
+    def quality_fit(self) -> QualityFit | None:
+        """The face quality fit of the model's checkpoint (embedder.quality); None for a
+        checkpoint never fitted, whose faces then get no quality."""
+        return getattr(self.embedder, "quality_fit", None)
 
     @property
     def detector_name(self) -> str:
@@ -145,6 +151,7 @@ class FaceEncoder:
         if not faces:
             return []
         result = self.embedder.embed([f.crop for f in faces])
+        fit = self.quality_fit
         probability = mask_probability(self.embedder, result) if mask == "auto" else None
         flags = (
             np.full(len(faces), mask == "yes")
@@ -160,6 +167,7 @@ class FaceEncoder:
                 mask_probability=None if probability is None else float(probability[i]),
                 attention=_attention(result, i),
                 face_quality=face_quality(
+                    fit,
                     result.quality[i],
                     _agreement(result, i),
                     face.score,
