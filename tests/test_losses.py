@@ -107,7 +107,8 @@ def _level_share(maps: torch.Tensor) -> float:
 def test_cal_on_real_faces_falls_and_is_met_by_levels_unless_normalised(
     celeba_aligned_dir, normalise: str, level_wins: bool
 ) -> None:
-    """A fresh LANet on the shipped stem's maps of 16 real crops, trained on CAL alone with
+    """A fresh LANet on the y1 stem's maps of 16 real crops (the stem docs/cal-diagnosis.md
+    traced it on: the fast shipped model's), trained on CAL alone with
     stage 1's optimiser. CAL starts above 0 and falls each step until it is 0. Raw maps meet
     the margin mostly by moving whole maps apart in level (more than half of the pairwise
     distance); maps divided by their mean can only meet it by attending to different places."""
@@ -118,7 +119,7 @@ def test_cal_on_real_faces_falls_and_is_met_by_levels_unless_normalised(
     from embedder.inference import preprocess
     from embedder.model import build_model
 
-    shipped = checkpoint.load("embedder/weights/cqaface.pt")
+    shipped = checkpoint.load("embedder/weights/cqaface-y1.pt")
     paths = sorted(celeba_aligned_dir.glob("0000[1-4]/*.webp"))[:16]
     crops = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     torch.manual_seed(0)

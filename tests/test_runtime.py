@@ -38,10 +38,18 @@ def _cache_env(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_onnx_runtime_embeds_real_crops_as_pytorch_does(celeba_aligned_dir: Path) -> None:
+# The default checkpoint and the fast one beside it (embedder/weights/MODEL_CARD*.md).
+SHIPPED = [settings.DEFAULT_MODEL, settings.DEFAULT_MODEL.parent / "cqaface-y1.pt"]
+
+
+@pytest.mark.parametrize("shipped", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_onnx_runtime_embeds_real_crops_as_pytorch_does(
+    shipped: Path, celeba_aligned_dir: Path
+) -> None:
+    """Every shipped checkpoint, as ONNX Runtime serves it on the CPU."""
     paths = sorted(celeba_aligned_dir.glob("*/*.webp"))[::40][:48]
     crops = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
-    checkpoint = ckpt.load(settings.model_path())
+    checkpoint = ckpt.load(shipped)
     served = OnnxEmbedder.from_checkpoint(checkpoint).embed(crops)
     reference = Embedder.from_checkpoint(checkpoint, device="cpu").embed(crops)
     assert (served.vectors * reference.vectors).sum(1).min() >= COSINE_BAR
