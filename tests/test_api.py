@@ -10,13 +10,26 @@ import time
 
 import numpy as np
 import pytest
+from quality_gate import blurred, minimum_between
 from web_helpers import add_key, bearer, make_app
 
 SUBJECTS = ("s1", "s2", "s3", "s4", "s5")
 
 
+@pytest.fixture(scope="module")
+def gate_minimum(orl_dir) -> float:
+    """The app's minimum quality to enrol: under the sharp gallery photos' scores, over the
+    blurred probe's (tests/quality_gate.py)."""
+    from embedder.imageio import load_image
+    from identify.search.encode import FaceEncoder
+
+    sharp = [load_image(orl_dir / name / f"{i}.pgm") for name in SUBJECTS for i in (1, 2, 3)]
+    bad = blurred(load_image(orl_dir / "s5" / "4.pgm"), 4.0)
+    return minimum_between(FaceEncoder.load(), sharp, bad)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def served(request, tmp_path_factory, orl_dir):
+def served(request, tmp_path_factory, orl_dir, gate_minimum):
     """An app whose gallery holds photos 1-3 of five ORL subjects, and an admin key."""
     from identify.gallery import migrate
 
@@ -26,7 +39,8 @@ def served(request, tmp_path_factory, orl_dir):
     else:
         url = request.getfixturevalue("postgres_database")()
     migrate.upgrade(url)
-    app = make_app(url, tmp)  # uploads extracted under tmp/data
+    # uploads extracted under tmp/data
+    app = make_app(url, tmp, {"CQAFACE_ENROL_MIN_QUALITY": str(gate_minimum)})
     key = add_key(app, "admin@x.org", "admin", "identify,enrol,admin")
     client = app.test_client()
     ids = {}
@@ -303,18 +317,17 @@ def test_the_ui_search_shows_rank_1_candidates_overlay_and_is_audited(served, or
 
 
 def test_a_blurred_photo_is_refused_low_quality_with_422_and_a_probe_is_answered(served, orl_dir):
-    import cv2
     from PIL import Image as PILImage
 
     app, key, ids = served
     client = app.test_client()
     grey = np.asarray(PILImage.open(orl_dir / "s5" / "4.pgm").convert("RGB"))
     buffer = io.BytesIO()
-    PILImage.fromarray(cv2.GaussianBlur(grey, (0, 0), 4.0)).save(buffer, format="PNG")
-    blurred = buffer.getvalue()
+    PILImage.fromarray(blurred(grey, 4.0)).save(buffer, format="PNG")
+    photo = buffer.getvalue()
     refused = client.post(
         f"/api/v1/subjects/{ids['s5']}/images",
-        data={"image": (io.BytesIO(blurred), "blurred.png")},
+        data={"image": (io.BytesIO(photo), "blurred.png")},
         headers=bearer(key),
     )
     assert refused.status_code == 422, refused.get_json()
@@ -325,7 +338,7 @@ def test_a_blurred_photo_is_refused_low_quality_with_422_and_a_probe_is_answered
     )
     # The same photo as a probe is answered, with its quality for the caller to judge.
     probe = client.post(
-        "/api/v1/identify", data={"image": (io.BytesIO(blurred), "b.png")}, headers=bearer(key)
+        "/api/v1/identify", data={"image": (io.BytesIO(photo), "b.png")}, headers=bearer(key)
     )
     assert probe.status_code == 200
     assert probe.get_json()["faces"][0]["face_quality"] == pytest.approx(

@@ -10,10 +10,10 @@ import re
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from quality_gate import blurred, face_quality_of, minimum_between
 from sqlalchemy import func, select
 
 from embedder import quality
@@ -35,19 +35,10 @@ def shipped() -> FaceEncoder:
     return FaceEncoder.load()
 
 
-def blurred(photo: np.ndarray, sigma: float = 6.0) -> np.ndarray:
-    return cv2.GaussianBlur(photo, (0, 0), sigma)
-
-
 def png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     PILImage.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def face_quality_of(encoder: FaceEncoder, image: np.ndarray) -> float:
-    [encoded] = encoder.encode(encoder.faces(image, "largest", gallery=True), "no")
-    return encoded.face_quality
 
 
 def test_sharpness_falls_when_a_real_crop_is_blurred(celeba_aligned_dir: Path) -> None:
@@ -98,10 +89,7 @@ def minimum(shipped: FaceEncoder, orl_dir: Path) -> float:
     """A minimum between the blurred copy's score and the four sharp photos' lowest, as the
     shipped model scores them: the gate must refuse exactly the faces under it."""
     sharp = [load_image(orl_dir / p / f"{k}.pgm") for p in ("s1", "s2") for k in (1, 2)]
-    low = min(face_quality_of(shipped, photo) for photo in sharp)
-    bad = face_quality_of(shipped, blurred(load_image(orl_dir / "s1" / "1.pgm"), 4.0))
-    assert bad < low
-    return round((bad + low) / 2, 4)
+    return minimum_between(shipped, sharp, blurred(load_image(orl_dir / "s1" / "1.pgm"), 4.0))
 
 
 def _enroller(url: str, encoder: FaceEncoder, tmp_path: Path, **env: str) -> Enroller:
