@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hygiene_gallery import (
     ALIAS_SUFFIX,
+    MODEL,
     build,
     embedded,
     encoder,
@@ -415,9 +416,12 @@ def test_two_merges_of_one_pair_at_once_one_wins_the_other_is_refused_whole(
 # ----- the JSON API and the command line ------------------------------------------------------
 
 
-def test_the_api_runs_a_report_and_its_actions_and_refuses_bad_input(root, names, tmp_path):
+def test_the_api_runs_a_report_and_its_actions_and_refuses_bad_input(
+    root, names, tmp_path, monkeypatch
+):
     from web_helpers import add_key, bearer, make_app
 
+    monkeypatch.setenv("CQAFACE_MODEL", str(MODEL))
     from identify.web import hygiene as web_hygiene
 
     p0, p1, p2 = names[:3]
@@ -513,7 +517,8 @@ def test_the_cli_merges_undoes_and_refuses_in_one_line(root, names, tmp_path, mo
     monkeypatch.setenv("CQAFACE_DATABASE_URL", url)
     monkeypatch.setenv("CQAFACE_INDEX_DIR", str(tmp_path / "index"))
     monkeypatch.setenv("CQAFACE_DATA_DIR", str(tmp_path / "data"))
-    for name in ("CQAFACE_MODEL", "CQAFACE_THRESHOLD", "CQAFACE_FAR"):
+    monkeypatch.setenv("CQAFACE_MODEL", str(MODEL))
+    for name in ("CQAFACE_THRESHOLD", "CQAFACE_FAR"):
         monkeypatch.delenv(name, raising=False)
     source, target = _subject(store, p2 + ALIAS_SUFFIX), _subject(store, p2)
 

@@ -6,7 +6,7 @@ its person and removes another. Screenshots go to var/test-artifacts/hygiene-*.p
 from __future__ import annotations
 
 import pytest
-from hygiene_gallery import ALIAS_SUFFIX, build, layout, people
+from hygiene_gallery import ALIAS_SUFFIX, MODEL, build, layout, people
 from server_process import cli, stack_env, start_server
 from test_browser import _shot, _sign_in, _wait, browser  # noqa: F401 (browser: a fixture)
 
@@ -19,7 +19,7 @@ def site(tmp_path_factory, celeba_photos_dir):
     url = f"sqlite:///{tmp / 'gallery.db'}"
     names = people(celeba_photos_dir)
     build(url, layout(celeba_photos_dir, foreign=names[0], alias=True))
-    env = stack_env(url, tmp, broker=False)
+    env = {**stack_env(url, tmp, broker=False), "CQAFACE_MODEL": str(MODEL)}
     cli(
         env,
         "admin",
