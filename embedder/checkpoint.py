@@ -32,6 +32,9 @@ class Checkpoint:
     version: str
     # Calibrated thresholds, mask classifier, training provenance: whatever serving needs.
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Store weight matrices (conv and linear weights) as fp16 in the file, half its size; they
+    # are read back as fp32, and a file that stored them so is saved so again.
+    half_weights: bool = False
 
     def build(self) -> CQAFace:
         model = build_model(self.config)
@@ -64,7 +67,7 @@ def save(checkpoint: Checkpoint, path: str | Path) -> Path:
         "format_version": FORMAT_VERSION,
         "model_config": checkpoint.config.to_dict(),
         "model_version": checkpoint.version,
-        "state_dict": checkpoint.state_dict,
+        "state_dict": _stored(checkpoint.state_dict, checkpoint.half_weights),
         "metadata": checkpoint.metadata,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -88,9 +91,28 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path} is not a CQA-Face checkpoint")
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer cqa-face; upgrade to read it")
+    stored = payload["state_dict"]
     return Checkpoint(
         ModelConfig.from_dict(payload["model_config"]),
-        payload["state_dict"],
+        {k: v.float() if v.is_floating_point() else v for k, v in stored.items()},
         payload["model_version"],
         payload.get("metadata", {}),
+        half_weights=any(v.dtype == torch.float16 for v in stored.values()),
     )
+
+
+def with_half_weights(checkpoint: Checkpoint) -> Checkpoint:
+    """The checkpoint with its weight matrices rounded to fp16 (a new version: other weights),
+    saved at half the size; biases, batch-norm statistics and PReLU slopes stay fp32."""
+    state = {
+        k: v.half().float() if v.is_floating_point() and v.dim() >= 2 else v
+        for k, v in checkpoint.state_dict.items()
+    }
+    version = model_version(checkpoint.config, state)
+    return Checkpoint(checkpoint.config, state, version, dict(checkpoint.metadata), True)
+
+
+def _stored(state: dict[str, torch.Tensor], half: bool) -> dict[str, torch.Tensor]:
+    if not half:
+        return state
+    return {k: v.half() if v.is_floating_point() and v.dim() >= 2 else v for k, v in state.items()}

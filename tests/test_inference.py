@@ -42,6 +42,22 @@ def test_checkpoint_round_trip_keeps_weights_config_version_and_metadata(
     assert torch.equal(loaded.build()(x).embedding, cqa_checkpoint.build()(x).embedding)
 
 
+def test_half_weights_halve_the_file_and_read_back_as_the_rounded_fp32_model(
+    cqa_checkpoint: ckpt.Checkpoint, tmp_path: Path
+) -> None:
+    full = ckpt.save(cqa_checkpoint, tmp_path / "full.pt")
+    half = ckpt.with_half_weights(cqa_checkpoint)
+    loaded = ckpt.load(ckpt.save(half, tmp_path / "half.pt"))
+    assert loaded.half_weights and loaded.version == half.version != cqa_checkpoint.version
+    assert loaded.version == ckpt.model_version(loaded.config, loaded.state_dict)
+    assert all(v.dtype != torch.float16 for v in loaded.state_dict.values())
+    assert all(torch.equal(loaded.state_dict[k], v) for k, v in half.state_dict.items())
+    assert (tmp_path / "half.pt").stat().st_size < 0.6 * full.stat().st_size
+    # A file that stored half weights is saved so again (e.g. after `eval calibrate --write`).
+    again = ckpt.load(ckpt.save(loaded, tmp_path / "again.pt"))
+    assert again.half_weights and again.version == loaded.version
+
+
 def test_model_version_names_the_weights() -> None:
     torch.manual_seed(1)
     a = ckpt.from_model(build_model(variant("cqa")))
