@@ -104,10 +104,7 @@ def load(path: str | Path) -> Checkpoint:
 def with_half_weights(checkpoint: Checkpoint) -> Checkpoint:
     """The checkpoint with its weight matrices rounded to fp16 (a new version: other weights),
     saved at half the size; biases, batch-norm statistics and PReLU slopes stay fp32."""
-    state = {
-        k: v.half().float() if v.is_floating_point() and v.dim() >= 2 else v
-        for k, v in checkpoint.state_dict.items()
-    }
+    state = {k: v.half().float() if _matrix(v) else v for k, v in checkpoint.state_dict.items()}
     version = model_version(checkpoint.config, state)
     return Checkpoint(checkpoint.config, state, version, dict(checkpoint.metadata), True)
 
@@ -115,4 +112,9 @@ def with_half_weights(checkpoint: Checkpoint) -> Checkpoint:
 def _stored(state: dict[str, torch.Tensor], half: bool) -> dict[str, torch.Tensor]:
     if not half:
         return state
-    return {k: v.half() if v.is_floating_point() and v.dim() >= 2 else v for k, v in state.items()}
+    return {k: v.half() if _matrix(v) else v for k, v in state.items()}
+
+
+def _matrix(tensor: torch.Tensor) -> bool:
+    """A conv or linear weight: what half weights store in fp16."""
+    return tensor.is_floating_point() and tensor.dim() >= 2

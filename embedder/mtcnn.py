@@ -309,12 +309,18 @@ class MTCNN:
         passed = prob > self.thresholds[2]
         found = _Candidates(found.photo[passed], found.boxes[passed], prob[passed])
         reg, marks = reg[passed], marks[passed]
-        origin = found.boxes[:, None, :2] - 1
-        extent = found.boxes[:, None, 2:] - origin
-        landmarks = marks.reshape(-1, 2, 5).transpose(0, 2, 1) * extent + origin
+        landmarks = onet_points(found.boxes, marks)
         found = replace(found, boxes=_regress(found.boxes, reg))
         keep = _nms_per_photo(found, 0.7, mode="min", offset=1.0)
         return found.take(keep), landmarks[keep]
+
+
+def onet_points(boxes: np.ndarray, marks: np.ndarray) -> np.ndarray:
+    """O-Net's 10 outputs per box (x1..x5, y1..y5 as shares of the box) as (N, 5, 2) points in
+    the photo's pixels."""
+    origin = boxes[:, None, :2] - 1
+    extent = boxes[:, None, 2:] - origin
+    return marks.reshape(-1, 2, 5).transpose(0, 2, 1) * extent + origin
 
 
 @functools.cache

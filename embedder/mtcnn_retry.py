@@ -33,7 +33,17 @@ import cv2
 import numpy as np
 import torch
 
-from embedder.mtcnn import MTCNN, Detection, Networks, ONet, TorchNet, _clip, _Integral, _square
+from embedder.mtcnn import (
+    MTCNN,
+    Detection,
+    Networks,
+    ONet,
+    TorchNet,
+    _clip,
+    _Integral,
+    _square,
+    onet_points,
+)
 
 BORDER = 0.25  # black border on each side, a fraction of the photo's longer side, at most
 # its shorter side: a 20,000 x 100 banner gets 100 px, not 5,000 (a 300 MP canvas)
@@ -111,9 +121,7 @@ def masked_points(
     inside = (rect[:, 2] > rect[:, 0]) & (rect[:, 3] > rect[:, 1])
     rect[~inside] = [0, 0, 1, 1]  # a box wholly off the photo: a dummy crop, seen as bare
     masked, _, marks = net(table.resample(rect, 48, 48))
-    origin = boxes[:, None, :2] - 1
-    extent = boxes[:, None, 2:] - origin
-    points = marks.reshape(-1, 2, 5).transpose(0, 2, 1) * extent + origin
+    points = onet_points(boxes, marks)
     return points.astype(np.float32), np.where(inside, masked, 0.0)
 
 
